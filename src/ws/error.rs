@@ -1,0 +1,78 @@
+//! Why a connection fails, and which close code says so.
+
+use crate::ws::close;
+use thiserror::Error;
+
+/// A violation of RFC 6455 by the peer; each maps to the close code sent back.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// RFC 6455 §5.2: RSV bits set without a negotiated extension.
+    #[error("reserved bits {0:#05b} set without an extension")]
+    ReservedBits(u8),
+    /// RFC 6455 §5.2: opcode 0x3–0x7 or 0xB–0xF.
+    #[error("reserved opcode {0:#x}")]
+    ReservedOpcode(u8),
+    /// RFC 6455 §5.5: a control frame with FIN clear.
+    #[error("fragmented control frame")]
+    FragmentedControl,
+    /// RFC 6455 §5.5: a control frame payload over 125 bytes.
+    #[error("control frame longer than 125 bytes")]
+    ControlTooLong,
+    /// RFC 6455 §5.2: a 64-bit length with its most significant bit set.
+    #[error("64-bit payload length with the top bit set")]
+    LengthTopBit,
+    /// RFC 6455 §5.1: a client frame without the MASK bit.
+    #[error("client frame is not masked")]
+    Unmasked,
+    /// RFC 6455 §5.1: a server frame with the MASK bit (client side).
+    #[error("server frame is masked")]
+    Masked,
+    /// RFC 6455 §5.4: a continuation frame with no message open.
+    #[error("continuation frame without a message in progress")]
+    UnexpectedContinuation,
+    /// RFC 6455 §5.4: a new text or binary frame inside a fragmented message.
+    #[error("new data frame inside a fragmented message")]
+    ExpectedContinuation,
+    /// RFC 6455 §5.5.1: a close payload of exactly one byte.
+    #[error("close frame with a 1-byte payload")]
+    CloseOneByte,
+    /// RFC 6455 §7.4: a close code that may not be sent.
+    #[error("invalid close code {0}")]
+    InvalidCloseCode(u16),
+    /// RFC 6455 §8.1: a text message or close reason that is not UTF-8.
+    #[error("invalid UTF-8 in text")]
+    InvalidUtf8,
+    /// The frame or message exceeds the configured maximum (RFC 6455 §7.4.1, 1009).
+    #[error("message of at least {0} bytes exceeds the limit")]
+    TooBig(u64),
+}
+
+impl ProtocolError {
+    /// The close code that fails the connection for this error (RFC 6455 §7.4.1).
+    pub fn close_code(self) -> u16 {
+        match self {
+            ProtocolError::InvalidUtf8 => close::INVALID_PAYLOAD,
+            ProtocolError::TooBig(_) => close::MESSAGE_TOO_BIG,
+            _ => close::PROTOCOL_ERROR,
+        }
+    }
+
+    /// A short reason for the close frame (fits the 123-byte limit).
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProtocolError::ReservedBits(_) => "reserved bits set",
+            ProtocolError::ReservedOpcode(_) => "reserved opcode",
+            ProtocolError::FragmentedControl => "fragmented control frame",
+            ProtocolError::ControlTooLong => "control frame too long",
+            ProtocolError::LengthTopBit => "invalid payload length",
+            ProtocolError::Unmasked => "client frames must be masked",
+            ProtocolError::Masked => "server frames must not be masked",
+            ProtocolError::UnexpectedContinuation => "continuation without a message",
+            ProtocolError::ExpectedContinuation => "expected a continuation frame",
+            ProtocolError::CloseOneByte => "close payload of one byte",
+            ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidUtf8 => "invalid UTF-8",
+            ProtocolError::TooBig(_) => "message too big",
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The server side of the opening handshake (RFC 6455 §4.2), over `httparse`.
+//!
+//! [`parse_request`] reads a request head that may still be arriving (a
+//! partial head is not an error) and decides: upgrade, health check, or a
+//! rejection with an HTTP status and a one-line reason.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use thiserror::Error;
+
+/// The GUID appended to the key before hashing (RFC 6455 §1.3).
+const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Header fields accepted in one request; more is a 431.
+const MAX_HEADERS: usize = 64;
+/// Length of a `Sec-WebSocket-Accept` value (base64 of a 20-byte SHA-1).
+pub const ACCEPT_LEN: usize = 28;
+/// The path answered with `200 ok` to a plain GET, for load balancers.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// What the server allows in a handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandshakePolicy {
+    /// Largest request head (request line and headers) in bytes; 431 beyond.
+    pub max_head_bytes: usize,
+    /// Origins allowed to connect; empty allows every origin (and none).
+    pub allowed_origins: Vec<String>,
+    /// The only path that upgrades (query string ignored); `None` allows any.
+    pub path: Option<String>,
+}
+
+impl Default for HandshakePolicy {
+    fn default() -> Self {
+        HandshakePolicy {
+            max_head_bytes: 8 * 1024,
+            allowed_origins: Vec::new(),
+            path: None,
+        }
+    }
+}
+
+/// Decides whether one more connection may be upgraded (the overload hook).
+pub trait Admission {
+    /// Returns true and counts the connection in, or false for a 503.
+    fn try_admit(&self) -> bool;
+}
+
+/// Admits every connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn try_admit(&self) -> bool {
+        true
+    }
+}
+
+/// A well-formed outcome of reading the request head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// More bytes are needed.
+    Partial,
+    /// A valid upgrade: the head is `head_len` bytes; answer 101 with `accept`.
+    Upgrade {
+        /// Bytes of the request head, including the final CRLF CRLF.
+        head_len: usize,
+        /// The `Sec-WebSocket-Accept` value.
+        accept: [u8; ACCEPT_LEN],
+    },
+    /// A plain `GET /healthz`: answer `200 ok`.
+    Health,
+}
+
+/// Why a handshake was refused; each maps to an HTTP status.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum Rejection {
+    /// The head did not end within the size limit.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// More header fields than the parser accepts.
+    #[error("too many header fields")]
+    TooManyHeaders,
+    /// Not HTTP at all (TLS on the plain port, binary noise) or malformed.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(&'static str),
+    /// RFC 6455 §4.1: the method must be GET.
+    #[error("method {0} not allowed, use GET")]
+    MethodNotAllowed(String),
+    /// RFC 6455 §4.1: HTTP/1.1 or later.
+    #[error("HTTP/1.1 is required")]
+    NotHttp11,
+    /// RFC 6455 §4.1: a Host header is required.
+    #[error("missing Host header")]
+    MissingHost,
+    /// RFC 6455 §4.2.1: `Upgrade` must contain `websocket`.
+    #[error("expected a WebSocket upgrade (Upgrade: websocket)")]
+    NotUpgrade,
+    /// RFC 6455 §4.2.1: `Connection` must contain `Upgrade`.
+    #[error("Connection header must contain Upgrade")]
+    NoConnectionUpgrade,
+    /// RFC 6455 §4.2.2: only version 13 is spoken.
+    #[error("unsupported Sec-WebSocket-Version, use 13")]
+    UnsupportedVersion,
+    /// RFC 6455 §4.2.1: the key is base64 of 16 bytes.
+    #[error("Sec-WebSocket-Key must be base64 of 16 bytes")]
+    BadKey,
+    /// The path is not the configured one.
+    #[error("no WebSocket endpoint at this path")]
+    PathNotFound,
+    /// RFC 6455 §10.2: the Origin is not allowed.
+    #[error("origin not allowed")]
+    OriginForbidden,
+    /// The server is at its connection limit.
+    #[error("server at capacity, try again later")]
+    Overloaded,
+    /// The request head did not arrive within the handshake timeout.
+    #[error("handshake timed out")]
+    Timeout,
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+impl Rejection {
+    /// HTTP status code and reason phrase.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            Rejection::HeadTooLarge(_) | Rejection::TooManyHeaders => {
+                (431, "Request Header Fields Too Large")
+            }
+            Rejection::MethodNotAllowed(_) => (405, "Method Not Allowed"),
+            Rejection::UnsupportedVersion => (426, "Upgrade Required"),
+            Rejection::PathNotFound => (404, "Not Found"),
+            Rejection::OriginForbidden => (403, "Forbidden"),
+            Rejection::Overloaded | Rejection::ShuttingDown => (503, "Service Unavailable"),
+            Rejection::Timeout => (408, "Request Timeout"),
+            _ => (400, "Bad Request"),
+        }
+    }
+
+    /// Header lines the status requires (RFC 9110 §15.5.6, RFC 6455 §4.4).
+    fn extra_headers(&self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed(_) => "Allow: GET\r\n",
+            Rejection::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
+            _ => "",
+        }
+    }
+
+    /// Appends the complete HTTP response for this rejection to `out`.
+    pub fn write_response(&self, out: &mut Vec<u8>) {
+        let (code, phrase) = self.status();
+        let body = format!("{self}\n");
+        write_plain(out, code, phrase, self.extra_headers(), &body);
+    }
+}
+
+/// Appends a complete `Connection: close` plain-text response to `out`.
+fn write_plain(out: &mut Vec<u8>, code: u16, phrase: &str, extra: &str, body: &str) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        body.len()
+    );
+}
+
+/// Appends the health check answer (`200 ok`) to `out`.
+pub fn write_health_response(out: &mut Vec<u8>) {
+    write_plain(out, 200, "OK", "", "ok\n");
+}
+
+/// Appends the 101 response that completes the handshake (RFC 6455 §4.2.2).
+pub fn write_accept_response(out: &mut Vec<u8>, accept: &[u8; ACCEPT_LEN]) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)) (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key);
+    sha.update(WS_GUID);
+    let mut out = [0u8; ACCEPT_LEN];
+    let n = BASE64
+        .encode_slice(sha.digest().bytes(), &mut out)
+        .expect("28 bytes hold base64 of 20");
+    debug_assert_eq!(n, ACCEPT_LEN);
+    out
+}
+
+/// Reads a request head from `buf` (which may hold only part of it, or the
+/// head followed by frames) and applies `policy`.
+pub fn parse_request(
+    buf: &[u8],
+    policy: &HandshakePolicy,
+    admission: &dyn Admission,
+) -> Result<Request, Rejection> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= policy.max_head_bytes {
+                return Err(Rejection::HeadTooLarge(policy.max_head_bytes));
+            }
+            return Ok(Request::Partial);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooManyHeaders),
+        Err(e) => return Err(Rejection::Malformed(parse_error_text(e))),
+    };
+    if head_len > policy.max_head_bytes {
+        return Err(Rejection::HeadTooLarge(policy.max_head_bytes));
+    }
+    let method = req.method.unwrap_or("");
+    if method != "GET" {
+        let shown: String = method.chars().take(16).collect();
+        return Err(Rejection::MethodNotAllowed(shown));
+    }
+    if req.version != Some(1) {
+        return Err(Rejection::NotHttp11);
+    }
+    let target = req.path.unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    let has = |name: &str| {
+        req.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    if path == HEALTH_PATH && !has("upgrade") {
+        return Ok(Request::Health);
+    }
+    if !has("host") {
+        return Err(Rejection::MissingHost);
+    }
+    if !header_has_token(req.headers, "upgrade", "websocket") {
+        return Err(Rejection::NotUpgrade);
+    }
+    if !header_has_token(req.headers, "connection", "upgrade") {
+        return Err(Rejection::NoConnectionUpgrade);
+    }
+    if !header_has_token(req.headers, "sec-websocket-version", "13") {
+        return Err(Rejection::UnsupportedVersion);
+    }
+    let key = single_header(req.headers, "sec-websocket-key").ok_or(Rejection::BadKey)?;
+    let key = trim(key);
+    let mut decoded = [0u8; 18];
+    match BASE64.decode_slice(key, &mut decoded) {
+        Ok(16) => {}
+        _ => return Err(Rejection::BadKey),
+    }
+    if let Some(want) = &policy.path {
+        if path != want {
+            return Err(Rejection::PathNotFound);
+        }
+    }
+    if !policy.allowed_origins.is_empty() {
+        let origin = single_header(req.headers, "origin").map(trim);
+        let ok = origin.is_some_and(|o| {
+            policy
+                .allowed_origins
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(o))
+        });
+        if !ok {
+            return Err(Rejection::OriginForbidden);
+        }
+    }
+    if !admission.try_admit() {
+        return Err(Rejection::Overloaded);
+    }
+    Ok(Request::Upgrade {
+        head_len,
+        accept: accept_key(key),
+    })
+}
+
+fn parse_error_text(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::Token => "not an HTTP request",
+        httparse::Error::Version => "bad HTTP version",
+        httparse::Error::Status => "bad status",
+        httparse::Error::HeaderName => "bad header name",
+        httparse::Error::HeaderValue => "bad header value",
+        httparse::Error::NewLine => "bad line ending",
+        httparse::Error::TooManyHeaders => "too many headers",
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+fn single_header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Whether any header `name` lists `token` in its comma-separated value,
+/// compared case-insensitively (RFC 9110 §5.6.1).
+fn header_has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    struct Deny;
+    impl Admission for Deny {
+        fn try_admit(&self) -> bool {
+            false
+        }
+    }
+
+    fn parse(req: &str) -> Result<Request, Rejection> {
+        parse_request(req.as_bytes(), &HandshakePolicy::default(), &AdmitAll)
+    }
+
+    #[test]
+    fn rfc_sample_key_gives_rfc_accept() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            parse(GOOD),
+            Ok(Request::Upgrade {
+                head_len: GOOD.len(),
+                accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            })
+        );
+    }
+
+    #[test]
+    fn every_prefix_is_partial() {
+        for n in 0..GOOD.len() {
+            assert_eq!(parse(&GOOD[..n]), Ok(Request::Partial), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn tokens_match_case_insensitively_in_lists() {
+        let req = GOOD
+            .replace("Connection: Upgrade", "Connection: keep-alive, UPGRADE")
+            .replace("Upgrade: websocket", "Upgrade: WebSocket");
+        assert!(matches!(parse(&req), Ok(Request::Upgrade { .. })));
+    }
+
+    #[test]
+    fn each_violation_gets_its_status() {
+        let cases: Vec<(String, u16)> = vec![
+            (GOOD.replace("GET", "POST"), 405),
+            (GOOD.replace("HTTP/1.1", "HTTP/1.0"), 400),
+            (GOOD.replace("Host: server.example.com\r\n", ""), 400),
+            (GOOD.replace("Upgrade: websocket\r\n", ""), 400),
+            (
+                GOOD.replace("Connection: Upgrade", "Connection: keep-alive"),
+                400,
+            ),
+            (GOOD.replace("Version: 13", "Version: 8"), 426),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
+                400,
+            ),
+            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!"), 400),
+            (
+                String::from_utf8_lossy(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+                    .into_owned(),
+                400,
+            ),
+        ];
+        for (req, status) in cases {
+            let r = parse(&req).expect_err(&req);
+            assert_eq!(r.status().0, status, "{req:?}: {r}");
+        }
+    }
+
+    #[test]
+    fn policy_rejections() {
+        let p = HandshakePolicy {
+            path: Some("/ws".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_request(GOOD.as_bytes(), &p, &AdmitAll),
+            Err(Rejection::PathNotFound)
+        );
+        let p = HandshakePolicy {
+            allowed_origins: vec!["https://ok.example".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_request(GOOD.as_bytes(), &p, &AdmitAll),
+            Err(Rejection::OriginForbidden)
+        );
+        let p = HandshakePolicy {
+            allowed_origins: vec!["HTTP://example.com".into()],
+            ..Default::default()
+        };
+        assert!(parse_request(GOOD.as_bytes(), &p, &AdmitAll).is_ok());
+        assert_eq!(
+            parse_request(GOOD.as_bytes(), &HandshakePolicy::default(), &Deny),
+            Err(Rejection::Overloaded)
+        );
+    }
+
+    #[test]
+    fn oversized_head_is_431() {
+        let big = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(9000));
+        assert_eq!(parse(&big).unwrap_err().status().0, 431);
+    }
+
+    #[test]
+    fn health_check_without_upgrade() {
+        assert_eq!(parse("GET /healthz HTTP/1.1\r\n\r\n"), Ok(Request::Health));
+    }
+
+    #[test]
+    fn rejection_response_is_complete_http() {
+        let mut out = Vec::new();
+        Rejection::MethodNotAllowed("POST".into()).write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("Allow: GET\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        let body = "method POST not allowed, use GET\n";
+        assert!(text.ends_with(&format!("\r\n\r\n{body}")));
+        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
+}

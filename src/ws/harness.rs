@@ -1,0 +1,71 @@
+//! Drives a [`Session`] from memory the way an I/O backend does: each read
+//! lands after [`HEADROOM`] bytes of scratch, behind the bytes the previous
+//! call left unconsumed. Tests, the fuzz target and the benchmarks use it,
+//! so the carry-over rules they exercise are the backends' own.
+
+use crate::ws::output::Output;
+use crate::ws::session::{Ctx, Progress, Session, HEADROOM};
+
+/// A session plus the state a backend keeps next to it.
+#[derive(Debug)]
+pub struct Harness {
+    /// The session under test.
+    pub session: Session,
+    /// Unconsumed input from the previous call.
+    pub carry: Vec<u8>,
+    /// Everything the session asked to send, in order.
+    pub sent: Vec<u8>,
+    /// Messages, upgrade, rejection and error over all calls.
+    pub total: Progress,
+    buf: Vec<u8>,
+    out: Output,
+}
+
+impl Harness {
+    /// A harness around a new session.
+    pub fn new(session: Session) -> Harness {
+        Harness {
+            session,
+            carry: Vec::new(),
+            sent: Vec::new(),
+            total: Progress::default(),
+            buf: Vec::new(),
+            out: Output::new(),
+        }
+    }
+
+    /// Feeds one read's worth of bytes.
+    pub fn feed(&mut self, ctx: &Ctx<'_>, data: &[u8]) {
+        self.buf.clear();
+        self.buf.resize(HEADROOM, 0);
+        self.buf.extend_from_slice(&self.carry);
+        self.buf.extend_from_slice(data);
+        self.out.clear();
+        let p = self
+            .session
+            .handle_input(ctx, &mut self.buf, HEADROOM, &mut self.out);
+        self.out.copy_to(&self.buf, &mut self.sent);
+        self.carry.clear();
+        self.carry
+            .extend_from_slice(&self.buf[HEADROOM + p.consumed..]);
+        self.total.messages += p.messages;
+        self.total.upgraded |= p.upgraded;
+        self.total.rejected = self.total.rejected.or(p.rejected);
+        self.total.error = self.total.error.or(p.error);
+    }
+
+    /// Fires the session's timers as of `ctx.now`; true means drop the connection.
+    pub fn tick(&mut self, ctx: &Ctx<'_>) -> bool {
+        self.out.clear();
+        let drop = self.session.handle_timeout(ctx, &mut self.out);
+        self.out.copy_to(&[], &mut self.sent);
+        drop
+    }
+
+    /// Starts a server-side close with `code`.
+    pub fn close(&mut self, ctx: &Ctx<'_>, code: u16) {
+        self.out.clear();
+        self.session.start_close(ctx, code, &mut self.out);
+        self.out.copy_to(&[], &mut self.sent);
+    }
+}

@@ -1,0 +1,19 @@
+//! The protocol core: RFC 6455 with no I/O and no clock. Bytes in, bytes and
+//! events out, time passed in; both I/O backends drive it.
+
+pub mod client;
+pub mod close;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod harness;
+pub mod mask;
+pub mod output;
+pub mod session;
+pub mod utf8;
+
+pub use config::{Config, Reply};
+pub use error::ProtocolError;
+pub use output::{Chunk, Output};
+pub use session::{Ctx, Phase, Progress, Session, HEADROOM};

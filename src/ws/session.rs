@@ -1,0 +1,510 @@
+//! One server-side connection as a state machine with no I/O and no clock.
+//!
+//! The I/O layer reads bytes into a buffer of its own and calls
+//! [`Session::handle_input`]; the session parses frames where they lie,
+//! unmasks them in place, writes each echo's server header directly in front
+//! of its payload, and lists what to send in an [`Output`]. Time comes in as
+//! an argument ([`Ctx::now`]); [`Session::poll_timeout`] says when the session
+//! next wants [`Session::handle_timeout`].
+//!
+//! A data frame that arrives across several reads is echoed piece by piece,
+//! each piece as its own fragment of the same message (RFC 6455 §5.4 lets
+//! fragmentation change). So nothing of a payload is ever kept between reads:
+//! memory stays bounded for a message of any size, and a text frame with bad
+//! UTF-8 fails with 1007 before its bad part is echoed. A frame that arrives in
+//! one read is echoed as exactly one frame with the same opcode and FIN.
+
+use crate::ws::close;
+use crate::ws::config::{Config, Reply};
+use crate::ws::error::ProtocolError;
+use crate::ws::frame::{self, HeaderStatus, OpCode};
+use crate::ws::handshake::{self, Admission, Rejection, Request};
+use crate::ws::mask::apply_mask;
+use crate::ws::output::Output;
+use crate::ws::utf8::Utf8Validator;
+use std::time::Instant;
+
+/// Bytes the caller must leave writable in front of `start` in
+/// [`Session::handle_input`]: room for a server header in front of a payload
+/// piece that starts the read.
+pub const HEADROOM: usize = frame::MAX_SERVER_HEADER_LEN;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the HTTP upgrade request.
+    Handshake,
+    /// Frames flow both ways.
+    Open,
+    /// The server sent a close frame and waits for the client's (RFC 6455 §7.1.2).
+    CloseSent,
+    /// Nothing more will be sent after the current output: flush it, then
+    /// shut down the write side and discard input until the peer closes or
+    /// [`Session::poll_timeout`] passes.
+    Closed,
+}
+
+/// What the session needs from its caller on each call.
+pub struct Ctx<'a> {
+    /// Server settings.
+    pub config: &'a Config,
+    /// The current time.
+    pub now: Instant,
+    /// Consulted once, when a handshake is otherwise valid.
+    pub admission: &'a dyn Admission,
+}
+
+/// What one [`Session::handle_input`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Input bytes consumed from `start`. The rest (a partial request head,
+    /// frame header or control frame) must be passed again, in front of the
+    /// next bytes read.
+    pub consumed: usize,
+    /// Complete data messages received.
+    pub messages: u64,
+    /// The handshake completed in this call (the connection was admitted).
+    pub upgraded: bool,
+    /// The HTTP status sent when the handshake was refused.
+    pub rejected: Option<u16>,
+    /// The violation that failed the connection.
+    pub error: Option<ProtocolError>,
+}
+
+/// The kind of the data message in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Binary,
+}
+
+/// Per-connection protocol state; about 80 bytes, no heap.
+#[derive(Debug)]
+pub struct Session {
+    phase: Phase,
+    /// A data frame's payload is being received.
+    in_payload: bool,
+    /// FIN bit of that frame.
+    frame_fin: bool,
+    /// Its mask key and the key offset reached.
+    mask: [u8; 4],
+    mask_off: u8,
+    /// Payload bytes of that frame still to come.
+    remaining: u64,
+    /// The message in progress, if any (RFC 6455 §5.4).
+    msg: Option<Kind>,
+    /// Bytes of that message so far, including the current frame's whole length.
+    msg_len: u64,
+    /// The echo of that message has begun with a non-final fragment.
+    out_open: bool,
+    utf8: Utf8Validator,
+    /// A close the server wants to send once the current message is complete.
+    pending_close: Option<u16>,
+    /// A keepalive ping went out since the last input.
+    ping_sent: bool,
+    last_input: Instant,
+    /// Handshake deadline, close-handshake deadline or linger deadline, by phase.
+    deadline: Instant,
+}
+
+impl Session {
+    /// A session for a connection accepted at `now`.
+    pub fn new(config: &Config, now: Instant) -> Session {
+        Session {
+            phase: Phase::Handshake,
+            in_payload: false,
+            frame_fin: false,
+            mask: [0; 4],
+            mask_off: 0,
+            remaining: 0,
+            msg: None,
+            msg_len: 0,
+            out_open: false,
+            utf8: Utf8Validator::new(),
+            pending_close: None,
+            ping_sent: false,
+            last_input: now,
+            deadline: now + config.handshake_timeout,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// True once nothing but the current output will be sent.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// True between a completed handshake and the end of the close handshake.
+    pub fn is_upgraded(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::CloseSent)
+    }
+
+    /// Handles the bytes `buf[start..]`, which must be preceded by any bytes
+    /// left unconsumed by the previous call. `buf[..start]` is scratch space
+    /// of at least [`HEADROOM`] bytes. Payloads are unmasked in place and
+    /// echo headers written in front of them; `out` receives what to send.
+    pub fn handle_input(
+        &mut self,
+        ctx: &Ctx<'_>,
+        buf: &mut [u8],
+        start: usize,
+        out: &mut Output,
+    ) -> Progress {
+        assert!(
+            start >= HEADROOM,
+            "handle_input needs {HEADROOM} bytes of headroom"
+        );
+        let end = buf.len();
+        let mut p = Progress::default();
+        if start < end {
+            self.last_input = ctx.now;
+            self.ping_sent = false;
+        }
+        let mut pos = start;
+        while pos < end {
+            pos = match self.phase {
+                Phase::Closed => end,
+                Phase::Handshake => match self.handshake(ctx, &buf[pos..], out, &mut p) {
+                    Some(n) => pos + n,
+                    None => break,
+                },
+                Phase::Open | Phase::CloseSent if self.in_payload => {
+                    self.data_piece(ctx, buf, pos, out, &mut p)
+                }
+                Phase::Open | Phase::CloseSent => match self.frame(ctx, buf, pos, out, &mut p) {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
+        }
+        p.consumed = pos - start;
+        p
+    }
+
+    /// When the session next wants [`Session::handle_timeout`].
+    pub fn poll_timeout(&self, config: &Config) -> Option<Instant> {
+        match self.phase {
+            Phase::Open => config.idle_timeout.map(|t| {
+                if self.ping_sent {
+                    self.last_input + t
+                } else {
+                    self.last_input + t / 2
+                }
+            }),
+            _ => Some(self.deadline),
+        }
+    }
+
+    /// Acts on deadlines that have passed: 408 for a slow handshake, a
+    /// keepalive ping at half the idle timeout, close 1000 at the idle
+    /// timeout. Returns true when the TCP connection should be dropped now
+    /// (the peer never finished the close handshake or never closed).
+    pub fn handle_timeout(&mut self, ctx: &Ctx<'_>, out: &mut Output) -> bool {
+        let now = ctx.now;
+        match self.phase {
+            Phase::Handshake if now >= self.deadline => {
+                out.push_owned_with(|o| Rejection::Timeout.write_response(o));
+                self.enter_closed(ctx);
+            }
+            Phase::Handshake => {}
+            Phase::Open => {
+                if let Some(idle) = ctx.config.idle_timeout {
+                    if now >= self.last_input + idle {
+                        self.send_close(ctx, close::NORMAL, "idle timeout", out);
+                    } else if !self.ping_sent && now >= self.last_input + idle / 2 {
+                        out.push_frame(OpCode::Ping, b"");
+                        self.ping_sent = true;
+                    }
+                }
+            }
+            Phase::CloseSent | Phase::Closed => return now >= self.deadline,
+        }
+        false
+    }
+
+    /// Starts a server-side close with `code` (1001 at shutdown). A message
+    /// whose echo is under way is finished first, so nothing the client sent
+    /// before is lost; [`Session::force_close`] does not wait. A connection
+    /// still in its handshake gets a 503.
+    pub fn start_close(&mut self, ctx: &Ctx<'_>, code: u16, out: &mut Output) {
+        match self.phase {
+            Phase::Handshake => {
+                out.push_owned_with(|o| Rejection::ShuttingDown.write_response(o));
+                self.enter_closed(ctx);
+            }
+            Phase::Open if self.msg.is_some() => self.pending_close = Some(code),
+            Phase::Open => self.send_close(ctx, code, close_reason(code), out),
+            Phase::CloseSent | Phase::Closed => {}
+        }
+    }
+
+    /// Like [`Session::start_close`], without waiting for the message in progress.
+    pub fn force_close(&mut self, ctx: &Ctx<'_>, code: u16, out: &mut Output) {
+        if self.phase == Phase::Open {
+            self.pending_close = None;
+            self.send_close(ctx, code, close_reason(code), out);
+        } else {
+            self.start_close(ctx, code, out);
+        }
+    }
+
+    /// The opening handshake. Returns bytes consumed, or `None` for a partial head.
+    fn handshake(
+        &mut self,
+        ctx: &Ctx<'_>,
+        input: &[u8],
+        out: &mut Output,
+        p: &mut Progress,
+    ) -> Option<usize> {
+        match handshake::parse_request(input, &ctx.config.handshake, ctx.admission) {
+            Ok(Request::Partial) => None,
+            Ok(Request::Upgrade { head_len, accept }) => {
+                out.push_owned_with(|o| handshake::write_accept_response(o, &accept));
+                self.phase = Phase::Open;
+                p.upgraded = true;
+                Some(head_len)
+            }
+            Ok(Request::Health) => {
+                out.push_owned_with(handshake::write_health_response);
+                self.enter_closed(ctx);
+                Some(input.len())
+            }
+            Err(r) => {
+                out.push_owned_with(|o| r.write_response(o));
+                p.rejected = Some(r.status().0);
+                self.enter_closed(ctx);
+                Some(input.len())
+            }
+        }
+    }
+
+    /// A frame starting at `pos`. Returns where the next one starts, or `None`
+    /// when the header (or a control frame) is incomplete.
+    fn frame(
+        &mut self,
+        ctx: &Ctx<'_>,
+        buf: &mut [u8],
+        pos: usize,
+        out: &mut Output,
+        p: &mut Progress,
+    ) -> Option<usize> {
+        let end = buf.len();
+        let avail = &buf[pos..];
+        // Fail fast: whatever two bytes can tell is checked before the rest arrives.
+        let status = frame::parse_header(avail).and_then(|s| {
+            if avail.len() >= 2 {
+                self.check_sequence(avail[0], avail[1])?;
+            }
+            Ok(s)
+        });
+        let h = match status {
+            Ok(HeaderStatus::Complete(h)) => h,
+            Ok(HeaderStatus::Partial) => return None,
+            Err(e) => {
+                self.fail(ctx, e, out, p);
+                return Some(end);
+            }
+        };
+        let mask = h.mask.expect("check_sequence rejects unmasked frames");
+        if h.opcode.is_control() {
+            let total = h.header_len + h.len as usize;
+            if avail.len() < total {
+                return None;
+            }
+            self.control(ctx, buf, pos, h.opcode, h.header_len, total, mask, out, p);
+            return Some(if self.is_closed() { end } else { pos + total });
+        }
+        // RFC 6455 §7.4.1 (1009): judged from the header, before any payload is read.
+        let msg_len = if h.opcode == OpCode::Continuation {
+            self.msg_len
+        } else {
+            0
+        };
+        let total = msg_len.saturating_add(h.len);
+        if total > ctx.config.max_message_size {
+            self.fail(ctx, ProtocolError::TooBig(total), out, p);
+            return Some(end);
+        }
+        match h.opcode {
+            OpCode::Text => self.msg = Some(Kind::Text),
+            OpCode::Binary => self.msg = Some(Kind::Binary),
+            _ => {}
+        }
+        self.msg_len = total;
+        self.in_payload = true;
+        self.frame_fin = h.fin;
+        self.mask = mask;
+        self.mask_off = 0;
+        self.remaining = h.len;
+        Some(self.data_piece(ctx, buf, pos + h.header_len, out, p))
+    }
+
+    /// Rules visible in a frame's first two bytes that depend on the session:
+    /// masking (RFC 6455 §5.1) and fragment order (RFC 6455 §5.4).
+    fn check_sequence(&self, b0: u8, b1: u8) -> Result<(), ProtocolError> {
+        if b1 & 0x80 == 0 {
+            return Err(ProtocolError::Unmasked);
+        }
+        match b0 & 0x0f {
+            0x0 if self.msg.is_none() => Err(ProtocolError::UnexpectedContinuation),
+            0x1 | 0x2 if self.msg.is_some() => Err(ProtocolError::ExpectedContinuation),
+            _ => Ok(()),
+        }
+    }
+
+    /// The payload bytes of the current data frame present at `pos`: unmask,
+    /// validate, echo. Returns the position after them.
+    fn data_piece(
+        &mut self,
+        ctx: &Ctx<'_>,
+        buf: &mut [u8],
+        pos: usize,
+        out: &mut Output,
+        p: &mut Progress,
+    ) -> usize {
+        let n = self.remaining.min((buf.len() - pos) as u64) as usize;
+        let piece_end = pos + n;
+        self.mask_off =
+            apply_mask(&mut buf[pos..piece_end], self.mask, self.mask_off as usize) as u8;
+        self.remaining -= n as u64;
+        let frame_done = self.remaining == 0;
+        let msg_done = frame_done && self.frame_fin;
+        if frame_done {
+            self.in_payload = false;
+        }
+        if self.phase == Phase::CloseSent {
+            // RFC 6455 §5.5.1: no data frames after our close; the input is only
+            // read to find the client's close frame.
+            if msg_done {
+                self.msg = None;
+            }
+            return piece_end;
+        }
+        let kind = self.msg.expect("a data frame always belongs to a message");
+        if kind == Kind::Text {
+            // RFC 6455 §8.1: fail fast, before the invalid piece is echoed.
+            let valid = self.utf8.feed(&buf[pos..piece_end]).is_ok()
+                && (!msg_done || self.utf8.finish().is_ok());
+            if !valid {
+                self.fail(ctx, ProtocolError::InvalidUtf8, out, p);
+                return buf.len();
+            }
+        }
+        match &ctx.config.reply {
+            Reply::Echo if n > 0 || frame_done => {
+                let opcode = match (self.out_open, kind) {
+                    (true, _) => OpCode::Continuation,
+                    (false, Kind::Text) => OpCode::Text,
+                    (false, Kind::Binary) => OpCode::Binary,
+                };
+                // The client header (mask key included) is at least 4 bytes
+                // longer than ours, or the piece starts the read and HEADROOM
+                // is free: either way the server header fits in front.
+                let hlen = frame::server_header_len(n as u64);
+                frame::write_header(&mut buf[pos - hlen..pos], msg_done, opcode, n as u64, None);
+                out.push_input(pos - hlen, piece_end);
+                self.out_open = !msg_done;
+            }
+            Reply::Echo => {}
+            Reply::Fixed(reply) if msg_done => out.push_owned_with(|o| o.extend_from_slice(reply)),
+            Reply::Fixed(_) => {}
+        }
+        if msg_done {
+            self.msg = None;
+            self.msg_len = 0;
+            self.out_open = false;
+            p.messages += 1;
+            if let Some(code) = self.pending_close.take() {
+                self.send_close(ctx, code, close_reason(code), out);
+            }
+        }
+        piece_end
+    }
+
+    /// A complete control frame at `pos` (RFC 6455 §5.5).
+    #[allow(clippy::too_many_arguments)]
+    fn control(
+        &mut self,
+        ctx: &Ctx<'_>,
+        buf: &mut [u8],
+        pos: usize,
+        opcode: OpCode,
+        header_len: usize,
+        total: usize,
+        mask: [u8; 4],
+        out: &mut Output,
+        p: &mut Progress,
+    ) {
+        let ps = pos + header_len;
+        let pe = pos + total;
+        apply_mask(&mut buf[ps..pe], mask, 0);
+        match opcode {
+            // RFC 6455 §5.5.2-3: answer with the same payload; the pong header
+            // (2 bytes) goes where the ping header (6 bytes) was.
+            OpCode::Ping if self.phase == Phase::Open => {
+                frame::write_header(
+                    &mut buf[ps - 2..ps],
+                    true,
+                    OpCode::Pong,
+                    (pe - ps) as u64,
+                    None,
+                );
+                out.push_input(ps - 2, pe);
+            }
+            OpCode::Close => match close::parse_close_payload(&buf[ps..pe]) {
+                Ok(code) => {
+                    if self.phase == Phase::Open {
+                        // RFC 6455 §5.5.1: answer with a close echoing the code,
+                        // written over the 4 mask-key bytes of the client's header.
+                        let c = code.to_be_bytes();
+                        buf[pos + 2..pos + 6].copy_from_slice(&[0x88, 0x02, c[0], c[1]]);
+                        out.push_input(pos + 2, pos + 6);
+                    }
+                    self.enter_closed(ctx);
+                }
+                Err(e) => self.fail(ctx, e, out, p),
+            },
+            // Unsolicited pongs need no answer (RFC 6455 §5.5.3); pings after
+            // our close are not answered.
+            _ => {}
+        }
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): a close frame with the
+    /// error's code, unless one was already sent, then nothing more.
+    fn fail(&mut self, ctx: &Ctx<'_>, e: ProtocolError, out: &mut Output, p: &mut Progress) {
+        p.error = Some(e);
+        if self.phase == Phase::Open {
+            out.push_close(e.close_code(), e.reason());
+        }
+        self.enter_closed(ctx);
+    }
+
+    fn send_close(&mut self, ctx: &Ctx<'_>, code: u16, reason: &str, out: &mut Output) {
+        out.push_close(code, reason);
+        self.phase = Phase::CloseSent;
+        self.deadline = ctx.now + ctx.config.close_timeout;
+    }
+
+    fn enter_closed(&mut self, ctx: &Ctx<'_>) {
+        self.phase = Phase::Closed;
+        self.in_payload = false;
+        self.deadline = ctx.now + ctx.config.close_timeout;
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "server shutting down",
+        close::NORMAL => "normal closure",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
