@@ -1,1 +1,61 @@
-fn main() {}
+//! The `ricochet` command line.
+
+use clap::{Parser, Subcommand};
+use ricochet::server::config::{ServeArgs, Settings};
+use ricochet::server::shard;
+use std::process::ExitCode;
+
+/// Ricochet: a shard-per-core WebSocket echo server for bare-metal Linux.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the echo server (SIGINT/SIGTERM shut it down gracefully)
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            // One line: what is wrong. `--help` has the rest.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("ricochet: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = match Settings::resolve(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("ricochet: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match shard::serve(settings) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ricochet: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -29,6 +29,12 @@ use std::time::Instant;
 /// piece that starts the read.
 pub const HEADROOM: usize = frame::MAX_SERVER_HEADER_LEN;
 
+/// The smallest piece of a frame split across reads that is echoed on its
+/// own; smaller pieces wait (still masked, as carried input) for more bytes.
+/// So a frame that trickles in, a byte per read, does not cost a 2-byte
+/// header per byte: the echo is at most 1/32 larger than the input.
+pub const MIN_PIECE: usize = 64;
+
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -173,7 +179,10 @@ impl Session {
                     None => break,
                 },
                 Phase::Open | Phase::CloseSent if self.in_payload => {
-                    self.data_piece(ctx, buf, pos, out, &mut p)
+                    match self.data_piece(ctx, buf, pos, out, &mut p) {
+                        Some(next) => next,
+                        None => break,
+                    }
                 }
                 Phase::Open | Phase::CloseSent => match self.frame(ctx, buf, pos, out, &mut p) {
                     Some(next) => next,
@@ -340,7 +349,11 @@ impl Session {
         self.mask = mask;
         self.mask_off = 0;
         self.remaining = h.len;
-        Some(self.data_piece(ctx, buf, pos + h.header_len, out, p))
+        let payload = pos + h.header_len;
+        Some(
+            self.data_piece(ctx, buf, payload, out, p)
+                .unwrap_or(payload),
+        )
     }
 
     /// Rules visible in a frame's first two bytes that depend on the session:
@@ -357,7 +370,8 @@ impl Session {
     }
 
     /// The payload bytes of the current data frame present at `pos`: unmask,
-    /// validate, echo. Returns the position after them.
+    /// validate, echo. Returns the position after them, or `None` when they
+    /// are left for the next read (see [`MIN_PIECE`]).
     fn data_piece(
         &mut self,
         ctx: &Ctx<'_>,
@@ -365,8 +379,24 @@ impl Session {
         pos: usize,
         out: &mut Output,
         p: &mut Progress,
-    ) -> usize {
+    ) -> Option<usize> {
         let n = self.remaining.min((buf.len() - pos) as u64) as usize;
+        if (n as u64) < self.remaining && n < MIN_PIECE && self.phase == Phase::Open {
+            // Too small to be worth a fragment of its own: wait for more
+            // (still masked, so it is simply carried), but fail fast on bad
+            // UTF-8 in it now.
+            if self.msg == Some(Kind::Text) {
+                let mut tmp = [0u8; MIN_PIECE];
+                tmp[..n].copy_from_slice(&buf[pos..pos + n]);
+                apply_mask(&mut tmp[..n], self.mask, self.mask_off as usize);
+                let mut peek = self.utf8;
+                if peek.feed(&tmp[..n]).is_err() {
+                    self.fail(ctx, ProtocolError::InvalidUtf8, out, p);
+                    return Some(buf.len());
+                }
+            }
+            return None;
+        }
         let piece_end = pos + n;
         self.mask_off =
             apply_mask(&mut buf[pos..piece_end], self.mask, self.mask_off as usize) as u8;
@@ -382,7 +412,7 @@ impl Session {
             if msg_done {
                 self.msg = None;
             }
-            return piece_end;
+            return Some(piece_end);
         }
         let kind = self.msg.expect("a data frame always belongs to a message");
         if kind == Kind::Text {
@@ -391,7 +421,7 @@ impl Session {
                 && (!msg_done || self.utf8.finish().is_ok());
             if !valid {
                 self.fail(ctx, ProtocolError::InvalidUtf8, out, p);
-                return buf.len();
+                return Some(buf.len());
             }
         }
         match &ctx.config.reply {
@@ -422,7 +452,7 @@ impl Session {
                 self.send_close(ctx, code, close_reason(code), out);
             }
         }
-        piece_end
+        Some(piece_end)
     }
 
     /// A complete control frame at `pos` (RFC 6455 §5.5).
@@ -508,3 +538,7 @@ fn close_reason(code: u16) -> &'static str {
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "session_props.rs"]
+mod props;

@@ -180,14 +180,38 @@ fn fragments_echo_frame_by_frame_with_opcode_and_fin_as_received() {
 
 #[test]
 fn frame_split_across_reads_is_echoed_as_fragments_of_one_message() {
-    let input = frame(true, OpCode::Binary, b"abcdef");
-    let (out, _) = run_with(&Config::default(), &input, &[9]);
-    // Header (6 bytes) and "abc" in the first read, "def" in the second.
-    assert_eq!(out, b"\x02\x03abc\x80\x03def");
+    let payload: Vec<u8> = (0..200u8).collect();
+    let input = frame(true, OpCode::Binary, &payload);
+    // Header (8 bytes) and 100 payload bytes in the first read, 100 in the second.
+    let (out, _) = run_with(&Config::default(), &input, &[108]);
+    let mut expect = vec![0x02, 100];
+    expect.extend_from_slice(&payload[..100]);
+    expect.extend_from_slice(&[0x80, 100]);
+    expect.extend_from_slice(&payload[100..]);
+    assert_eq!(out, expect);
     assert_eq!(
         client_view(&out),
-        vec![Event::Message(OpCode::Binary, b"abcdef".to_vec())]
+        vec![Event::Message(OpCode::Binary, payload)]
     );
+}
+
+#[test]
+fn small_pieces_wait_so_a_trickled_frame_is_not_amplified() {
+    let payload = vec![9u8; 1000];
+    let input = frame(true, OpCode::Binary, &payload);
+    let every: Vec<usize> = (1..input.len()).collect();
+    let (out, h) = run_with(&Config::default(), &input, &every);
+    assert!(
+        out.len() <= input.len() + input.len() / 32,
+        "{} for {}",
+        out.len(),
+        input.len()
+    );
+    assert_eq!(
+        client_view(&out),
+        vec![Event::Message(OpCode::Binary, payload)]
+    );
+    assert!(h.carry.is_empty());
 }
 
 #[test]
@@ -361,7 +385,8 @@ fn invalid_utf8_is_1007_and_the_bad_frame_is_not_echoed() {
 
 #[test]
 fn invalid_utf8_fails_before_the_rest_of_the_frame_arrives() {
-    // Only part of a 100-byte frame, invalid at its 4th byte.
+    // Only part of a 100-byte frame, invalid at its 4th byte (a piece too
+    // small to echo yet is still checked at once).
     let mut payload = b"abc\xc0\xaf".to_vec();
     payload.resize(100, b'x');
     let f = frame(true, OpCode::Text, &payload);
@@ -550,7 +575,9 @@ fn carry_is_bounded_by_a_header_or_a_control_frame() {
     let p = frame(true, OpCode::Ping, &[2u8; 125]);
     let (_, h) = run_with(&Config::default(), &p[..130], &[]);
     assert_eq!(h.carry.len(), 130);
-    // Payload is never carried.
+    // Payload is carried only in pieces under MIN_PIECE, still masked.
     let (_, h) = run_with(&Config::default(), &f[..20000], &[]);
     assert!(h.carry.is_empty());
+    let (_, h) = run_with(&Config::default(), &f[..14 + MIN_PIECE - 1], &[]);
+    assert_eq!(h.carry, &f[14..14 + MIN_PIECE - 1]);
 }

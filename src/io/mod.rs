@@ -1,0 +1,2 @@
+//! I/O backends that drive the protocol core.
+pub mod epoll;

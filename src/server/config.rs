@@ -1,0 +1,448 @@
+//! Server settings from flags, `RICOCHET_*` environment variables and a TOML
+//! file, in that order of precedence, over built-in defaults.
+
+use crate::ws::{self, handshake::HandshakePolicy, Reply};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+/// A setting that cannot be used; printed as one line, exit status 2.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A value outside what the setting allows.
+    #[error("invalid {setting} {value:?}: {allowed}")]
+    Invalid {
+        /// The setting's flag name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        message: String,
+    },
+}
+
+/// `ricochet serve` flags. Each also reads `RICOCHET_<NAME>` and the config file.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (kebab-case keys); flags and environment win over it.
+    #[arg(long, env = "RICOCHET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address every shard listens on (SO_REUSEPORT); port 0 picks one free port for all [default: 0.0.0.0:8080]
+    #[arg(long, env = "RICOCHET_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Number of shards (threads, one event loop each) [default: one per CPU this process may run on]
+    #[arg(long, env = "RICOCHET_SHARDS", value_name = "N")]
+    pub shards: Option<String>,
+    /// Do not pin shard threads to CPUs
+    #[arg(long, env = "RICOCHET_NO_PIN")]
+    pub no_pin: bool,
+    /// Listen backlog per shard; the kernel caps it at net.core.somaxconn [default: 4096]
+    #[arg(long, env = "RICOCHET_BACKLOG", value_name = "N")]
+    pub backlog: Option<String>,
+    /// SO_RCVBUF for accepted sockets, e.g. 256K. Unset by default: setting it turns off the kernel's receive autotuning (tcp_rmem) for those sockets
+    #[arg(long, env = "RICOCHET_RCVBUF", value_name = "BYTES")]
+    pub rcvbuf: Option<String>,
+    /// SO_SNDBUF for accepted sockets, e.g. 256K. Unset by default: setting it turns off send autotuning (tcp_wmem)
+    #[arg(long, env = "RICOCHET_SNDBUF", value_name = "BYTES")]
+    pub sndbuf: Option<String>,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set on accepted sockets by default)
+    #[arg(long, env = "RICOCHET_NO_NODELAY")]
+    pub no_nodelay: bool,
+    /// Upgraded connections per process; further handshakes get 503 [default: 100000]
+    #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Largest message (all its frames); larger fails with close 1009 [default: 16MiB]
+    #[arg(long, env = "RICOCHET_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<String>,
+    /// Time allowed from accept to a complete upgrade request; then 408 [default: 10s]
+    #[arg(long, env = "RICOCHET_HANDSHAKE_TIMEOUT", value_name = "TIME")]
+    pub handshake_timeout: Option<String>,
+    /// Close (1000) after this long without input; a ping goes out at half of it; 0 disables [default: 120s]
+    #[arg(long, env = "RICOCHET_IDLE_TIMEOUT", value_name = "TIME")]
+    pub idle_timeout: Option<String>,
+    /// Allowed Origin header value (repeatable); none given allows every origin
+    #[arg(
+        long = "allowed-origin",
+        env = "RICOCHET_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// The only path that upgrades (others get 404) [default: any path]
+    #[arg(long, env = "RICOCHET_PATH", value_name = "PATH")]
+    pub path: Option<String>,
+    /// echo: send every frame back; pong: answer every message with the text "Pong" [default: echo]
+    #[arg(long, env = "RICOCHET_REPLY", value_name = "MODE")]
+    pub reply: Option<String>,
+    /// On SIGINT/SIGTERM, how long to wait for clients to finish the close handshake [default: 5s]
+    #[arg(long, env = "RICOCHET_SHUTDOWN_GRACE", value_name = "TIME")]
+    pub shutdown_grace: Option<String>,
+    /// Receive buffer per shard, shared by all its connections [default: 128K]
+    #[arg(long, env = "RICOCHET_READ_BUFFER", value_name = "BYTES")]
+    pub read_buffer: Option<String>,
+}
+
+/// The config file: the same settings, kebab-case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSettings {
+    listen: Option<String>,
+    shards: Option<toml::Value>,
+    pin: Option<bool>,
+    backlog: Option<toml::Value>,
+    rcvbuf: Option<toml::Value>,
+    sndbuf: Option<toml::Value>,
+    nodelay: Option<bool>,
+    max_connections: Option<toml::Value>,
+    max_message_size: Option<toml::Value>,
+    handshake_timeout: Option<toml::Value>,
+    idle_timeout: Option<toml::Value>,
+    allowed_origins: Option<Vec<String>>,
+    path: Option<String>,
+    reply: Option<String>,
+    shutdown_grace: Option<toml::Value>,
+    read_buffer: Option<toml::Value>,
+}
+
+/// Resolved, validated server settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Listen address (port 0: pick one).
+    pub listen: SocketAddr,
+    /// Number of shards.
+    pub shards: usize,
+    /// Pin each shard to a CPU.
+    pub pin: bool,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// SO_RCVBUF, if set.
+    pub rcvbuf: Option<usize>,
+    /// SO_SNDBUF, if set.
+    pub sndbuf: Option<usize>,
+    /// TCP_NODELAY on accepted sockets.
+    pub nodelay: bool,
+    /// Upgraded connections per process.
+    pub max_connections: usize,
+    /// Graceful shutdown limit.
+    pub shutdown_grace: Duration,
+    /// Receive buffer per shard.
+    pub read_buffer: usize,
+    /// Protocol core settings.
+    pub core: ws::Config,
+}
+
+impl Settings {
+    /// Resolves flags (already merged with the environment by clap) over the
+    /// config file over defaults, and validates every value.
+    pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(p) => read_file(p)?,
+            None => FileSettings::default(),
+        };
+        let pick = |flag: &Option<String>, file: &Option<toml::Value>| -> Option<String> {
+            flag.clone().or_else(|| file.as_ref().map(value_text))
+        };
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            setting: "listen",
+            value: listen_text.clone(),
+            allowed: "an IP address and port, e.g. 0.0.0.0:8080 or [::1]:9001",
+        })?;
+        let shards = match pick(&args.shards, &file.shards) {
+            Some(v) => parse_int("shards", &v, 1, 4096, "a whole number from 1 to 4096")? as usize,
+            None => available_cpus().max(1),
+        };
+        let backlog = parse_int(
+            "backlog",
+            &pick(&args.backlog, &file.backlog).unwrap_or_else(|| "4096".into()),
+            1,
+            i32::MAX as u64,
+            "a whole number of at least 1",
+        )? as i32;
+        let rcvbuf = pick(&args.rcvbuf, &file.rcvbuf)
+            .map(|v| parse_size("rcvbuf", &v, 1024, 1 << 30))
+            .transpose()?;
+        let sndbuf = pick(&args.sndbuf, &file.sndbuf)
+            .map(|v| parse_size("sndbuf", &v, 1024, 1 << 30))
+            .transpose()?;
+        let max_connections = parse_int(
+            "max-connections",
+            &pick(&args.max_connections, &file.max_connections).unwrap_or_else(|| "100000".into()),
+            1,
+            u32::MAX as u64,
+            "a whole number of at least 1",
+        )? as usize;
+        let max_message_size = parse_size(
+            "max-message-size",
+            &pick(&args.max_message_size, &file.max_message_size).unwrap_or_else(|| "16MiB".into()),
+            1,
+            1 << 40,
+        )? as u64;
+        let handshake_timeout = parse_duration(
+            "handshake-timeout",
+            &pick(&args.handshake_timeout, &file.handshake_timeout).unwrap_or_else(|| "10s".into()),
+            false,
+        )?;
+        let idle = parse_duration(
+            "idle-timeout",
+            &pick(&args.idle_timeout, &file.idle_timeout).unwrap_or_else(|| "120s".into()),
+            true,
+        )?;
+        let shutdown_grace = parse_duration(
+            "shutdown-grace",
+            &pick(&args.shutdown_grace, &file.shutdown_grace).unwrap_or_else(|| "5s".into()),
+            true,
+        )?;
+        let read_buffer = parse_size(
+            "read-buffer",
+            &pick(&args.read_buffer, &file.read_buffer).unwrap_or_else(|| "128K".into()),
+            4096,
+            64 << 20,
+        )?;
+        let reply_text = args
+            .reply
+            .clone()
+            .or(file.reply)
+            .unwrap_or_else(|| "echo".into());
+        let reply = match reply_text.as_str() {
+            "echo" => Reply::Echo,
+            "pong" => Reply::fixed_text("Pong"),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting: "reply",
+                    value: reply_text,
+                    allowed: "echo or pong",
+                })
+            }
+        };
+        let path = args.path.clone().or(file.path);
+        if let Some(p) = &path {
+            if !p.starts_with('/') {
+                return Err(ConfigError::Invalid {
+                    setting: "path",
+                    value: p.clone(),
+                    allowed: "an absolute path starting with /",
+                });
+            }
+        }
+        let allowed_origins = if args.allowed_origins.is_empty() {
+            file.allowed_origins.unwrap_or_default()
+        } else {
+            args.allowed_origins.clone()
+        };
+        let defaults = ws::Config::default();
+        Ok(Settings {
+            listen,
+            shards,
+            pin: !args.no_pin && file.pin.unwrap_or(true),
+            backlog,
+            rcvbuf,
+            sndbuf,
+            nodelay: !args.no_nodelay && file.nodelay.unwrap_or(true),
+            max_connections,
+            shutdown_grace,
+            read_buffer,
+            core: ws::Config {
+                handshake: HandshakePolicy {
+                    allowed_origins,
+                    path,
+                    ..defaults.handshake
+                },
+                max_message_size,
+                reply,
+                handshake_timeout,
+                idle_timeout: (!idle.is_zero()).then_some(idle),
+                close_timeout: defaults.close_timeout,
+            },
+        })
+    }
+}
+
+/// CPUs this process may run on (its affinity mask, so taskset and cpuset
+/// cgroups are respected).
+pub fn available_cpus() -> usize {
+    core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1)
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().replace('\n', " "),
+    })
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_int(
+    setting: &'static str,
+    v: &str,
+    min: u64,
+    max: u64,
+    allowed: &'static str,
+) -> Result<u64, ConfigError> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| ConfigError::Invalid {
+            setting,
+            value: v.into(),
+            allowed,
+        })
+}
+
+/// Parses `65536`, `64K`, `64KiB`, `16M`, `16MiB`, `1G` (binary multiples).
+pub fn parse_size(
+    setting: &'static str,
+    v: &str,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let err = || ConfigError::Invalid {
+        setting,
+        value: v.into(),
+        allowed: "a size in bytes within range, e.g. 65536, 64K, 16MiB",
+    };
+    let t = v.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: usize = num.parse().map_err(|_| err())?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult)
+        .filter(|b| (min..=max).contains(b))
+        .ok_or_else(err)
+}
+
+/// Parses `10s`, `500ms`, `2m`, or plain seconds; `0` only where allowed.
+pub fn parse_duration(
+    setting: &'static str,
+    v: &str,
+    zero_ok: bool,
+) -> Result<Duration, ConfigError> {
+    let t = v.trim();
+    let d = match t.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(t),
+    };
+    d.ok()
+        .filter(|d| zero_ok || !d.is_zero())
+        .ok_or_else(|| ConfigError::Invalid {
+            setting,
+            value: v.into(),
+            allowed: if zero_ok {
+                "a duration such as 500ms, 10s, 2m (0 disables)"
+            } else {
+                "a positive duration such as 500ms, 10s, 2m"
+            },
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.backlog, 4096);
+        assert_eq!((s.rcvbuf, s.sndbuf), (None, None));
+        assert!(s.nodelay && s.pin);
+        assert_eq!(s.core.max_message_size, 16 << 20);
+        assert_eq!(s.core.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.core.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(s.core.reply, Reply::Echo);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("x", "64K", 1, usize::MAX).unwrap(), 65536);
+        assert_eq!(parse_size("x", "16MiB", 1, usize::MAX).unwrap(), 16 << 20);
+        assert!(parse_size("x", "12Q", 1, usize::MAX).is_err());
+        assert_eq!(
+            parse_duration("x", "500ms", false).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("x", "30", false).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert!(parse_duration("x", "0", false).is_err());
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags() {
+        let dir = std::env::temp_dir().join(format!("ricochet-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("r.toml");
+        std::fs::write(&f, "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origins = [\"https://a\"]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(f.clone()),
+            backlog: Some("256".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.backlog, 256);
+        assert_eq!(s.core.idle_timeout, None);
+        assert_eq!(s.core.reply, Reply::fixed_text("Pong"));
+        assert_eq!(
+            s.core.handshake.allowed_origins,
+            vec!["https://a".to_string()]
+        );
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let args = ServeArgs {
+            shards: Some("0".into()),
+            ..Default::default()
+        };
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert_eq!(e, "invalid shards \"0\": a whole number from 1 to 4096");
+    }
+}

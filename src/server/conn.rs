@@ -1,0 +1,110 @@
+//! A connection as every backend keeps it: the session, the bytes it left
+//! unconsumed, and output the socket did not take yet. Nothing here is
+//! allocated for an idle connection: `carry` holds at most a request head or
+//! a control frame, `pending` exists only after a short write.
+
+use crate::ws::{Output, Progress, Session};
+use std::time::Instant;
+
+/// Output bytes kept for a connection whose socket is full. Reading stops
+/// while any are kept, so this never exceeds one read's output plus a few
+/// control frames: TCP flow control holds the client back.
+#[derive(Debug)]
+pub struct Conn {
+    /// The protocol state.
+    pub session: Session,
+    /// Unconsumed input, placed in front of the next read.
+    carry: Vec<u8>,
+    /// Output not yet written, from `pending_off`.
+    pending: Vec<u8>,
+    pending_off: usize,
+    /// The connection holds a place in the connection limit.
+    pub admitted: bool,
+    /// The deadline a timer entry is scheduled for.
+    pub timer_at: Option<Instant>,
+    /// Our side of TCP is shut down (close flushed; now waiting for the peer's FIN).
+    pub write_shut: bool,
+    /// The peer shut down its side; close once our output is flushed.
+    pub peer_eof: bool,
+}
+
+/// Capacity above which an emptied buffer is released rather than kept.
+const KEEP_CAPACITY: usize = 256;
+
+impl Conn {
+    /// A connection accepted at `now`.
+    pub fn new(session: Session) -> Conn {
+        Conn {
+            session,
+            carry: Vec::new(),
+            pending: Vec::new(),
+            pending_off: 0,
+            admitted: false,
+            timer_at: None,
+            write_shut: false,
+            peer_eof: false,
+        }
+    }
+
+    /// Copies the carried bytes to end at `reserve` in `buf` (the next read
+    /// lands at `reserve`) and returns where the session's input starts.
+    pub fn stage_carry(&self, buf: &mut [u8], reserve: usize) -> usize {
+        let start = reserve - self.carry.len();
+        buf[start..reserve].copy_from_slice(&self.carry);
+        start
+    }
+
+    /// Keeps what the session left unconsumed in `buf[start..]`.
+    pub fn keep_carry(&mut self, buf: &[u8], start: usize, p: &Progress) {
+        self.carry.clear();
+        let rest = &buf[start + p.consumed..];
+        if rest.is_empty() && self.carry.capacity() > KEEP_CAPACITY {
+            self.carry = Vec::new();
+        }
+        self.carry.extend_from_slice(rest);
+    }
+
+    /// Bytes carried now.
+    pub fn carry_len(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// True while output waits for the socket; reading is paused meanwhile.
+    pub fn has_pending(&self) -> bool {
+        self.pending_off < self.pending.len()
+    }
+
+    /// The output still to write.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending[self.pending_off..]
+    }
+
+    /// Heap bytes this connection holds beyond its fixed size.
+    pub fn heap_bytes(&self) -> usize {
+        self.carry.capacity() + self.pending.capacity()
+    }
+
+    /// Records that `n` pending bytes were written.
+    pub fn advance_pending(&mut self, n: usize) {
+        self.pending_off += n;
+        if self.pending_off >= self.pending.len() {
+            self.pending_off = 0;
+            self.pending.clear();
+            if self.pending.capacity() > KEEP_CAPACITY {
+                self.pending = Vec::new();
+            }
+        }
+    }
+
+    /// Keeps `out` (resolved against `buf`) after its first `written` bytes.
+    pub fn queue(&mut self, out: &Output, buf: &[u8], mut written: usize) {
+        for s in out.slices(buf) {
+            if written >= s.len() {
+                written -= s.len();
+                continue;
+            }
+            self.pending.extend_from_slice(&s[written..]);
+            written = 0;
+        }
+    }
+}

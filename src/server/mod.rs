@@ -1,0 +1,10 @@
+//! The server around the protocol core: settings, listeners, shards,
+//! connection state, timers and shutdown, shared by the I/O backends.
+
+pub mod config;
+pub mod conn;
+pub mod listener;
+pub mod shard;
+pub mod shared;
+pub mod stats;
+pub mod timers;

@@ -1,0 +1,199 @@
+//! Starting shards: bind the listeners, spawn one pinned thread per shard,
+//! announce readiness once all accept, route signals, collect counters.
+
+use crate::io::epoll;
+use crate::server::config::Settings;
+use crate::server::listener::{self, ListenOptions};
+use crate::server::shared::Shared;
+use crate::server::stats::Stats;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// What a shard needs from the process.
+#[derive(Clone, Debug)]
+pub struct ShardContext {
+    /// Shard number, from 0.
+    pub id: usize,
+    /// Settings shared by all shards.
+    pub settings: Arc<Settings>,
+    /// Connection limit and shutdown flag.
+    pub shared: Arc<Shared>,
+}
+
+/// Sent by a shard once its event loop is about to run.
+pub struct ShardReady {
+    /// Wakes the shard's loop (for shutdown).
+    pub waker: Arc<mio::Waker>,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A shard failed.
+    #[error("shard {shard} failed: {source}")]
+    Shard {
+        /// Which.
+        shard: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the server until SIGINT/SIGTERM and a graceful shutdown; returns the
+/// summed counters. Prints `listening on ADDR` on stdout once every shard accepts.
+pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
+    let opts = ListenOptions {
+        backlog: settings.backlog,
+        rcvbuf: settings.rcvbuf,
+        sndbuf: settings.sndbuf,
+    };
+    let listeners =
+        listener::bind_all(settings.listen, settings.shards, opts).map_err(|source| {
+            ServeError::Bind {
+                addr: settings.listen,
+                source,
+            }
+        })?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let cores = if settings.pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let settings = Arc::new(settings);
+    let shared = Arc::new(Shared::new(settings.max_connections));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for (id, l) in listeners.into_iter().enumerate() {
+        let ctx = ShardContext {
+            id,
+            settings: settings.clone(),
+            shared: shared.clone(),
+        };
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let tx = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                let pinned = core.is_some_and(core_affinity::set_for_current);
+                let cpu = core.filter(|_| pinned).map(|c| c.id);
+                let tx2 = tx.clone();
+                let r = epoll::run(ctx, l, move |r| {
+                    let _ = tx2.send(Ok((id, cpu, r)));
+                });
+                if let Err(e) = &r {
+                    let _ = tx.send(Err((id, e.kind())));
+                }
+                r
+            })
+            .map_err(|source| ServeError::Shard { shard: id, source })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut wakers = Vec::new();
+    let mut lines = Vec::new();
+    for _ in 0..settings.shards {
+        match ready_rx.recv() {
+            Ok(Ok((id, cpu, r))) => {
+                wakers.push(r.waker);
+                lines.push((id, cpu));
+            }
+            Ok(Err((shard, kind))) => {
+                shared.request_shutdown();
+                return Err(ServeError::Shard {
+                    shard,
+                    source: kind.into(),
+                });
+            }
+            Err(_) => break,
+        }
+    }
+    watch_signals(shared.clone(), wakers)?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        let _ = out.flush();
+    }
+    lines.sort();
+    for (id, cpu) in lines {
+        let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
+        info!(shard = id, cpu = %cpu, backend = "epoll", %addr, "shard accepting");
+    }
+    let mut total = Stats::default();
+    for (id, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok(s)) => {
+                info!(
+                    shard = id,
+                    accepted = s.accepted,
+                    upgraded = s.upgraded,
+                    rejected = s.rejected,
+                    protocol_errors = s.protocol_errors,
+                    messages = s.messages,
+                    bytes_in = s.bytes_in,
+                    bytes_out = s.bytes_out,
+                    "shard stopped"
+                );
+                total.add(&s);
+            }
+            Ok(Err(source)) => return Err(ServeError::Shard { shard: id, source }),
+            Err(_) => {
+                return Err(ServeError::Shard {
+                    shard: id,
+                    source: std::io::Error::other("panicked"),
+                })
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn watch_signals(shared: Arc<Shared>, wakers: Vec<Arc<mio::Waker>>) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    info!(
+                        signal = sig,
+                        "shutting down gracefully (send again to exit at once)"
+                    );
+                    shared.request_shutdown();
+                    for w in &wakers {
+                        let _ = w.wake();
+                    }
+                } else {
+                    warn!(signal = sig, "second signal, exiting now");
+                    std::process::exit(128 + sig);
+                }
+            }
+        })
+        .map_err(ServeError::Signals)?;
+    Ok(())
+}

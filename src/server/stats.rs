@@ -1,0 +1,33 @@
+//! Per-shard counters, kept by the shard alone and logged at exit.
+
+/// What one shard did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Handshakes completed.
+    pub upgraded: u64,
+    /// Handshakes refused with an HTTP error.
+    pub rejected: u64,
+    /// Connections failed for a protocol violation.
+    pub protocol_errors: u64,
+    /// Data messages received.
+    pub messages: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    /// Adds another shard's counters.
+    pub fn add(&mut self, o: &Stats) {
+        self.accepted += o.accepted;
+        self.upgraded += o.upgraded;
+        self.rejected += o.rejected;
+        self.protocol_errors += o.protocol_errors;
+        self.messages += o.messages;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
