@@ -1,0 +1,259 @@
+//! Shared by the integration tests: start the real `ricochet` binary on a free
+//! loopback port, talk to it over real sockets, read its memory and logs.
+#![allow(dead_code)]
+
+use ricochet::ws::client::{decode_server_frames, encode_masked, events, Event, ServerFrame};
+use ricochet::ws::frame::{parse_header, HeaderStatus, OpCode};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every blocking socket call in the tests gives up after this long.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// `ricochet serve --listen 127.0.0.1:0 --shards 1 --no-pin` plus `extra`
+    /// (later flags win over these).
+    pub fn start(extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin"];
+        args.extend_from_slice(extra);
+        Server::start_raw(&args)
+    }
+
+    /// Starts the binary with exactly `args`; waits for `listening on`.
+    pub fn start_raw(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ricochet");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while err.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on stdout.
+            let mut rest = Vec::new();
+            let _ = out.read_to_end(&mut rest);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("server did not start: {line:?}\n{}", stderr.lock().unwrap());
+            });
+        Server { child, addr, stderr }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends a signal (libc number).
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything logged on stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `ws://ADDR/`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A valid upgrade request for `path`.
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// A client over a plain TCP socket that can send anything, valid or not.
+pub struct RawClient {
+    /// The socket.
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects without a handshake.
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient { stream, buf: Vec::new() }
+    }
+
+    /// Connects and completes the handshake.
+    pub fn open(addr: SocketAddr) -> RawClient {
+        let mut c = RawClient::connect(addr);
+        c.send_raw(upgrade_request("/").as_bytes());
+        let head = c.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        c
+    }
+
+    /// Writes bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends one masked frame.
+    pub fn send(&mut self, fin: bool, op: OpCode, payload: &[u8]) {
+        let mut f = Vec::new();
+        encode_masked(&mut f, fin, op, payload, [0xa1, 0xb2, 0xc3, 0xd4]);
+        self.send_raw(&f);
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut tmp = [0u8; 65536];
+        match self.stream.read(&mut tmp) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                n
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => 0,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// Reads an HTTP response head (up to the blank line); keeps what follows.
+    pub fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..i + 4).collect();
+                return String::from_utf8_lossy(&head).into_owned();
+            }
+            assert!(self.fill() > 0, "connection closed before the response head");
+        }
+    }
+
+    /// Reads until the peer closes; returns everything unread.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        while self.fill() > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Reads the next complete frame.
+    pub fn next_frame(&mut self) -> Option<ServerFrame> {
+        loop {
+            if let Ok(HeaderStatus::Complete(h)) = parse_header(&self.buf) {
+                let total = h.header_len + h.len as usize;
+                if self.buf.len() >= total {
+                    let (mut frames, _) = decode_server_frames(&self.buf[..total]).expect("server frame decodes");
+                    self.buf.drain(..total);
+                    return frames.pop();
+                }
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Reads frames until a complete message, ping, pong or close arrives.
+    pub fn next_event(&mut self) -> Option<Event> {
+        let mut frames = Vec::new();
+        loop {
+            let f = self.next_frame()?;
+            let done = f.fin || f.opcode.is_control();
+            let control = f.opcode.is_control();
+            if control {
+                return events(&[f]).pop();
+            }
+            frames.push(f);
+            if done {
+                return events(&frames).pop();
+            }
+        }
+    }
+
+    /// Reads until a close frame and returns its code (None if the
+    /// connection ended without one).
+    pub fn expect_close(&mut self) -> Option<u16> {
+        while let Some(ev) = self.next_event() {
+            if let Event::Close(code, _) = ev {
+                return code;
+            }
+        }
+        None
+    }
+}
+
+/// The Python interpreter of the venv `make venv` builds.
+pub fn python() -> String {
+    std::env::var("RICOCHET_PYTHON").unwrap_or_else(|_| {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        assert!(
+            std::path::Path::new(p).exists(),
+            "Python websockets client missing: run `make venv` (or `make test`)"
+        );
+        p.to_string()
+    })
+}
