@@ -15,7 +15,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the echo server (SIGINT/SIGTERM shut it down gracefully)
+    /// Run the echo server (SIGINT/SIGTERM shut it down gracefully; a flag given twice takes the last value)
+    #[command(args_override_self = true, allow_negative_numbers = true)]
     Serve(ServeArgs),
 }
 
@@ -35,9 +36,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

@@ -12,11 +12,6 @@ fn python_websockets_client_passes_every_check() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/interop.py");
     let out = Command::new(python()).arg(script).arg(server.url()).output().expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
+    assert!(out.status.success(), "{stdout}\n{}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), server.log());
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

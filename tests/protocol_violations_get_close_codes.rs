@@ -46,11 +46,15 @@ fn each_violation_closes_with_its_code() {
         ("text bad UTF-8", frame(true, OpCode::Text, b"\xce\xba\xed\xa0\x80"), 1007),
         ("text ends mid code point", frame(true, OpCode::Text, b"ok\xe2\x82"), 1007),
         ("frame over the limit", frame(true, OpCode::Binary, &[0; 1001]), 1009),
-        ("message over the limit", {
-            let mut v = frame(false, OpCode::Binary, &[0; 600]);
-            v.extend(frame(true, OpCode::Continuation, &[0; 600]));
-            v
-        }, 1009),
+        (
+            "message over the limit",
+            {
+                let mut v = frame(false, OpCode::Binary, &[0; 600]);
+                v.extend(frame(true, OpCode::Continuation, &[0; 600]));
+                v
+            },
+            1009,
+        ),
     ];
     for (name, bytes, code) in cases {
         let mut c = RawClient::open(server.addr);

@@ -57,16 +57,11 @@ struct Shard {
 }
 
 /// Runs one shard until shutdown completes; returns its counters.
-pub fn run(
-    ctx: ShardContext,
-    listener: std::net::TcpListener,
-    ready: impl FnOnce(ShardReady),
-) -> io::Result<Stats> {
+pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnce(ShardReady)) -> io::Result<Stats> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut listener = TcpListener::from_std(listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let s = &ctx.settings;
     // Headroom for a server header plus the largest carry: a request head
     // just under its limit, or a control frame (131 bytes).
@@ -102,11 +97,7 @@ impl Shard {
             if let Some(deadline) = self.grace_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     if !self.conns.is_empty() {
-                        debug!(
-                            shard = self.ctx.id,
-                            left = self.conns.len(),
-                            "grace period over, dropping connections"
-                        );
+                        debug!(shard = self.ctx.id, left = self.conns.len(), "grace period over, dropping connections");
                     }
                     for slot in self.conns.iter().map(|(k, _)| k).collect::<Vec<_>>() {
                         self.drop_conn(slot);
@@ -151,15 +142,11 @@ impl Shard {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        [
-            self.timers.next_deadline(),
-            self.accept_paused_until,
-            self.grace_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|t| t.saturating_duration_since(now))
+        [self.timers.next_deadline(), self.accept_paused_until, self.grace_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now))
     }
 
     fn accept(&mut self, now: Instant) {
@@ -174,10 +161,7 @@ impl Shard {
                 Ok((stream, _peer)) => self.add_conn(stream, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                    ) =>
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) =>
                 {
                     warn!(shard = self.ctx.id, error = %e, "cannot accept, pausing for 100ms (raise LimitNOFILE / ulimit -n)");
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
@@ -206,11 +190,7 @@ impl Shard {
         self.stats.accepted += 1;
         self.next_generation = self.next_generation.wrapping_add(1);
         let session = Session::new(&self.ctx.settings.core, now);
-        entry.insert(Entry {
-            stream,
-            conn: Conn::new(session),
-            generation: self.next_generation,
-        });
+        entry.insert(Entry { stream, conn: Conn::new(session), generation: self.next_generation });
         self.reschedule(slot);
     }
 
@@ -230,7 +210,7 @@ impl Shard {
             let n = match e.stream.read(&mut self.buf[reserve..]) {
                 Ok(0) => return self.on_eof(slot),
                 Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return self.on_drained(slot, now),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     debug!(error = %err, "read failed");
@@ -240,15 +220,8 @@ impl Shard {
             self.stats.bytes_in += n as u64;
             let end = reserve + n;
             self.out.clear();
-            let ctx = Ctx {
-                config: &self.ctx.settings.core,
-                now,
-                admission: &*self.ctx.shared,
-            };
-            let p = e
-                .conn
-                .session
-                .handle_input(&ctx, &mut self.buf[..end], start, &mut self.out);
+            let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+            let p = e.conn.session.handle_input(&ctx, &mut self.buf[..end], start, &mut self.out);
             e.conn.keep_carry(&self.buf[..end], start, &p);
             self.stats.messages += p.messages;
             if p.upgraded {
@@ -269,7 +242,7 @@ impl Shard {
             // A short read means the socket was drained: edge-triggered epoll
             // reports the next arrival as a new event.
             if n < want {
-                return;
+                return self.on_drained(slot, now);
             }
         }
         self.again.push(slot);
@@ -309,10 +282,15 @@ impl Shard {
         let Some(e) = self.conns.get_mut(slot) else {
             return false;
         };
+        if e.conn.admitted && e.conn.session.is_closed() {
+            // Winding down: its place in the connection limit is free again.
+            e.conn.admitted = false;
+            self.ctx.shared.release();
+        }
         if e.conn.has_pending() {
             return true;
         }
-        if e.conn.peer_eof {
+        if e.conn.peer_eof || e.conn.session.close_handshake_done() {
             self.drop_conn(slot);
             return false;
         }
@@ -351,6 +329,26 @@ impl Shard {
         if self.after_output(slot) {
             // Drained: resume reading what TCP held back meanwhile.
             self.on_readable(slot, now);
+        }
+    }
+
+    /// Everything the client sent so far was read and answered. During a
+    /// shutdown this is when its close (1001) goes out: after the echo of
+    /// every byte that arrived before, so nothing is lost.
+    fn on_drained(&mut self, slot: usize, now: Instant) {
+        if self.grace_deadline.is_none() {
+            return;
+        }
+        let Some(e) = self.conns.get_mut(slot) else { return };
+        if e.conn.close_started || e.conn.has_pending() {
+            return;
+        }
+        e.conn.close_started = true;
+        self.out.clear();
+        let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+        e.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);
+        if self.flush_output(slot, 0) {
+            self.reschedule(slot);
         }
     }
 
@@ -400,11 +398,7 @@ impl Shard {
             }
             e.conn.timer_at = None;
             self.out.clear();
-            let ctx = Ctx {
-                config: &self.ctx.settings.core,
-                now,
-                admission: &*self.ctx.shared,
-            };
+            let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
             if e.conn.session.handle_timeout(&ctx, &mut self.out) {
                 self.drop_conn(f.slot);
                 continue;
@@ -415,6 +409,9 @@ impl Shard {
         }
     }
 
+    /// Stops accepting and starts closing every connection: each one is read
+    /// once more and gets its close when drained (`on_drained`); one whose
+    /// output is backed up gets it once that output has gone out.
     fn begin_shutdown(&mut self, now: Instant) {
         self.grace_deadline = Some(now + self.ctx.settings.shutdown_grace);
         if let Some(mut l) = self.listener.take() {
@@ -422,19 +419,7 @@ impl Shard {
         }
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for slot in slots {
-            self.out.clear();
-            let e = &mut self.conns[slot];
-            let ctx = Ctx {
-                config: &self.ctx.settings.core,
-                now,
-                admission: &*self.ctx.shared,
-            };
-            e.conn
-                .session
-                .start_close(&ctx, close::GOING_AWAY, &mut self.out);
-            if self.flush_output(slot, 0) {
-                self.reschedule(slot);
-            }
+            self.on_readable(slot, now);
         }
     }
 }

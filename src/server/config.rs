@@ -83,12 +83,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RICOCHET_IDLE_TIMEOUT", value_name = "TIME")]
     pub idle_timeout: Option<String>,
     /// Allowed Origin header value (repeatable); none given allows every origin
-    #[arg(
-        long = "allowed-origin",
-        env = "RICOCHET_ALLOWED_ORIGIN",
-        value_name = "ORIGIN",
-        value_delimiter = ','
-    )]
+    #[arg(long = "allowed-origin", env = "RICOCHET_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// The only path that upgrades (others get 404) [default: any path]
     #[arg(long, env = "RICOCHET_PATH", value_name = "PATH")]
@@ -164,11 +159,7 @@ impl Settings {
         let pick = |flag: &Option<String>, file: &Option<toml::Value>| -> Option<String> {
             flag.clone().or_else(|| file.as_ref().map(value_text))
         };
-        let listen_text = args
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
             setting: "listen",
             value: listen_text.clone(),
@@ -185,12 +176,8 @@ impl Settings {
             i32::MAX as u64,
             "a whole number of at least 1",
         )? as i32;
-        let rcvbuf = pick(&args.rcvbuf, &file.rcvbuf)
-            .map(|v| parse_size("rcvbuf", &v, 1024, 1 << 30))
-            .transpose()?;
-        let sndbuf = pick(&args.sndbuf, &file.sndbuf)
-            .map(|v| parse_size("sndbuf", &v, 1024, 1 << 30))
-            .transpose()?;
+        let rcvbuf = pick(&args.rcvbuf, &file.rcvbuf).map(|v| parse_size("rcvbuf", &v, 1024, 1 << 30)).transpose()?;
+        let sndbuf = pick(&args.sndbuf, &file.sndbuf).map(|v| parse_size("sndbuf", &v, 1024, 1 << 30)).transpose()?;
         let max_connections = parse_int(
             "max-connections",
             &pick(&args.max_connections, &file.max_connections).unwrap_or_else(|| "100000".into()),
@@ -225,21 +212,11 @@ impl Settings {
             4096,
             64 << 20,
         )?;
-        let reply_text = args
-            .reply
-            .clone()
-            .or(file.reply)
-            .unwrap_or_else(|| "echo".into());
+        let reply_text = args.reply.clone().or(file.reply).unwrap_or_else(|| "echo".into());
         let reply = match reply_text.as_str() {
             "echo" => Reply::Echo,
             "pong" => Reply::fixed_text("Pong"),
-            _ => {
-                return Err(ConfigError::Invalid {
-                    setting: "reply",
-                    value: reply_text,
-                    allowed: "echo or pong",
-                })
-            }
+            _ => return Err(ConfigError::Invalid { setting: "reply", value: reply_text, allowed: "echo or pong" }),
         };
         let path = args.path.clone().or(file.path);
         if let Some(p) = &path {
@@ -269,11 +246,7 @@ impl Settings {
             shutdown_grace,
             read_buffer,
             core: ws::Config {
-                handshake: HandshakePolicy {
-                    allowed_origins,
-                    path,
-                    ..defaults.handshake
-                },
+                handshake: HandshakePolicy { allowed_origins, path, ..defaults.handshake },
                 max_message_size,
                 reply,
                 handshake_timeout,
@@ -291,14 +264,9 @@ pub fn available_cpus() -> usize {
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.message().replace('\n', " "),
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().replace('\n', " ") })
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -308,31 +276,16 @@ fn value_text(v: &toml::Value) -> String {
     }
 }
 
-fn parse_int(
-    setting: &'static str,
-    v: &str,
-    min: u64,
-    max: u64,
-    allowed: &'static str,
-) -> Result<u64, ConfigError> {
-    v.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| ConfigError::Invalid {
-            setting,
-            value: v.into(),
-            allowed,
-        })
+fn parse_int(setting: &'static str, v: &str, min: u64, max: u64, allowed: &'static str) -> Result<u64, ConfigError> {
+    v.trim().parse::<u64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| ConfigError::Invalid {
+        setting,
+        value: v.into(),
+        allowed,
+    })
 }
 
 /// Parses `65536`, `64K`, `64KiB`, `16M`, `16MiB`, `1G` (binary multiples).
-pub fn parse_size(
-    setting: &'static str,
-    v: &str,
-    min: usize,
-    max: usize,
-) -> Result<usize, ConfigError> {
+pub fn parse_size(setting: &'static str, v: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
     let err = || ConfigError::Invalid {
         setting,
         value: v.into(),
@@ -349,33 +302,25 @@ pub fn parse_size(
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(err()),
     };
-    n.checked_mul(mult)
-        .filter(|b| (min..=max).contains(b))
-        .ok_or_else(err)
+    n.checked_mul(mult).filter(|b| (min..=max).contains(b)).ok_or_else(err)
 }
 
 /// Parses `10s`, `500ms`, `2m`, or plain seconds; `0` only where allowed.
-pub fn parse_duration(
-    setting: &'static str,
-    v: &str,
-    zero_ok: bool,
-) -> Result<Duration, ConfigError> {
+pub fn parse_duration(setting: &'static str, v: &str, zero_ok: bool) -> Result<Duration, ConfigError> {
     let t = v.trim();
     let d = match t.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
         Err(_) => humantime::parse_duration(t),
     };
-    d.ok()
-        .filter(|d| zero_ok || !d.is_zero())
-        .ok_or_else(|| ConfigError::Invalid {
-            setting,
-            value: v.into(),
-            allowed: if zero_ok {
-                "a duration such as 500ms, 10s, 2m (0 disables)"
-            } else {
-                "a positive duration such as 500ms, 10s, 2m"
-            },
-        })
+    d.ok().filter(|d| zero_ok || !d.is_zero()).ok_or_else(|| ConfigError::Invalid {
+        setting,
+        value: v.into(),
+        allowed: if zero_ok {
+            "a duration such as 500ms, 10s, 2m (0 disables)"
+        } else {
+            "a positive duration such as 500ms, 10s, 2m"
+        },
+    })
 }
 
 #[cfg(test)]
@@ -401,14 +346,8 @@ mod tests {
         assert_eq!(parse_size("x", "64K", 1, usize::MAX).unwrap(), 65536);
         assert_eq!(parse_size("x", "16MiB", 1, usize::MAX).unwrap(), 16 << 20);
         assert!(parse_size("x", "12Q", 1, usize::MAX).is_err());
-        assert_eq!(
-            parse_duration("x", "500ms", false).unwrap(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            parse_duration("x", "30", false).unwrap(),
-            Duration::from_secs(30)
-        );
+        assert_eq!(parse_duration("x", "500ms", false).unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("x", "30", false).unwrap(), Duration::from_secs(30));
         assert!(parse_duration("x", "0", false).is_err());
     }
 
@@ -417,20 +356,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ricochet-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("r.toml");
-        std::fs::write(&f, "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origins = [\"https://a\"]\n").unwrap();
-        let args = ServeArgs {
-            config: Some(f.clone()),
-            backlog: Some("256".into()),
-            ..Default::default()
-        };
+        std::fs::write(
+            &f,
+            "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origins = [\"https://a\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(f.clone()), backlog: Some("256".into()), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.backlog, 256);
         assert_eq!(s.core.idle_timeout, None);
         assert_eq!(s.core.reply, Reply::fixed_text("Pong"));
-        assert_eq!(
-            s.core.handshake.allowed_origins,
-            vec!["https://a".to_string()]
-        );
+        assert_eq!(s.core.handshake.allowed_origins, vec!["https://a".to_string()]);
         std::fs::write(&f, "bogus = 1\n").unwrap();
         let e = Settings::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
@@ -438,10 +374,7 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_setting() {
-        let args = ServeArgs {
-            shards: Some("0".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { shards: Some("0".into()), ..Default::default() };
         let e = Settings::resolve(&args).unwrap_err().to_string();
         assert_eq!(e, "invalid shards \"0\": a whole number from 1 to 4096");
     }

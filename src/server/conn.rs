@@ -26,6 +26,8 @@ pub struct Conn {
     pub write_shut: bool,
     /// The peer shut down its side; close once our output is flushed.
     pub peer_eof: bool,
+    /// The server-side close (shutdown) was started.
+    pub close_started: bool,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -43,6 +45,7 @@ impl Conn {
             timer_at: None,
             write_shut: false,
             peer_eof: false,
+            close_started: false,
         }
     }
 

@@ -17,11 +17,7 @@ pub struct ListenOptions {
 
 /// Binds `n` non-blocking listeners to `addr`. With port 0 the first one picks
 /// a free port and the others bind to that same port.
-pub fn bind_all(
-    addr: SocketAddr,
-    n: usize,
-    opts: ListenOptions,
-) -> std::io::Result<Vec<TcpListener>> {
+pub fn bind_all(addr: SocketAddr, n: usize, opts: ListenOptions) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {

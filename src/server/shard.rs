@@ -57,39 +57,17 @@ pub enum ServeError {
 /// Runs the server until SIGINT/SIGTERM and a graceful shutdown; returns the
 /// summed counters. Prints `listening on ADDR` on stdout once every shard accepts.
 pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
-    let opts = ListenOptions {
-        backlog: settings.backlog,
-        rcvbuf: settings.rcvbuf,
-        sndbuf: settings.sndbuf,
-    };
-    let listeners =
-        listener::bind_all(settings.listen, settings.shards, opts).map_err(|source| {
-            ServeError::Bind {
-                addr: settings.listen,
-                source,
-            }
-        })?;
-    let addr = listeners[0]
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
-    let cores = if settings.pin {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
+    let listeners = listener::bind_all(settings.listen, settings.shards, opts)
+        .map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+    let addr = listeners[0].local_addr().map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+    let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
     let shared = Arc::new(Shared::new(settings.max_connections));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
     for (id, l) in listeners.into_iter().enumerate() {
-        let ctx = ShardContext {
-            id,
-            settings: settings.clone(),
-            shared: shared.clone(),
-        };
+        let ctx = ShardContext { id, settings: settings.clone(), shared: shared.clone() };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let tx = ready_tx.clone();
         let t = std::thread::Builder::new()
@@ -120,10 +98,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
             }
             Ok(Err((shard, kind))) => {
                 shared.request_shutdown();
-                return Err(ServeError::Shard {
-                    shard,
-                    source: kind.into(),
-                });
+                return Err(ServeError::Shard { shard, source: kind.into() });
             }
             Err(_) => break,
         }
@@ -157,12 +132,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
                 total.add(&s);
             }
             Ok(Err(source)) => return Err(ServeError::Shard { shard: id, source }),
-            Err(_) => {
-                return Err(ServeError::Shard {
-                    shard: id,
-                    source: std::io::Error::other("panicked"),
-                })
-            }
+            Err(_) => return Err(ServeError::Shard { shard: id, source: std::io::Error::other("panicked") }),
         }
     }
     Ok(total)
@@ -171,8 +141,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 fn watch_signals(shared: Arc<Shared>, wakers: Vec<Arc<mio::Waker>>) -> Result<(), ServeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -180,10 +149,7 @@ fn watch_signals(shared: Arc<Shared>, wakers: Vec<Arc<mio::Waker>>) -> Result<()
             for sig in signals.forever() {
                 seen += 1;
                 if seen == 1 {
-                    info!(
-                        signal = sig,
-                        "shutting down gracefully (send again to exit at once)"
-                    );
+                    info!(signal = sig, "shutting down gracefully (send again to exit at once)");
                     shared.request_shutdown();
                     for w in &wakers {
                         let _ = w.wake();

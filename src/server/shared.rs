@@ -15,11 +15,7 @@ pub struct Shared {
 impl Shared {
     /// At most `max` upgraded connections at once.
     pub fn new(max: usize) -> Shared {
-        Shared {
-            active: AtomicUsize::new(0),
-            max,
-            shutdown: AtomicBool::new(false),
-        }
+        Shared { active: AtomicUsize::new(0), max, shutdown: AtomicBool::new(false) }
     }
 
     /// Gives back an admitted connection's place.
@@ -45,10 +41,6 @@ impl Shared {
 
 impl Admission for Shared {
     fn try_admit(&self) -> bool {
-        self.active
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_ok()
+        self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max).then_some(n + 1)).is_ok()
     }
 }

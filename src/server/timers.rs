@@ -48,11 +48,7 @@ impl Timers {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => {
                 let Reverse((at, slot, generation)) = self.heap.pop()?;
-                Some(Fired {
-                    at,
-                    slot,
-                    generation,
-                })
+                Some(Fired { at, slot, generation })
             }
             _ => None,
         }

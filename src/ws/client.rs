@@ -36,17 +36,10 @@ pub fn decode_server_frames(bytes: &[u8]) -> Result<(Vec<ServerFrame>, usize), P
             return Err(ProtocolError::Masked);
         }
         let start = pos + h.header_len;
-        let Some(end) = start
-            .checked_add(h.len as usize)
-            .filter(|&e| e <= bytes.len())
-        else {
+        let Some(end) = start.checked_add(h.len as usize).filter(|&e| e <= bytes.len()) else {
             break;
         };
-        frames.push(ServerFrame {
-            fin: h.fin,
-            opcode: h.opcode,
-            payload: bytes[start..end].to_vec(),
-        });
+        frames.push(ServerFrame { fin: h.fin, opcode: h.opcode, payload: bytes[start..end].to_vec() });
         pos = end;
     }
     Ok((frames, pos))
@@ -76,12 +69,8 @@ pub fn events(frames: &[ServerFrame]) -> Vec<Event> {
             OpCode::Ping => ev.push(Event::Ping(f.payload.clone())),
             OpCode::Pong => ev.push(Event::Pong(f.payload.clone())),
             OpCode::Close => {
-                let code = (f.payload.len() >= 2)
-                    .then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
-                ev.push(Event::Close(
-                    code,
-                    f.payload.get(2..).unwrap_or(&[]).to_vec(),
-                ));
+                let code = (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
+                ev.push(Event::Close(code, f.payload.get(2..).unwrap_or(&[]).to_vec()));
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if msg.is_none() {

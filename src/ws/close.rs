@@ -59,18 +59,9 @@ mod tests {
     #[test]
     fn payload_rules() {
         assert_eq!(parse_close_payload(b""), Ok(1000));
-        assert_eq!(
-            parse_close_payload(b"\x03"),
-            Err(ProtocolError::CloseOneByte)
-        );
+        assert_eq!(parse_close_payload(b"\x03"), Err(ProtocolError::CloseOneByte));
         assert_eq!(parse_close_payload(b"\x03\xe9bye"), Ok(1001));
-        assert_eq!(
-            parse_close_payload(b"\x03\xed"),
-            Err(ProtocolError::InvalidCloseCode(1005))
-        );
-        assert_eq!(
-            parse_close_payload(b"\x03\xe8\xff"),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        assert_eq!(parse_close_payload(b"\x03\xed"), Err(ProtocolError::InvalidCloseCode(1005)));
+        assert_eq!(parse_close_payload(b"\x03\xe8\xff"), Err(ProtocolError::InvalidUtf8));
     }
 }

@@ -146,14 +146,7 @@ pub fn parse_header(buf: &[u8]) -> Result<HeaderStatus, ProtocolError> {
         let m = 2 + ext;
         [buf[m], buf[m + 1], buf[m + 2], buf[m + 3]]
     });
-    Ok(HeaderStatus::Complete(FrameHeader {
-        fin,
-        rsv,
-        opcode,
-        mask,
-        len,
-        header_len,
-    }))
+    Ok(HeaderStatus::Complete(FrameHeader { fin, rsv, opcode, mask, len, header_len }))
 }
 
 /// Bytes an unmasked (server) header takes for a payload of `len` bytes.
@@ -170,13 +163,7 @@ pub fn server_header_len(len: u64) -> usize {
 /// (2–10, plus 4 with a mask), and returns the number of bytes written.
 /// The length uses the minimal encoding (RFC 6455 §5.2).
 #[inline]
-pub fn write_header(
-    out: &mut [u8],
-    fin: bool,
-    opcode: OpCode,
-    len: u64,
-    mask: Option<[u8; 4]>,
-) -> usize {
+pub fn write_header(out: &mut [u8], fin: bool, opcode: OpCode, len: u64, mask: Option<[u8; 4]>) -> usize {
     out[0] = if fin { 0x80 } else { 0 } | opcode.as_u8();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     let mut n = match len {
@@ -233,39 +220,18 @@ mod tests {
     #[test]
     fn partial_header_is_not_an_error() {
         for n in 0..8 {
-            assert_eq!(
-                parse_header(&[0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4][..n]).unwrap(),
-                HeaderStatus::Partial
-            );
+            assert_eq!(parse_header(&[0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4][..n]).unwrap(), HeaderStatus::Partial);
         }
     }
 
     #[test]
     fn rejects_reserved_bits_opcodes_and_bad_control_frames() {
-        assert_eq!(
-            parse_header(&[0xc1, 0x80]),
-            Err(ProtocolError::ReservedBits(4))
-        );
-        assert_eq!(
-            parse_header(&[0x83, 0x80]),
-            Err(ProtocolError::ReservedOpcode(3))
-        );
-        assert_eq!(
-            parse_header(&[0x8b, 0x80]),
-            Err(ProtocolError::ReservedOpcode(0xb))
-        );
-        assert_eq!(
-            parse_header(&[0x09, 0x80]),
-            Err(ProtocolError::FragmentedControl)
-        );
-        assert_eq!(
-            parse_header(&[0x89, 0xfe]),
-            Err(ProtocolError::ControlTooLong)
-        );
-        assert_eq!(
-            parse_header(&[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0]),
-            Err(ProtocolError::LengthTopBit)
-        );
+        assert_eq!(parse_header(&[0xc1, 0x80]), Err(ProtocolError::ReservedBits(4)));
+        assert_eq!(parse_header(&[0x83, 0x80]), Err(ProtocolError::ReservedOpcode(3)));
+        assert_eq!(parse_header(&[0x8b, 0x80]), Err(ProtocolError::ReservedOpcode(0xb)));
+        assert_eq!(parse_header(&[0x09, 0x80]), Err(ProtocolError::FragmentedControl));
+        assert_eq!(parse_header(&[0x89, 0xfe]), Err(ProtocolError::ControlTooLong));
+        assert_eq!(parse_header(&[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0]), Err(ProtocolError::LengthTopBit));
     }
 
     #[test]

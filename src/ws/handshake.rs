@@ -30,11 +30,7 @@ pub struct HandshakePolicy {
 
 impl Default for HandshakePolicy {
     fn default() -> Self {
-        HandshakePolicy {
-            max_head_bytes: 8 * 1024,
-            allowed_origins: Vec::new(),
-            path: None,
-        }
+        HandshakePolicy { max_head_bytes: 8 * 1024, allowed_origins: Vec::new(), path: None }
     }
 }
 
@@ -124,9 +120,7 @@ impl Rejection {
     /// HTTP status code and reason phrase.
     pub fn status(&self) -> (u16, &'static str) {
         match self {
-            Rejection::HeadTooLarge(_) | Rejection::TooManyHeaders => {
-                (431, "Request Header Fields Too Large")
-            }
+            Rejection::HeadTooLarge(_) | Rejection::TooManyHeaders => (431, "Request Header Fields Too Large"),
             Rejection::MethodNotAllowed(_) => (405, "Method Not Allowed"),
             Rejection::UnsupportedVersion => (426, "Upgrade Required"),
             Rejection::PathNotFound => (404, "Not Found"),
@@ -171,7 +165,9 @@ pub fn write_health_response(out: &mut Vec<u8>) {
 
 /// Appends the 101 response that completes the handshake (RFC 6455 §4.2.2).
 pub fn write_accept_response(out: &mut Vec<u8>, accept: &[u8; ACCEPT_LEN]) {
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
     out.extend_from_slice(accept);
     out.extend_from_slice(b"\r\n\r\n");
 }
@@ -182,20 +178,14 @@ pub fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
     sha.update(key);
     sha.update(WS_GUID);
     let mut out = [0u8; ACCEPT_LEN];
-    let n = BASE64
-        .encode_slice(sha.digest().bytes(), &mut out)
-        .expect("28 bytes hold base64 of 20");
+    let n = BASE64.encode_slice(sha.digest().bytes(), &mut out).expect("28 bytes hold base64 of 20");
     debug_assert_eq!(n, ACCEPT_LEN);
     out
 }
 
 /// Reads a request head from `buf` (which may hold only part of it, or the
 /// head followed by frames) and applies `policy`.
-pub fn parse_request(
-    buf: &[u8],
-    policy: &HandshakePolicy,
-    admission: &dyn Admission,
-) -> Result<Request, Rejection> {
+pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admission) -> Result<Request, Rejection> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -222,11 +212,7 @@ pub fn parse_request(
     }
     let target = req.path.unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
-    let has = |name: &str| {
-        req.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(name))
-    };
+    let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
     if path == HEALTH_PATH && !has("upgrade") {
         return Ok(Request::Health);
     }
@@ -256,12 +242,7 @@ pub fn parse_request(
     }
     if !policy.allowed_origins.is_empty() {
         let origin = single_header(req.headers, "origin").map(trim);
-        let ok = origin.is_some_and(|o| {
-            policy
-                .allowed_origins
-                .iter()
-                .any(|a| a.as_bytes().eq_ignore_ascii_case(o))
-        });
+        let ok = origin.is_some_and(|o| policy.allowed_origins.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)));
         if !ok {
             return Err(Rejection::OriginForbidden);
         }
@@ -269,10 +250,7 @@ pub fn parse_request(
     if !admission.try_admit() {
         return Err(Rejection::Overloaded);
     }
-    Ok(Request::Upgrade {
-        head_len,
-        accept: accept_key(key),
-    })
+    Ok(Request::Upgrade { head_len, accept: accept_key(key) })
 }
 
 fn parse_error_text(e: httparse::Error) -> &'static str {
@@ -292,10 +270,7 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 fn single_header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
 /// Whether any header `name` lists `token` in its comma-separated value,
@@ -328,16 +303,10 @@ mod tests {
     #[test]
     fn rfc_sample_key_gives_rfc_accept() {
         // RFC 6455 §1.3.
-        assert_eq!(
-            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(
             parse(GOOD),
-            Ok(Request::Upgrade {
-                head_len: GOOD.len(),
-                accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-            })
+            Ok(Request::Upgrade { head_len: GOOD.len(), accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" })
         );
     }
 
@@ -363,21 +332,11 @@ mod tests {
             (GOOD.replace("HTTP/1.1", "HTTP/1.0"), 400),
             (GOOD.replace("Host: server.example.com\r\n", ""), 400),
             (GOOD.replace("Upgrade: websocket\r\n", ""), 400),
-            (
-                GOOD.replace("Connection: Upgrade", "Connection: keep-alive"),
-                400,
-            ),
+            (GOOD.replace("Connection: Upgrade", "Connection: keep-alive"), 400),
             (GOOD.replace("Version: 13", "Version: 8"), 426),
-            (
-                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
-                400,
-            ),
+            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="), 400),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!"), 400),
-            (
-                String::from_utf8_lossy(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
-                    .into_owned(),
-                400,
-            ),
+            (String::from_utf8_lossy(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").into_owned(), 400),
         ];
         for (req, status) in cases {
             let r = parse(&req).expect_err(&req);
@@ -387,31 +346,13 @@ mod tests {
 
     #[test]
     fn policy_rejections() {
-        let p = HandshakePolicy {
-            path: Some("/ws".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            parse_request(GOOD.as_bytes(), &p, &AdmitAll),
-            Err(Rejection::PathNotFound)
-        );
-        let p = HandshakePolicy {
-            allowed_origins: vec!["https://ok.example".into()],
-            ..Default::default()
-        };
-        assert_eq!(
-            parse_request(GOOD.as_bytes(), &p, &AdmitAll),
-            Err(Rejection::OriginForbidden)
-        );
-        let p = HandshakePolicy {
-            allowed_origins: vec!["HTTP://example.com".into()],
-            ..Default::default()
-        };
+        let p = HandshakePolicy { path: Some("/ws".into()), ..Default::default() };
+        assert_eq!(parse_request(GOOD.as_bytes(), &p, &AdmitAll), Err(Rejection::PathNotFound));
+        let p = HandshakePolicy { allowed_origins: vec!["https://ok.example".into()], ..Default::default() };
+        assert_eq!(parse_request(GOOD.as_bytes(), &p, &AdmitAll), Err(Rejection::OriginForbidden));
+        let p = HandshakePolicy { allowed_origins: vec!["HTTP://example.com".into()], ..Default::default() };
         assert!(parse_request(GOOD.as_bytes(), &p, &AdmitAll).is_ok());
-        assert_eq!(
-            parse_request(GOOD.as_bytes(), &HandshakePolicy::default(), &Deny),
-            Err(Rejection::Overloaded)
-        );
+        assert_eq!(parse_request(GOOD.as_bytes(), &HandshakePolicy::default(), &Deny), Err(Rejection::Overloaded));
     }
 
     #[test]

@@ -41,13 +41,10 @@ impl Harness {
         self.buf.extend_from_slice(&self.carry);
         self.buf.extend_from_slice(data);
         self.out.clear();
-        let p = self
-            .session
-            .handle_input(ctx, &mut self.buf, HEADROOM, &mut self.out);
+        let p = self.session.handle_input(ctx, &mut self.buf, HEADROOM, &mut self.out);
         self.out.copy_to(&self.buf, &mut self.sent);
         self.carry.clear();
-        self.carry
-            .extend_from_slice(&self.buf[HEADROOM + p.consumed..]);
+        self.carry.extend_from_slice(&self.buf[HEADROOM + p.consumed..]);
         self.total.messages += p.messages;
         self.total.upgraded |= p.upgraded;
         self.total.rejected = self.total.rejected.or(p.rejected);

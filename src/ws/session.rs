@@ -7,12 +7,15 @@
 //! an argument ([`Ctx::now`]); [`Session::poll_timeout`] says when the session
 //! next wants [`Session::handle_timeout`].
 //!
-//! A data frame that arrives across several reads is echoed piece by piece,
-//! each piece as its own fragment of the same message (RFC 6455 §5.4 lets
-//! fragmentation change). So nothing of a payload is ever kept between reads:
-//! memory stays bounded for a message of any size, and a text frame with bad
-//! UTF-8 fails with 1007 before its bad part is echoed. A frame that arrives in
-//! one read is echoed as exactly one frame with the same opcode and FIN.
+//! Payloads stream: nothing of one is kept between reads (but a piece under
+//! [`MIN_PIECE`] bytes), so memory stays bounded for a message of any size.
+//! A binary frame's echo is committed to the frame's full length when its
+//! header arrives and its payload follows as it comes, so binary echoes keep
+//! exactly the client's frames. A text frame that arrives across several
+//! reads is echoed piece by piece, each piece its own fragment of the same
+//! message (RFC 6455 §5.4 lets fragmentation change): that is what lets a bad
+//! UTF-8 byte fail the connection with a clean 1007 before it is echoed. A
+//! text frame that arrives in one read is echoed as exactly one frame.
 
 use crate::ws::close;
 use crate::ws::config::{Config, Reply};
@@ -103,11 +106,16 @@ pub struct Session {
     msg_len: u64,
     /// The echo of that message has begun with a non-final fragment.
     out_open: bool,
+    /// The echo of the current frame went out with its full-length header,
+    /// so the rest of its payload must follow before any other frame.
+    committed: bool,
     utf8: Utf8Validator,
     /// A close the server wants to send once the current message is complete.
     pending_close: Option<u16>,
     /// A keepalive ping went out since the last input.
     ping_sent: bool,
+    /// The client's close frame arrived: both sides have said close.
+    peer_closed: bool,
     last_input: Instant,
     /// Handshake deadline, close-handshake deadline or linger deadline, by phase.
     deadline: Instant,
@@ -126,9 +134,11 @@ impl Session {
             msg: None,
             msg_len: 0,
             out_open: false,
+            committed: false,
             utf8: Utf8Validator::new(),
             pending_close: None,
             ping_sent: false,
+            peer_closed: false,
             last_input: now,
             deadline: now + config.handshake_timeout,
         }
@@ -144,6 +154,16 @@ impl Session {
         self.phase == Phase::Closed
     }
 
+    /// True once both close frames have been exchanged (RFC 6455 §7.1.4): the
+    /// peer sends nothing more, so once the output is flushed the TCP
+    /// connection can be closed at once. A connection failed or refused by
+    /// the server instead waits for the peer's FIN (see [`Phase::Closed`]) so
+    /// that bytes still arriving do not turn the close into a reset that
+    /// destroys the close frame in flight.
+    pub fn close_handshake_done(&self) -> bool {
+        self.peer_closed
+    }
+
     /// True between a completed handshake and the end of the close handshake.
     pub fn is_upgraded(&self) -> bool {
         matches!(self.phase, Phase::Open | Phase::CloseSent)
@@ -153,17 +173,8 @@ impl Session {
     /// left unconsumed by the previous call. `buf[..start]` is scratch space
     /// of at least [`HEADROOM`] bytes. Payloads are unmasked in place and
     /// echo headers written in front of them; `out` receives what to send.
-    pub fn handle_input(
-        &mut self,
-        ctx: &Ctx<'_>,
-        buf: &mut [u8],
-        start: usize,
-        out: &mut Output,
-    ) -> Progress {
-        assert!(
-            start >= HEADROOM,
-            "handle_input needs {HEADROOM} bytes of headroom"
-        );
+    pub fn handle_input(&mut self, ctx: &Ctx<'_>, buf: &mut [u8], start: usize, out: &mut Output) -> Progress {
+        assert!(start >= HEADROOM, "handle_input needs {HEADROOM} bytes of headroom");
         let end = buf.len();
         let mut p = Progress::default();
         if start < end {
@@ -197,13 +208,9 @@ impl Session {
     /// When the session next wants [`Session::handle_timeout`].
     pub fn poll_timeout(&self, config: &Config) -> Option<Instant> {
         match self.phase {
-            Phase::Open => config.idle_timeout.map(|t| {
-                if self.ping_sent {
-                    self.last_input + t
-                } else {
-                    self.last_input + t / 2
-                }
-            }),
+            Phase::Open => {
+                config.idle_timeout.map(|t| if self.ping_sent { self.last_input + t } else { self.last_input + t / 2 })
+            }
             _ => Some(self.deadline),
         }
     }
@@ -222,6 +229,11 @@ impl Session {
             Phase::Handshake => {}
             Phase::Open => {
                 if let Some(idle) = ctx.config.idle_timeout {
+                    if self.mid_committed_frame() {
+                        // Nothing can be sent inside a frame: a client that
+                        // stalls there is dropped, not closed.
+                        return now >= self.last_input + idle;
+                    }
                     if now >= self.last_input + idle {
                         self.send_close(ctx, close::NORMAL, "idle timeout", out);
                     } else if !self.ping_sent && now >= self.last_input + idle / 2 {
@@ -262,13 +274,7 @@ impl Session {
     }
 
     /// The opening handshake. Returns bytes consumed, or `None` for a partial head.
-    fn handshake(
-        &mut self,
-        ctx: &Ctx<'_>,
-        input: &[u8],
-        out: &mut Output,
-        p: &mut Progress,
-    ) -> Option<usize> {
+    fn handshake(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Output, p: &mut Progress) -> Option<usize> {
         match handshake::parse_request(input, &ctx.config.handshake, ctx.admission) {
             Ok(Request::Partial) => None,
             Ok(Request::Upgrade { head_len, accept }) => {
@@ -328,11 +334,7 @@ impl Session {
             return Some(if self.is_closed() { end } else { pos + total });
         }
         // RFC 6455 §7.4.1 (1009): judged from the header, before any payload is read.
-        let msg_len = if h.opcode == OpCode::Continuation {
-            self.msg_len
-        } else {
-            0
-        };
+        let msg_len = if h.opcode == OpCode::Continuation { self.msg_len } else { 0 };
         let total = msg_len.saturating_add(h.len);
         if total > ctx.config.max_message_size {
             self.fail(ctx, ProtocolError::TooBig(total), out, p);
@@ -350,10 +352,23 @@ impl Session {
         self.mask_off = 0;
         self.remaining = h.len;
         let payload = pos + h.header_len;
-        Some(
-            self.data_piece(ctx, buf, payload, out, p)
-                .unwrap_or(payload),
-        )
+        if self.phase == Phase::Open && ctx.config.reply == Reply::Echo && self.msg == Some(Kind::Binary) {
+            // Nothing in a binary payload can fail the connection, so its echo
+            // is committed to the whole length now and the payload streams
+            // behind it: one frame out per frame in, however the reads fall.
+            let opcode = if self.out_open { OpCode::Continuation } else { OpCode::Binary };
+            let hlen = frame::server_header_len(h.len);
+            frame::write_header(&mut buf[payload - hlen..payload], h.fin, opcode, h.len, None);
+            out.push_input(payload - hlen, payload);
+            self.committed = true;
+            self.out_open = !h.fin;
+        }
+        Some(self.data_piece(ctx, buf, payload, out, p).unwrap_or(payload))
+    }
+
+    /// True inside the payload of a committed echo, where no other frame may go.
+    fn mid_committed_frame(&self) -> bool {
+        self.in_payload && self.committed
     }
 
     /// Rules visible in a frame's first two bytes that depend on the session:
@@ -381,7 +396,7 @@ impl Session {
         p: &mut Progress,
     ) -> Option<usize> {
         let n = self.remaining.min((buf.len() - pos) as u64) as usize;
-        if (n as u64) < self.remaining && n < MIN_PIECE && self.phase == Phase::Open {
+        if (n as u64) < self.remaining && n < MIN_PIECE && self.phase == Phase::Open && !self.committed {
             // Too small to be worth a fragment of its own: wait for more
             // (still masked, so it is simply carried), but fail fast on bad
             // UTF-8 in it now.
@@ -398,13 +413,14 @@ impl Session {
             return None;
         }
         let piece_end = pos + n;
-        self.mask_off =
-            apply_mask(&mut buf[pos..piece_end], self.mask, self.mask_off as usize) as u8;
+        self.mask_off = apply_mask(&mut buf[pos..piece_end], self.mask, self.mask_off as usize) as u8;
         self.remaining -= n as u64;
         let frame_done = self.remaining == 0;
         let msg_done = frame_done && self.frame_fin;
+        let committed = self.committed;
         if frame_done {
             self.in_payload = false;
+            self.committed = false;
         }
         if self.phase == Phase::CloseSent {
             // RFC 6455 §5.5.1: no data frames after our close; the input is only
@@ -417,14 +433,14 @@ impl Session {
         let kind = self.msg.expect("a data frame always belongs to a message");
         if kind == Kind::Text {
             // RFC 6455 §8.1: fail fast, before the invalid piece is echoed.
-            let valid = self.utf8.feed(&buf[pos..piece_end]).is_ok()
-                && (!msg_done || self.utf8.finish().is_ok());
+            let valid = self.utf8.feed(&buf[pos..piece_end]).is_ok() && (!msg_done || self.utf8.finish().is_ok());
             if !valid {
                 self.fail(ctx, ProtocolError::InvalidUtf8, out, p);
                 return Some(buf.len());
             }
         }
         match &ctx.config.reply {
+            Reply::Echo if committed => out.push_input(pos, piece_end),
             Reply::Echo if n > 0 || frame_done => {
                 let opcode = match (self.out_open, kind) {
                     (true, _) => OpCode::Continuation,
@@ -476,13 +492,7 @@ impl Session {
             // RFC 6455 §5.5.2-3: answer with the same payload; the pong header
             // (2 bytes) goes where the ping header (6 bytes) was.
             OpCode::Ping if self.phase == Phase::Open => {
-                frame::write_header(
-                    &mut buf[ps - 2..ps],
-                    true,
-                    OpCode::Pong,
-                    (pe - ps) as u64,
-                    None,
-                );
+                frame::write_header(&mut buf[ps - 2..ps], true, OpCode::Pong, (pe - ps) as u64, None);
                 out.push_input(ps - 2, pe);
             }
             OpCode::Close => match close::parse_close_payload(&buf[ps..pe]) {
@@ -494,6 +504,7 @@ impl Session {
                         buf[pos + 2..pos + 6].copy_from_slice(&[0x88, 0x02, c[0], c[1]]);
                         out.push_input(pos + 2, pos + 6);
                     }
+                    self.peer_closed = true;
                     self.enter_closed(ctx);
                 }
                 Err(e) => self.fail(ctx, e, out, p),
@@ -508,13 +519,18 @@ impl Session {
     /// error's code, unless one was already sent, then nothing more.
     fn fail(&mut self, ctx: &Ctx<'_>, e: ProtocolError, out: &mut Output, p: &mut Progress) {
         p.error = Some(e);
-        if self.phase == Phase::Open {
+        if self.phase == Phase::Open && !self.mid_committed_frame() {
             out.push_close(e.close_code(), e.reason());
         }
         self.enter_closed(ctx);
     }
 
     fn send_close(&mut self, ctx: &Ctx<'_>, code: u16, reason: &str, out: &mut Output) {
+        if self.mid_committed_frame() {
+            // A close frame here would land inside the echo's payload.
+            self.enter_closed(ctx);
+            return;
+        }
         out.push_close(code, reason);
         self.phase = Phase::CloseSent;
         self.deadline = ctx.now + ctx.config.close_timeout;

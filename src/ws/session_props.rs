@@ -26,12 +26,7 @@ fn msg() -> impl Strategy<Value = Msg> {
         prop::collection::vec(any::<u16>(), 0..4),
         prop::option::of(prop::collection::vec(any::<u8>(), 0..125)),
     )
-        .prop_map(|((text, data), cuts, ping)| Msg {
-            text,
-            data,
-            cuts,
-            ping_after_first: ping,
-        })
+        .prop_map(|((text, data), cuts, ping)| Msg { text, data, cuts, ping_after_first: ping })
 }
 
 /// Encodes the messages as masked client frames; returns the bytes and the
@@ -40,11 +35,7 @@ fn encode(msgs: &[Msg], key: [u8; 4]) -> (Vec<u8>, Vec<Event>) {
     let mut wire = Vec::new();
     let mut expect = Vec::new();
     for m in msgs {
-        let mut points: Vec<usize> = m
-            .cuts
-            .iter()
-            .map(|&c| c as usize * m.data.len() / 65536)
-            .collect();
+        let mut points: Vec<usize> = m.cuts.iter().map(|&c| c as usize * m.data.len() / 65536).collect();
         points.sort_unstable();
         points.push(m.data.len());
         let mut last = 0;

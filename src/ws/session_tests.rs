@@ -25,11 +25,7 @@ fn raw(bytes: &[u8]) -> Vec<u8> {
 /// Feeds the handshake, then `pieces` of `input`; returns what was sent after the 101 and the harness.
 fn run_with(config: &Config, input: &[u8], splits: &[usize]) -> (Vec<u8>, Harness) {
     let now = Instant::now();
-    let ctx = Ctx {
-        config,
-        now,
-        admission: &AdmitAll,
-    };
+    let ctx = Ctx { config, now, admission: &AdmitAll };
     let mut h = Harness::new(Session::new(config, now));
     h.feed(&ctx, REQUEST);
     assert_eq!(h.sent, RESPONSE);
@@ -59,10 +55,7 @@ fn client_view(sent: &[u8]) -> Vec<Event> {
 /// message must start with the whole feed's.
 fn assert_same_view(split: &[Event], whole: &[Event], what: &str) {
     let finished = |ev: &[Event]| -> Vec<Event> {
-        ev.iter()
-            .filter(|e| !matches!(e, Event::Message(OpCode::Continuation, _)))
-            .cloned()
-            .collect()
+        ev.iter().filter(|e| !matches!(e, Event::Message(OpCode::Continuation, _))).cloned().collect()
     };
     let unfinished = |ev: &[Event]| -> Vec<u8> {
         ev.iter()
@@ -117,11 +110,7 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
     let config = Config::default();
     for i in 0..REQUEST.len() {
         let now = Instant::now();
-        let ctx = Ctx {
-            config: &config,
-            now,
-            admission: &AdmitAll,
-        };
+        let ctx = Ctx { config: &config, now, admission: &AdmitAll };
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, &REQUEST[..i]);
         assert!(h.sent.is_empty());
@@ -135,11 +124,7 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
 fn frames_after_the_request_in_the_same_read_are_echoed() {
     let config = Config::default();
     let now = Instant::now();
-    let ctx = Ctx {
-        config: &config,
-        now,
-        admission: &AdmitAll,
-    };
+    let ctx = Ctx { config: &config, now, admission: &AdmitAll };
     let mut h = Harness::new(Session::new(&config, now));
     let mut input = REQUEST.to_vec();
     input.extend(frame(true, OpCode::Text, b"early"));
@@ -151,10 +136,7 @@ fn frames_after_the_request_in_the_same_read_are_echoed() {
 
 #[test]
 fn text_frame_echoes_with_a_server_header_in_place() {
-    assert_eq!(
-        check(&frame(true, OpCode::Text, b"Hello")),
-        b"\x81\x05Hello"
-    );
+    assert_eq!(check(&frame(true, OpCode::Text, b"Hello")), b"\x81\x05Hello");
 }
 
 #[test]
@@ -179,20 +161,46 @@ fn fragments_echo_frame_by_frame_with_opcode_and_fin_as_received() {
 }
 
 #[test]
-fn frame_split_across_reads_is_echoed_as_fragments_of_one_message() {
-    let payload: Vec<u8> = (0..200u8).collect();
-    let input = frame(true, OpCode::Binary, &payload);
+fn text_frame_split_across_reads_is_echoed_as_fragments_of_one_message() {
+    let payload = "a".repeat(200);
+    let input = frame(true, OpCode::Text, payload.as_bytes());
     // Header (8 bytes) and 100 payload bytes in the first read, 100 in the second.
     let (out, _) = run_with(&Config::default(), &input, &[108]);
-    let mut expect = vec![0x02, 100];
-    expect.extend_from_slice(&payload[..100]);
+    let mut expect = vec![0x01, 100];
+    expect.extend_from_slice(&payload.as_bytes()[..100]);
     expect.extend_from_slice(&[0x80, 100]);
-    expect.extend_from_slice(&payload[100..]);
+    expect.extend_from_slice(&payload.as_bytes()[100..]);
     assert_eq!(out, expect);
-    assert_eq!(
-        client_view(&out),
-        vec![Event::Message(OpCode::Binary, payload)]
-    );
+    assert_eq!(client_view(&out), vec![Event::Message(OpCode::Text, payload.into_bytes())]);
+}
+
+#[test]
+fn binary_frames_echo_byte_identically_however_the_reads_fall() {
+    let mut input = frame(false, OpCode::Binary, &[1u8; 300]);
+    input.extend(frame(true, OpCode::Ping, b"p"));
+    input.extend(frame(true, OpCode::Continuation, &[2u8; 70000]));
+    let (whole, _) = run_with(&Config::default(), &input, &[]);
+    for split in [1, 7, 8, 9, 100, 308, 309, 320, 40000, input.len() - 1] {
+        let (out, _) = run_with(&Config::default(), &input, &[split]);
+        assert_eq!(out, whole, "split at {split}");
+    }
+    let every: Vec<usize> = (1..input.len()).step_by(997).collect();
+    assert_eq!(run_with(&Config::default(), &input, &every).0, whole);
+}
+
+#[test]
+fn idle_timeout_inside_a_committed_frame_drops_without_a_close() {
+    let config = Config { idle_timeout: Some(Duration::from_secs(10)), ..Config::default() };
+    let t0 = Instant::now();
+    let mut h = Harness::new(Session::new(&config, t0));
+    h.feed(&at(&config, t0), REQUEST);
+    let f = frame(true, OpCode::Binary, &[0u8; 1000]);
+    h.feed(&at(&config, t0), &f[..500]);
+    h.sent.clear();
+    assert!(!h.tick(&at(&config, t0 + Duration::from_secs(5))), "no ping inside a frame");
+    assert!(h.sent.is_empty());
+    assert!(h.tick(&at(&config, t0 + Duration::from_secs(10))));
+    assert!(h.sent.is_empty());
 }
 
 #[test]
@@ -201,25 +209,14 @@ fn small_pieces_wait_so_a_trickled_frame_is_not_amplified() {
     let input = frame(true, OpCode::Binary, &payload);
     let every: Vec<usize> = (1..input.len()).collect();
     let (out, h) = run_with(&Config::default(), &input, &every);
-    assert!(
-        out.len() <= input.len() + input.len() / 32,
-        "{} for {}",
-        out.len(),
-        input.len()
-    );
-    assert_eq!(
-        client_view(&out),
-        vec![Event::Message(OpCode::Binary, payload)]
-    );
+    assert!(out.len() <= input.len() + input.len() / 32, "{} for {}", out.len(), input.len());
+    assert_eq!(client_view(&out), vec![Event::Message(OpCode::Binary, payload)]);
     assert!(h.carry.is_empty());
 }
 
 #[test]
 fn ping_is_answered_with_the_same_payload() {
-    assert_eq!(
-        check(&frame(true, OpCode::Ping, b"are you there")),
-        b"\x8a\x0dare you there"
-    );
+    assert_eq!(check(&frame(true, OpCode::Ping, b"are you there")), b"\x8a\x0dare you there");
 }
 
 #[test]
@@ -242,6 +239,14 @@ fn close_is_answered_with_its_code_and_later_input_ignored() {
     assert_eq!(check(&input), b"\x88\x02\x03\xe8");
     let (_, h) = run_with(&Config::default(), &input, &[]);
     assert_eq!(h.session.phase(), Phase::Closed);
+    assert!(h.session.close_handshake_done());
+}
+
+#[test]
+fn failed_connection_is_closed_without_a_finished_handshake() {
+    let (_, h) = run_with(&Config::default(), b"\x81\x02hi", &[]);
+    assert!(h.session.is_closed());
+    assert!(!h.session.close_handshake_done(), "a failed connection waits for the peer's FIN");
 }
 
 #[test]
@@ -259,9 +264,7 @@ fn valid_close_codes_are_echoed() {
 
 #[test]
 fn invalid_close_codes_and_one_byte_payloads_are_1002() {
-    for code in [
-        0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
-    ] {
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
         assert_fails(&frame(true, OpCode::Close, &code.to_be_bytes()), 1002);
     }
     assert_fails(&frame(true, OpCode::Close, b"\x03"), 1002);
@@ -270,11 +273,7 @@ fn invalid_close_codes_and_one_byte_payloads_are_1002() {
 #[test]
 fn close_reason_with_bad_utf8_is_1007() {
     assert_fails(
-        &frame(
-            true,
-            OpCode::Close,
-            b"\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80",
-        ),
+        &frame(true, OpCode::Close, b"\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"),
         1007,
     );
 }
@@ -340,10 +339,7 @@ fn length_with_top_bit_is_1002() {
 
 #[test]
 fn frame_over_the_limit_is_1009_from_the_header_alone() {
-    let config = Config {
-        max_message_size: 1000,
-        ..Config::default()
-    };
+    let config = Config { max_message_size: 1000, ..Config::default() };
     // Only the header of a 1001-byte frame: no payload has arrived.
     let f = frame(true, OpCode::Binary, &[0u8; 1001]);
     let header = &f[..8];
@@ -351,18 +347,12 @@ fn frame_over_the_limit_is_1009_from_the_header_alone() {
     assert_eq!(close_code(&out), Some(1009));
     // Exactly the limit is fine.
     let out = run_with(&config, &frame(true, OpCode::Binary, &[0u8; 1000]), &[]).0;
-    assert_eq!(
-        client_view(&out),
-        vec![Event::Message(OpCode::Binary, vec![0u8; 1000])]
-    );
+    assert_eq!(client_view(&out), vec![Event::Message(OpCode::Binary, vec![0u8; 1000])]);
 }
 
 #[test]
 fn message_over_the_limit_across_fragments_is_1009() {
-    let config = Config {
-        max_message_size: 10,
-        ..Config::default()
-    };
+    let config = Config { max_message_size: 10, ..Config::default() };
     let mut input = frame(false, OpCode::Binary, b"123456");
     input.extend(frame(true, OpCode::Continuation, b"78901"));
     let out = check_with(&config, &input);
@@ -405,18 +395,12 @@ fn message_ending_inside_a_code_point_is_1007() {
 fn code_point_split_across_fragments_is_valid() {
     let mut input = frame(false, OpCode::Text, b"\xe2\x82");
     input.extend(frame(true, OpCode::Continuation, b"\xac"));
-    assert_eq!(
-        client_view(&check(&input)),
-        vec![Event::Message(OpCode::Text, "€".into())]
-    );
+    assert_eq!(client_view(&check(&input)), vec![Event::Message(OpCode::Text, "€".into())]);
 }
 
 #[test]
 fn fixed_reply_answers_each_complete_message() {
-    let config = Config {
-        reply: Reply::fixed_text("Pong"),
-        ..Config::default()
-    };
+    let config = Config { reply: Reply::fixed_text("Pong"), ..Config::default() };
     let mut input = frame(false, OpCode::Text, b"Pi");
     input.extend(frame(true, OpCode::Continuation, b"ng"));
     input.extend(frame(true, OpCode::Binary, b"x"));
@@ -433,11 +417,7 @@ fn messages_are_counted() {
 }
 
 fn at(config: &Config, now: Instant) -> Ctx<'_> {
-    Ctx {
-        config,
-        now,
-        admission: &AdmitAll,
-    }
+    Ctx { config, now, admission: &AdmitAll }
 }
 
 #[test]
@@ -446,10 +426,7 @@ fn slow_handshake_gets_408_then_is_dropped() {
     let t0 = Instant::now();
     let mut h = Harness::new(Session::new(&config, t0));
     h.feed(&at(&config, t0), b"GET / HT");
-    assert_eq!(
-        h.session.poll_timeout(&config),
-        Some(t0 + config.handshake_timeout)
-    );
+    assert_eq!(h.session.poll_timeout(&config), Some(t0 + config.handshake_timeout));
     assert!(!h.tick(&at(&config, t0 + Duration::from_secs(9))));
     assert!(h.sent.is_empty());
     let t1 = t0 + config.handshake_timeout;
@@ -461,52 +438,31 @@ fn slow_handshake_gets_408_then_is_dropped() {
 
 #[test]
 fn idle_connection_gets_a_ping_then_close_1000() {
-    let config = Config {
-        idle_timeout: Some(Duration::from_secs(10)),
-        ..Config::default()
-    };
+    let config = Config { idle_timeout: Some(Duration::from_secs(10)), ..Config::default() };
     let t0 = Instant::now();
     let mut h = Harness::new(Session::new(&config, t0));
     h.feed(&at(&config, t0), REQUEST);
     h.sent.clear();
-    assert_eq!(
-        h.session.poll_timeout(&config),
-        Some(t0 + Duration::from_secs(5))
-    );
+    assert_eq!(h.session.poll_timeout(&config), Some(t0 + Duration::from_secs(5)));
     h.tick(&at(&config, t0 + Duration::from_secs(5)));
     assert_eq!(h.sent, b"\x89\x00");
     h.sent.clear();
-    assert_eq!(
-        h.session.poll_timeout(&config),
-        Some(t0 + Duration::from_secs(10))
-    );
+    assert_eq!(h.session.poll_timeout(&config), Some(t0 + Duration::from_secs(10)));
     h.tick(&at(&config, t0 + Duration::from_secs(10)));
     assert_eq!(close_code(&h.sent), Some(1000));
     assert_eq!(h.session.phase(), Phase::CloseSent);
     // The client never answers the close: dropped after the close timeout.
-    assert!(h.tick(&at(
-        &config,
-        t0 + Duration::from_secs(10) + config.close_timeout
-    )));
+    assert!(h.tick(&at(&config, t0 + Duration::from_secs(10) + config.close_timeout)));
 }
 
 #[test]
 fn input_postpones_the_idle_timeout() {
-    let config = Config {
-        idle_timeout: Some(Duration::from_secs(10)),
-        ..Config::default()
-    };
+    let config = Config { idle_timeout: Some(Duration::from_secs(10)), ..Config::default() };
     let t0 = Instant::now();
     let mut h = Harness::new(Session::new(&config, t0));
     h.feed(&at(&config, t0), REQUEST);
-    h.feed(
-        &at(&config, t0 + Duration::from_secs(8)),
-        &frame(true, OpCode::Pong, b""),
-    );
-    assert_eq!(
-        h.session.poll_timeout(&config),
-        Some(t0 + Duration::from_secs(13))
-    );
+    h.feed(&at(&config, t0 + Duration::from_secs(8)), &frame(true, OpCode::Pong, b""));
+    assert_eq!(h.session.poll_timeout(&config), Some(t0 + Duration::from_secs(13)));
 }
 
 #[test]
@@ -552,15 +508,8 @@ fn rejected_handshake_closes_and_ignores_the_rest() {
     let config = Config::default();
     let t0 = Instant::now();
     let mut h = Harness::new(Session::new(&config, t0));
-    h.feed(
-        &at(&config, t0),
-        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
-    );
-    assert!(
-        h.sent.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
-        "{}",
-        String::from_utf8_lossy(&h.sent)
-    );
+    h.feed(&at(&config, t0), b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03");
+    assert!(h.sent.starts_with(b"HTTP/1.1 400 Bad Request\r\n"), "{}", String::from_utf8_lossy(&h.sent));
     assert_eq!(h.total.rejected, Some(400));
     assert!(h.session.is_closed());
     assert!(h.carry.is_empty());
@@ -575,9 +524,12 @@ fn carry_is_bounded_by_a_header_or_a_control_frame() {
     let p = frame(true, OpCode::Ping, &[2u8; 125]);
     let (_, h) = run_with(&Config::default(), &p[..130], &[]);
     assert_eq!(h.carry.len(), 130);
-    // Payload is carried only in pieces under MIN_PIECE, still masked.
+    // Text payload is carried only in pieces under MIN_PIECE, still masked.
     let (_, h) = run_with(&Config::default(), &f[..20000], &[]);
     assert!(h.carry.is_empty());
     let (_, h) = run_with(&Config::default(), &f[..14 + MIN_PIECE - 1], &[]);
-    assert_eq!(h.carry, &f[14..14 + MIN_PIECE - 1]);
+    assert!(h.carry.is_empty(), "binary payload streams: never carried");
+    let t = frame(true, OpCode::Text, &vec![b'a'; 70000]);
+    let (_, h) = run_with(&Config::default(), &t[..14 + MIN_PIECE - 1], &[]);
+    assert_eq!(h.carry, &t[14..14 + MIN_PIECE - 1]);
 }

@@ -23,10 +23,7 @@ pub struct Utf8Validator {
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub const fn new() -> Self {
-        Utf8Validator {
-            partial: [0; 4],
-            partial_len: 0,
-        }
+        Utf8Validator { partial: [0; 4], partial_len: 0 }
     }
 
     /// Validates the next chunk of the message. Fails at the first byte that
@@ -75,11 +72,7 @@ impl Utf8Validator {
 
     /// Called at the end of the message: an unfinished code point is invalid.
     pub fn finish(&mut self) -> Result<(), Utf8Error> {
-        let r = if self.partial_len == 0 {
-            Ok(())
-        } else {
-            Err(Utf8Error)
-        };
+        let r = if self.partial_len == 0 { Ok(()) } else { Err(Utf8Error) };
         *self = Utf8Validator::new();
         r
     }
@@ -87,9 +80,7 @@ impl Utf8Validator {
 
 /// Validates a complete byte string (close reasons).
 pub fn validate(bytes: &[u8]) -> Result<(), Utf8Error> {
-    simdutf8::basic::from_utf8(bytes)
-        .map(|_| ())
-        .map_err(|_| Utf8Error)
+    simdutf8::basic::from_utf8(bytes).map(|_| ()).map_err(|_| Utf8Error)
 }
 
 #[cfg(test)]

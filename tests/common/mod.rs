@@ -62,13 +62,10 @@ impl Server {
             let _ = out.read_to_end(&mut rest);
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("server did not start: {line:?}\n{}", stderr.lock().unwrap());
-            });
+        let addr = line.strip_prefix("listening on ").and_then(|a| a.trim().parse().ok()).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("server did not start: {line:?}\n{}", stderr.lock().unwrap());
+        });
         Server { child, addr, stderr }
     }
 
@@ -110,6 +107,18 @@ impl Server {
     /// Everything logged on stderr so far.
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to 10 s until the log contains `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) || t0.elapsed() > Duration::from_secs(10) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `ws://ADDR/`.
@@ -250,10 +259,7 @@ impl RawClient {
 pub fn python() -> String {
     std::env::var("RICOCHET_PYTHON").unwrap_or_else(|_| {
         let p = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-        assert!(
-            std::path::Path::new(p).exists(),
-            "Python websockets client missing: run `make venv` (or `make test`)"
-        );
+        assert!(std::path::Path::new(p).exists(), "Python websockets client missing: run `make venv` (or `make test`)");
         p.to_string()
     })
 }
