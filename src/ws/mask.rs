@@ -2,12 +2,10 @@
 //!
 //! Masking is an XOR with a 4-byte key repeated over the payload; the same
 //! operation masks and unmasks. It runs over every byte a client sends, so it
-//! is written to vectorise: the key is expanded to a 64-byte block once and the
-//! payload is XORed block by block, which LLVM turns into SIMD loads and XORs
-//! (no `unsafe`, no alignment assumptions).
-
-/// Width of the expanded key block; a multiple of every SIMD register width.
-const BLOCK: usize = 64;
+//! is written to vectorise: the key is broadcast into a `u64` and the payload
+//! XORed eight bytes at a time, which LLVM turns into SIMD loads and XORs (no
+//! `unsafe`, no alignment assumptions). Building a key block in memory
+//! instead cost a third of a small frame's time (a store-forwarding stall).
 
 /// XORs `buf` with `key`, starting at byte `offset` of the key stream
 /// (`offset` is the number of payload bytes already unmasked, mod 4).
@@ -18,25 +16,16 @@ const BLOCK: usize = 64;
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) -> usize {
     let key = rotate(key, offset);
     let end_offset = (offset + buf.len()) % 4;
-    if buf.len() < 16 {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b ^= key[i % 4];
-        }
-        return end_offset;
+    let k = u32::from_ne_bytes(key) as u64;
+    let wide = k | (k << 32);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let v = u64::from_ne_bytes((&*w).try_into().expect("8-byte chunk")) ^ wide;
+        w.copy_from_slice(&v.to_ne_bytes());
     }
-    let mut block = [0u8; BLOCK];
-    for (i, b) in block.iter_mut().enumerate() {
-        *b = key[i % 4];
-    }
-    let mut chunks = buf.chunks_exact_mut(BLOCK);
-    for chunk in &mut chunks {
-        for (b, m) in chunk.iter_mut().zip(block.iter()) {
-            *b ^= m;
-        }
-    }
-    // BLOCK is a multiple of 4, so the remainder starts at key offset 0 again.
-    for (b, m) in chunks.into_remainder().iter_mut().zip(block.iter()) {
-        *b ^= m;
+    // Whole words keep the key phase, so the tail starts at key byte 0.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
     }
     end_offset
 }
