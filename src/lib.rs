@@ -1,8 +1,10 @@
 //! Ricochet: a shard-per-core WebSocket (RFC 6455) echo server for bare-metal Linux.
 //!
 //! [`ws`] is the I/O-free protocol core; [`server`] holds what every I/O
-//! backend shares; [`io`] holds the backends.
+//! backend shares; [`io`] holds the backends; [`bench`] is the load
+//! generator.
 
+pub mod bench;
 pub mod io;
 pub mod server;
 pub mod ws;

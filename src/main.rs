@@ -1,6 +1,7 @@
 //! The `ricochet` command line.
 
 use clap::{Parser, Subcommand};
+use ricochet::bench::{self, BenchArgs};
 use ricochet::server::config::{ServeArgs, Settings};
 use ricochet::server::shard;
 use std::process::ExitCode;
@@ -18,6 +19,9 @@ enum Command {
     /// Run the echo server (SIGINT/SIGTERM shut it down gracefully; a flag given twice takes the last value)
     #[command(args_override_self = true, allow_negative_numbers = true)]
     Serve(ServeArgs),
+    /// Load generator: closed-loop echo (or idle connections) against a WebSocket server; exits 1 on any wrong or missing echo
+    #[command(args_override_self = true)]
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,5 +60,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench(args) => match bench::run(&args) {
+            Ok(r) => {
+                bench::print_report(&r, args.mode);
+                if r.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e @ bench::BenchError::Url(_)) | Err(e @ bench::BenchError::Setting(_)) => {
+                eprintln!("ricochet: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("ricochet: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
