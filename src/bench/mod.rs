@@ -282,13 +282,13 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
                 continue;
             }
             let mut completed = 0;
-            let alive = match c.read(&mut errors, |t| {
-                let _ = hist.record(t.elapsed().as_nanos() as u64);
-                completed += 1;
-            }) {
-                Ok(a) => a,
-                Err(_) => false,
-            };
+            // A read error ends the connection like end of stream does.
+            let alive = c
+                .read(&mut errors, |t| {
+                    let _ = hist.record(t.elapsed().as_nanos() as u64);
+                    completed += 1;
+                })
+                .unwrap_or_default();
             messages += completed;
             if !alive {
                 c.state = State::Done;
