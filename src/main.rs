@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Run the echo server (SIGINT/SIGTERM shut it down gracefully; a flag given twice takes the last value)
     #[command(args_override_self = true, allow_negative_numbers = true)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load generator: closed-loop echo (or idle connections) against a WebSocket server; exits 1 on any wrong or missing echo
     #[command(args_override_self = true)]
     Bench(BenchArgs),
