@@ -15,6 +15,7 @@ run: build
 # Python `websockets` is one of the independent clients the tests use.
 venv: $(PYTHON)
 $(PYTHON): tests/python/requirements.txt
+	scripts/install-deps.sh
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $(PYTHON)
@@ -24,6 +25,7 @@ test: venv
 
 # Autobahn|Testsuite cases 1-10 against a release build; every case must be OK.
 autobahn: build
+	scripts/install-deps.sh
 	scripts/autobahn.sh ./target/release/ricochet
 
 bench:
