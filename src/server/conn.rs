@@ -111,3 +111,20 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connection_state_stays_small() {
+        // What each idle connection costs in user space besides its slab
+        // slot and socket: this struct, and no heap (carry and pending empty).
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 160, "Conn grew to {size} bytes");
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 80, "Session grew to {size} bytes");
+        let c = Conn::new(Session::new(&crate::ws::Config::default(), Instant::now()));
+        assert_eq!(c.heap_bytes(), 0);
+    }
+}
