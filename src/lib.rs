@@ -2,9 +2,10 @@
 //!
 //! [`ws`] is the I/O-free protocol core; [`server`] holds what every I/O
 //! backend shares; [`io`] holds the backends; [`bench`] is the load
-//! generator.
+//! generator; [`tune`] audits a host's kernel settings.
 
 pub mod bench;
 pub mod io;
 pub mod server;
+pub mod tune;
 pub mod ws;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use ricochet::bench::{self, BenchArgs};
 use ricochet::server::config::{ServeArgs, Settings};
 use ricochet::server::shard;
+use ricochet::tune::{self, TuneArgs};
 use std::process::ExitCode;
 
 /// Ricochet: a shard-per-core WebSocket echo server for bare-metal Linux.
@@ -22,6 +23,9 @@ enum Command {
     /// Load generator: closed-loop echo (or idle connections) against a WebSocket server; exits 1 on any wrong or missing echo
     #[command(args_override_self = true)]
     Bench(BenchArgs),
+    /// Audit this host's kernel settings for a load; exit 1 when something should change (--apply changes it, as root)
+    #[command(args_override_self = true)]
+    Tune(TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tune(args) => match tune::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e @ (tune::TuneError::Invalid { .. } | tune::TuneError::Setting(_))) => {
+                eprintln!("ricochet: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("ricochet: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Bench(args) => match bench::run(&args) {
             Ok(r) => {
                 bench::print_report(&r, args.mode);

@@ -136,7 +136,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let target = parse_url(&args.url)?;
     let size = parse_size("size", &args.size, 0, 64 << 20)?;
     let duration = parse_duration("duration", &args.duration, false)?;
-    raise_nofile_limit();
+    // Idle runs hold many sockets.
+    crate::tune::raise_nofile_limit();
     let threads = args.threads.clamp(1, args.connections.max(1));
     let cpu0 = process_cpu_seconds();
     let srv0 = args.server_pid.and_then(pid_cpu_seconds);
@@ -376,18 +377,6 @@ pub fn print_report(r: &Report, mode: Mode) {
         }
     }
     println!("errors         {} wrong echoes, {} missing, {} failed connections", r.mismatched, r.missing, r.failed);
-}
-
-/// Raises RLIMIT_NOFILE to its hard limit (idle runs hold many sockets).
-fn raise_nofile_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
-            l.rlim_cur = l.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-        }
-    }
 }
 
 fn process_cpu_seconds() -> f64 {

@@ -57,6 +57,17 @@ pub enum ServeError {
 /// Runs the server until SIGINT/SIGTERM and a graceful shutdown; returns the
 /// summed counters. Prints `listening on ADDR` on stdout once every shard accepts.
 pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
+    // Each connection is a file: use all the hard limit allows, and say so
+    // when even that, or the listen queue limit, would cap the server.
+    let nofile = crate::tune::raise_nofile_limit();
+    for w in crate::tune::serve_warnings(
+        std::path::Path::new("/"),
+        settings.max_connections as u64,
+        settings.backlog as u64,
+        nofile,
+    ) {
+        warn!("{w}");
+    }
     let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
     let listeners = listener::bind_all(settings.listen, settings.shards, opts)
         .map_err(|source| ServeError::Bind { addr: settings.listen, source })?;

@@ -1,0 +1,592 @@
+//! `ricochet tune`: audit a host's kernel settings for a stated load.
+//!
+//! Reads the live values (sysctls under `/proc/sys`, this process's
+//! RLIMIT_NOFILE, CPUs, io_uring, each NIC's queue count under
+//! `/sys/class/net`), compares each with what the load needs, and says what
+//! to change and the exact command that changes it. Buffer sizes come from
+//! the bandwidth-delay product: a TCP connection can only keep `window`
+//! bytes in flight per round trip, so filling a path of bandwidth B and
+//! round-trip time RTT needs a window of B x RTT bytes. tuning/README.md
+//! explains each rule.
+//!
+//! Every path is relative to a root (`/` on a real host) so that the rules can
+//! be tested against a fake tree.
+
+use crate::server::config::{parse_duration, ConfigError};
+use clap::{Args, ValueEnum};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table for people.
+    Table,
+    /// A JSON array for machines.
+    Json,
+}
+
+/// `ricochet tune` flags.
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Concurrent connections the host must hold
+    #[arg(long, default_value_t = 100_000)]
+    pub connections: u64,
+    /// Bandwidth of one busy connection's path, e.g. 10Gbit, 1Gbit, 100Mbit
+    #[arg(long, default_value = "10Gbit")]
+    pub bandwidth: String,
+    /// Round-trip time of that path, e.g. 100us, 1ms, 50ms
+    #[arg(long, default_value = "1ms")]
+    pub rtt: String,
+    /// table or json
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the recommended sysctls to /etc/sysctl.d/99-ricochet-tune.conf and load them (root only)
+    #[arg(long)]
+    pub apply: bool,
+    /// Root of the tree to audit (tests point this at a fake /proc and /sys)
+    #[arg(long, default_value = "/", hide = true)]
+    pub root: PathBuf,
+}
+
+/// Why the audit could not run.
+#[derive(Debug, Error)]
+pub enum TuneError {
+    /// A flag value is invalid.
+    #[error("invalid {setting} {value:?}: {allowed}")]
+    Invalid {
+        /// Flag.
+        setting: &'static str,
+        /// Value.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// A duration flag is invalid.
+    #[error(transparent)]
+    Setting(#[from] ConfigError),
+    /// `--apply` needs root.
+    #[error("--apply changes kernel settings and must run as root")]
+    NotRoot,
+    /// Writing a setting failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What to do about a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Good for the stated load.
+    Ok,
+    /// Too low.
+    Raise,
+    /// Too high (costs memory or CPU for nothing).
+    Lower,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Raise => "raise",
+            Status::Lower => "lower",
+        }
+    }
+}
+
+/// One line of the audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The setting (a sysctl name, `RLIMIT_NOFILE`, `nic:<iface>` ...).
+    pub setting: String,
+    /// Its current value, or `unavailable`.
+    pub current: String,
+    /// The recommended value for the load.
+    pub recommended: String,
+    /// ok, raise or lower.
+    pub status: Status,
+    /// The command that applies the recommendation (empty when ok).
+    pub fix: String,
+    /// Why, in a few words.
+    pub why: String,
+    /// For sysctls: the value `--apply` writes.
+    pub sysctl_value: Option<String>,
+}
+
+/// The load the host is audited for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Load {
+    /// Concurrent connections.
+    pub connections: u64,
+    /// Bits per second of one busy path.
+    pub bandwidth_bps: f64,
+    /// Round-trip time.
+    pub rtt: Duration,
+}
+
+impl Load {
+    /// Bandwidth-delay product in bytes: what one connection must keep in
+    /// flight to fill its path (window = bandwidth x RTT).
+    pub fn bdp_bytes(&self) -> u64 {
+        (self.bandwidth_bps / 8.0 * self.rtt.as_secs_f64()).round() as u64
+    }
+}
+
+/// Parses `10Gbit`, `1Gbit`, `100Mbit`, `2.5G`, `100M` (bits per second; `bps`, `bit/s` also accepted).
+pub fn parse_rate(v: &str) -> Option<f64> {
+    let t = v.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches("bit/s").trim_end_matches("bps").trim_end_matches("bit").trim_end_matches("b/s");
+    let mult = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        _ => return None,
+    };
+    (n > 0.0).then_some(n * mult)
+}
+
+/// Reads a sysctl (e.g. `net.core.somaxconn`) under `root`.
+pub fn read_sysctl(root: &Path, key: &str) -> Option<String> {
+    let path = sysctl_path(root, key);
+    std::fs::read_to_string(path).ok().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn sysctl_path(root: &Path, key: &str) -> PathBuf {
+    root.join("proc/sys").join(key.replace('.', "/"))
+}
+
+/// Numbers of a sysctl value (`tcp_rmem` has three).
+fn numbers(v: &str) -> Vec<u64> {
+    v.split_whitespace().filter_map(|x| x.parse().ok()).collect()
+}
+
+/// What the host has, read once.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Tree root.
+    pub root: PathBuf,
+    /// Soft RLIMIT_NOFILE of this process.
+    pub nofile: u64,
+    /// CPUs this process may run on.
+    pub cpus: usize,
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// Physical memory in bytes.
+    pub mem_bytes: u64,
+}
+
+impl Host {
+    /// The live host.
+    pub fn live(root: &Path) -> Host {
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) }.max(0) as u64;
+        Host {
+            root: root.to_owned(),
+            nofile: nofile_limit().0,
+            cpus: crate::server::config::available_cpus(),
+            page_size,
+            mem_bytes: pages * page_size,
+        }
+    }
+}
+
+/// The soft and hard RLIMIT_NOFILE of this process.
+pub fn nofile_limit() -> (u64, u64) {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct passed.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+    (l.rlim_cur, l.rlim_max)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    let (soft, hard) = nofile_limit();
+    if soft < hard {
+        let l = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+        // SAFETY: setrlimit only reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } == 0 {
+            return hard;
+        }
+    }
+    soft
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A sysctl that must be at least `want` (single number).
+fn at_least(host: &Host, key: &str, want: u64, why: &str) -> Finding {
+    let cur = read_sysctl(&host.root, key);
+    let status = match cur.as_deref().and_then(|c| numbers(c).first().copied()) {
+        Some(v) if v >= want => Status::Ok,
+        _ => Status::Raise,
+    };
+    sysctl_finding(key, cur, want.to_string(), status, why)
+}
+
+/// A sysctl that should be exactly `want`.
+fn exactly(host: &Host, key: &str, want: u64, why: &str) -> Finding {
+    let cur = read_sysctl(&host.root, key);
+    let status = match cur.as_deref().and_then(|c| numbers(c).first().copied()) {
+        Some(v) if v == want => Status::Ok,
+        Some(v) if v > want => Status::Lower,
+        _ => Status::Raise,
+    };
+    sysctl_finding(key, cur, want.to_string(), status, why)
+}
+
+/// A three-number sysctl (min default max) judged by its third number.
+fn triple_max(host: &Host, key: &str, min_default: (u64, u64), want_max: u64, why: &str) -> Finding {
+    let cur = read_sysctl(&host.root, key);
+    let nums = cur.as_deref().map(numbers).unwrap_or_default();
+    let (lo, def) = match nums.as_slice() {
+        [a, b, _] => ((*a).min(min_default.0).max(1), (*b).max(min_default.1)),
+        _ => min_default,
+    };
+    let status = match nums.get(2) {
+        Some(&m) if m >= want_max => Status::Ok,
+        _ => Status::Raise,
+    };
+    sysctl_finding(key, cur, format!("{lo} {def} {want_max}"), status, why)
+}
+
+fn sysctl_finding(key: &str, cur: Option<String>, rec: String, status: Status, why: &str) -> Finding {
+    let fix = if status == Status::Ok { String::new() } else { format!("sysctl -w {key}=\"{rec}\"") };
+    Finding {
+        setting: key.into(),
+        current: cur.unwrap_or_else(|| "unavailable".into()),
+        recommended: rec.clone(),
+        status,
+        fix,
+        why: why.into(),
+        sysctl_value: Some(rec),
+    }
+}
+
+/// Rounds up to a power of two (buffer sizes read better that way).
+fn pow2(n: u64) -> u64 {
+    n.max(1).next_power_of_two()
+}
+
+/// Audits `host` for `load`.
+pub fn audit(host: &Host, load: &Load) -> Vec<Finding> {
+    let bdp = load.bdp_bytes();
+    // Receive autotuning sizes the window up to tcp_rmem's max, of which the
+    // kernel offers about half as window (the rest covers skb overhead,
+    // net.ipv4.tcp_adv_win_scale), hence 2 x BDP.
+    let buf_max = pow2(2 * bdp).max(6 * MIB);
+    let n = load.connections;
+    let files = n + 1024;
+    let mut f = vec![
+        at_least(host, "net.core.somaxconn", 4096, "caps every listen backlog (ricochet's default is 4096)"),
+        at_least(host, "net.ipv4.tcp_max_syn_backlog", 8192, "half-open connections queued during a connect burst"),
+        at_least(host, "net.core.rmem_max", buf_max, "largest SO_RCVBUF a socket may ask for: 2 x BDP"),
+        at_least(host, "net.core.wmem_max", buf_max, "largest SO_SNDBUF a socket may ask for: 2 x BDP"),
+        triple_max(host, "net.ipv4.tcp_rmem", (4096, 131072), buf_max, "receive autotuning range; max 2 x BDP"),
+        triple_max(host, "net.ipv4.tcp_wmem", (4096, 16384), buf_max, "send autotuning range; max 2 x BDP"),
+        tcp_mem(host, load),
+        at_least(host, "net.core.netdev_max_backlog", 16384, "packets queued per CPU before the stack drops them"),
+        at_least(host, "fs.nr_open", files, "per-process file limit ceiling: one per connection plus slack"),
+        at_least(host, "fs.file-max", files + 65536, "system-wide open files"),
+        nofile(host, files),
+        port_range(host, n),
+        exactly(host, "net.ipv4.tcp_tw_reuse", 1, "load generator side: reuse TIME_WAIT ports for new connections"),
+        at_most(
+            host,
+            "net.ipv4.tcp_notsent_lowat",
+            131072,
+            "unsent bytes a socket buffers: less memory, less latency per slow client",
+        ),
+        exactly(host, "net.core.busy_poll", 0, "busy polling burns a core; only for dedicated cores"),
+        exactly(host, "net.core.busy_read", 0, "busy polling burns a core; only for dedicated cores"),
+        io_uring(host),
+    ];
+    f.extend(nics(host));
+    f
+}
+
+/// A sysctl that should be at most `want`.
+fn at_most(host: &Host, key: &str, want: u64, why: &str) -> Finding {
+    let cur = read_sysctl(&host.root, key);
+    let status = match cur.as_deref().and_then(|c| numbers(c).first().copied()) {
+        Some(v) if v <= want => Status::Ok,
+        Some(_) => Status::Lower,
+        None => Status::Raise,
+    };
+    sysctl_finding(key, cur, want.to_string(), status, why)
+}
+
+/// tcp_mem (pages: low pressure high) bounds all TCP buffer memory. An idle
+/// WebSocket holds almost none; budget 16 KiB per connection plus full
+/// buffers for the busy ones (one in a hundred), capped at half of RAM.
+fn tcp_mem(host: &Host, load: &Load) -> Finding {
+    let key = "net.ipv4.tcp_mem";
+    let busy = (load.connections / 100).max(1);
+    let budget = load.connections * 16 * 1024 + busy * 2 * load.bdp_bytes();
+    let budget = budget.min(host.mem_bytes / 2).max(64 * MIB);
+    let high = budget / host.page_size;
+    let cur = read_sysctl(&host.root, key);
+    let nums = cur.as_deref().map(numbers).unwrap_or_default();
+    let status = match nums.get(2) {
+        Some(&h) if h >= high => Status::Ok,
+        _ => Status::Raise,
+    };
+    let rec = format!("{} {} {}", high / 2, high * 3 / 4, high);
+    sysctl_finding(
+        key,
+        cur,
+        rec,
+        status,
+        "pages all TCP buffers may use: 16 KiB per connection plus busy ones' 2 x BDP",
+    )
+}
+
+fn nofile(host: &Host, want: u64) -> Finding {
+    let status = if host.nofile >= want { Status::Ok } else { Status::Raise };
+    Finding {
+        setting: "RLIMIT_NOFILE".into(),
+        current: host.nofile.to_string(),
+        recommended: want.to_string(),
+        status,
+        fix: if status == Status::Ok {
+            String::new()
+        } else {
+            format!("LimitNOFILE={want} in ricochet.service (or ulimit -n {want})")
+        },
+        why: "open files per process: one per connection".into(),
+        sysctl_value: None,
+    }
+}
+
+fn port_range(host: &Host, connections: u64) -> Finding {
+    let key = "net.ipv4.ip_local_port_range";
+    let cur = read_sysctl(&host.root, key);
+    let nums = cur.as_deref().map(numbers).unwrap_or_default();
+    let span = match nums.as_slice() {
+        [lo, hi] if hi >= lo => hi - lo + 1,
+        _ => 0,
+    };
+    let status = if span >= connections.min(64512) { Status::Ok } else { Status::Raise };
+    sysctl_finding(key, cur, "1024 65535".into(), status, "load generator side: source ports per destination address")
+}
+
+fn io_uring(host: &Host) -> Finding {
+    let key = "kernel.io_uring_disabled";
+    let cur = read_sysctl(&host.root, key);
+    // 0: everyone may use io_uring; 1: only a group; 2: nobody. Absent: a
+    // kernel from before the knob, where io_uring is on if the kernel has it.
+    let status = match cur.as_deref() {
+        Some("0") | None => Status::Ok,
+        Some(_) => Status::Lower,
+    };
+    let mut f = sysctl_finding(key, cur, "0".into(), status, "the io_uring backend needs io_uring allowed");
+    if f.current == "unavailable" {
+        f.current = "absent (no knob)".into();
+        f.sysctl_value = None;
+    }
+    f
+}
+
+/// One finding per NIC (not loopback): receive queues at least the CPUs, so
+/// each shard's CPU can take its own queue's interrupts (RSS).
+fn nics(host: &Host) -> Vec<Finding> {
+    let dir = host.root.join("sys/class/net");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter(|n| n != "lo" && dir.join(n).join("device").exists())
+        .filter_map(|n| {
+            let queues = std::fs::read_dir(dir.join(&n).join("queues")).ok()?;
+            let rx =
+                queues.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count();
+            let want = host.cpus;
+            let status = if rx >= want { Status::Ok } else { Status::Raise };
+            Some(Finding {
+                setting: format!("nic:{n} rx queues"),
+                current: rx.to_string(),
+                recommended: want.to_string(),
+                status,
+                fix: if status == Status::Ok {
+                    String::new()
+                } else {
+                    format!("ethtool -L {n} combined {want} (if the NIC has that many; else RPS: tuning/README.md)")
+                },
+                why: "one receive queue per shard CPU (RSS), IRQs pinned to match".into(),
+                sysctl_value: None,
+            })
+        })
+        .collect()
+}
+
+/// Renders findings as an aligned table.
+pub fn table(findings: &[Finding], load: &Load) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "load: {} connections, {:.3} Gbit/s x {:?} RTT -> BDP {} bytes",
+        load.connections,
+        load.bandwidth_bps / 1e9,
+        load.rtt,
+        load.bdp_bytes()
+    );
+    let w = |f: &dyn Fn(&Finding) -> usize, h: usize| findings.iter().map(f).max().unwrap_or(0).max(h);
+    let (w1, w2, w3) = (w(&|f| f.setting.len(), 7), w(&|f| f.current.len(), 7), w(&|f| f.recommended.len(), 11));
+    let _ = writeln!(out, "{:w1$}  {:w2$}  {:w3$}  {:6}  fix", "setting", "current", "recommended", "status");
+    for f in findings {
+        let _ = writeln!(
+            out,
+            "{:w1$}  {:w2$}  {:w3$}  {:6}  {}",
+            f.setting,
+            f.current,
+            f.recommended,
+            f.status.as_str(),
+            f.fix
+        );
+    }
+    out
+}
+
+/// Renders findings as a JSON array (hand-written: a handful of string fields).
+pub fn json(findings: &[Finding], load: &Load) -> String {
+    let esc = |s: &str| {
+        let mut o = String::with_capacity(s.len() + 2);
+        o.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => o.push_str("\\\""),
+                '\\' => o.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(o, "\\u{:04x}", c as u32);
+                }
+                c => o.push(c),
+            }
+        }
+        o.push('"');
+        o
+    };
+    let mut out = format!(
+        "{{\"load\":{{\"connections\":{},\"bandwidth_bps\":{},\"rtt_us\":{},\"bdp_bytes\":{}}},\"findings\":[",
+        load.connections,
+        load.bandwidth_bps,
+        load.rtt.as_micros(),
+        load.bdp_bytes()
+    );
+    for (i, f) in findings.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"setting\":{},\"current\":{},\"recommended\":{},\"status\":{},\"fix\":{},\"why\":{}}}",
+            esc(&f.setting),
+            esc(&f.current),
+            esc(&f.recommended),
+            esc(f.status.as_str()),
+            esc(&f.fix),
+            esc(&f.why)
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
+/// The sysctl.d file `--apply` writes.
+pub const APPLY_FILE: &str = "etc/sysctl.d/99-ricochet-tune.conf";
+
+/// Writes the sysctls that are not ok into the sysctl.d file under `root` and
+/// into the live tree; returns what changed as `(key, old, new)`.
+pub fn apply(root: &Path, findings: &[Finding]) -> Result<Vec<(String, String, String)>, TuneError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(TuneError::NotRoot);
+    }
+    let todo: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.status != Status::Ok && f.sysctl_value.is_some() && f.current != "unavailable")
+        .collect();
+    let mut conf = String::from("# Written by `ricochet tune --apply`; see tuning/README.md for what each does.\n");
+    for f in &todo {
+        let _ = writeln!(conf, "# {}\n{} = {}", f.why, f.setting, f.sysctl_value.as_deref().unwrap_or_default());
+    }
+    let file = root.join(APPLY_FILE);
+    let write = |path: &Path, text: &str| {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| TuneError::Write { path: path.to_owned(), source })?;
+        }
+        std::fs::write(path, text).map_err(|source| TuneError::Write { path: path.to_owned(), source })
+    };
+    write(&file, &conf)?;
+    let mut changed = Vec::new();
+    for f in todo {
+        let value = f.sysctl_value.clone().unwrap_or_default();
+        // Loading is what `sysctl -p` does: write the value to /proc/sys.
+        write(&sysctl_path(root, &f.setting), &format!("{value}\n"))?;
+        changed.push((f.setting.clone(), f.current.clone(), value));
+    }
+    Ok(changed)
+}
+
+/// Runs `ricochet tune`: prints the audit; returns whether everything was ok.
+pub fn run(args: &TuneArgs) -> Result<bool, TuneError> {
+    let bandwidth_bps = parse_rate(&args.bandwidth).ok_or_else(|| TuneError::Invalid {
+        setting: "bandwidth",
+        value: args.bandwidth.clone(),
+        allowed: "a rate in bits per second such as 10Gbit, 1Gbit, 100Mbit",
+    })?;
+    let rtt = parse_duration("rtt", &args.rtt, false)?;
+    let load = Load { connections: args.connections, bandwidth_bps, rtt };
+    let host = Host::live(&args.root);
+    let findings = audit(&host, &load);
+    match args.format {
+        Format::Table => print!("{}", table(&findings, &load)),
+        Format::Json => print!("{}", json(&findings, &load)),
+    }
+    if args.apply {
+        let changed = apply(&args.root, &findings)?;
+        eprintln!("wrote {}", args.root.join(APPLY_FILE).display());
+        for (k, old, new) in &changed {
+            eprintln!("changed {k}: {old} -> {new}");
+        }
+        if changed.is_empty() {
+            eprintln!("nothing to change");
+        }
+        // After applying, judge the host again.
+        return Ok(audit(&host, &load).iter().all(|f| f.status == Status::Ok || f.sysctl_value.is_none()));
+    }
+    Ok(findings.iter().all(|f| f.status == Status::Ok))
+}
+
+/// One line per limit that would cap `ricochet serve` with these settings.
+pub fn serve_warnings(root: &Path, max_connections: u64, backlog: u64, nofile: u64) -> Vec<String> {
+    let mut w = Vec::new();
+    if nofile < max_connections + 64 {
+        w.push(format!(
+            "open file limit {nofile} is below --max-connections {max_connections}: raise LimitNOFILE (ricochet tune)"
+        ));
+    }
+    if let Some(s) = read_sysctl(root, "net.core.somaxconn").and_then(|v| v.parse::<u64>().ok()) {
+        if s < backlog {
+            w.push(format!("net.core.somaxconn {s} caps --backlog {backlog}: sysctl -w net.core.somaxconn={backlog}"));
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+#[path = "tune_tests.rs"]
+mod tests;
