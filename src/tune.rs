@@ -186,6 +186,8 @@ pub struct Host {
     pub page_size: u64,
     /// Physical memory in bytes.
     pub mem_bytes: u64,
+    /// The io_uring probe's answer (live hosts only; `None` judges by the sysctl alone).
+    pub uring: Option<Result<(), String>>,
 }
 
 impl Host {
@@ -200,6 +202,8 @@ impl Host {
             cpus: crate::server::config::available_cpus(),
             page_size,
             mem_bytes: pages * page_size,
+            uring: (root == Path::new("/"))
+                .then(|| crate::io::uring::probe::probe().map(|_| ()).map_err(|e| e.to_string())),
         }
     }
 }
@@ -312,8 +316,9 @@ pub fn audit(host: &Host, load: &Load) -> Vec<Finding> {
         ),
         exactly(host, "net.core.busy_poll", 0, "busy polling burns a core; only for dedicated cores"),
         exactly(host, "net.core.busy_read", 0, "busy polling burns a core; only for dedicated cores"),
-        io_uring(host),
+        cpus(host),
     ];
+    f.extend(io_uring(host));
     f.extend(nics(host));
     f
 }
@@ -383,7 +388,7 @@ fn port_range(host: &Host, connections: u64) -> Finding {
     sysctl_finding(key, cur, "1024 65535".into(), status, "load generator side: source ports per destination address")
 }
 
-fn io_uring(host: &Host) -> Finding {
+fn io_uring(host: &Host) -> Vec<Finding> {
     let key = "kernel.io_uring_disabled";
     let cur = read_sysctl(&host.root, key);
     // 0: everyone may use io_uring; 1: only a group; 2: nobody. Absent: a
@@ -397,7 +402,36 @@ fn io_uring(host: &Host) -> Finding {
         f.current = "absent (no knob)".into();
         f.sysctl_value = None;
     }
-    f
+    let mut out = vec![f];
+    if let Some(probe) = &host.uring {
+        let ok = probe.is_ok();
+        out.push(Finding {
+            setting: "io_uring (probe)".into(),
+            current: match probe {
+                Ok(()) => "available".into(),
+                Err(e) => e.clone(),
+            },
+            recommended: "available".into(),
+            status: if ok { Status::Ok } else { Status::Raise },
+            fix: if ok { String::new() } else { "allow io_uring (sysctl, seccomp) or run Linux 6.0+".into() },
+            why: "ring setup, provided buffer ring and multishot receive, tried for real".into(),
+            sysctl_value: None,
+        });
+    }
+    out
+}
+
+/// CPUs set the default shard count; informational.
+fn cpus(host: &Host) -> Finding {
+    Finding {
+        setting: "CPUs available".into(),
+        current: host.cpus.to_string(),
+        recommended: host.cpus.to_string(),
+        status: Status::Ok,
+        fix: String::new(),
+        why: "one shard per CPU by default (affinity mask: taskset, cpusets, CPUAffinity=)".into(),
+        sysctl_value: None,
+    }
 }
 
 /// One finding per NIC (not loopback): receive queues at least the CPUs, so

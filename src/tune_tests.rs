@@ -41,7 +41,7 @@ fn set(d: &tempfile::TempDir, k: &str, v: &str) {
 }
 
 fn host(d: &tempfile::TempDir) -> Host {
-    Host { root: d.path().to_owned(), nofile: 1024, cpus: 4, page_size: 4096, mem_bytes: 16 * GIB }
+    Host { root: d.path().to_owned(), nofile: 1024, cpus: 4, page_size: 4096, mem_bytes: 16 * GIB, uring: None }
 }
 
 fn load(connections: u64, bandwidth: &str, rtt_us: u64) -> Load {
@@ -155,6 +155,22 @@ fn io_uring_disabled_is_flagged() {
     assert_eq!(find(&audit(&host(&d), &load(1, "1G", 1)), "kernel.io_uring_disabled").status, Status::Ok);
     set(&d, "kernel.io_uring_disabled", "2");
     assert_eq!(find(&audit(&host(&d), &load(1, "1G", 1)), "kernel.io_uring_disabled").status, Status::Lower);
+    // A failed probe (a seccomp filter, say) is reported with its reason.
+    let mut h = host(&d);
+    h.uring = Some(Err("io_uring setup failed (Operation not permitted)".into()));
+    let f = audit(&h, &load(1, "1G", 1));
+    let p = find(&f, "io_uring (probe)");
+    assert_eq!(p.status, Status::Raise);
+    assert!(p.current.contains("Operation not permitted"));
+    h.uring = Some(Ok(()));
+    assert_eq!(find(&audit(&h, &load(1, "1G", 1)), "io_uring (probe)").status, Status::Ok);
+}
+
+#[test]
+fn cpus_are_reported() {
+    let d = stock();
+    let f = audit(&host(&d), &load(1, "1G", 1));
+    assert_eq!(find(&f, "CPUs available").current, "4");
 }
 
 #[test]

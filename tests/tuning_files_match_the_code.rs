@@ -52,7 +52,8 @@ fn the_file_passes_the_audit_for_the_load_it_names() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, v).unwrap();
     }
-    let host = Host { root: dir.path().into(), nofile: 1_048_576, cpus: 8, page_size: 4096, mem_bytes: 64 << 30 };
+    let host =
+        Host { root: dir.path().into(), nofile: 1_048_576, cpus: 8, page_size: 4096, mem_bytes: 64 << 30, uring: None };
     let load = Load { connections: 100_000, bandwidth_bps: 10e9, rtt: Duration::from_millis(1) };
     for f in audit(&host, &load) {
         assert_eq!(f.status, Status::Ok, "{}: file has {}, audit wants {}", f.setting, f.current, f.recommended);
