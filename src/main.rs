@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-            Err(e @ bench::BenchError::Url(_)) | Err(e @ bench::BenchError::Setting(_)) => {
+            Err(e @ (bench::BenchError::Url(_) | bench::BenchError::Setting(_) | bench::BenchError::RawEmpty)) => {
                 eprintln!("ricochet: {e}");
                 ExitCode::from(2)
             }

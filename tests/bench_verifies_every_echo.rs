@@ -50,3 +50,54 @@ fn idle_mode_reports_server_memory() {
     assert!(ok, "{out}");
     assert!(out.contains("connections    50") && out.contains("bytes per connection"), "{out}");
 }
+
+/// A plain TCP echo on a thread per connection; `corrupt` flips every 1000th byte.
+fn raw_echo_server(corrupt: bool) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut total = 0usize;
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    for (i, b) in buf[..n].iter_mut().enumerate() {
+                        if corrupt && (total + i) % 1000 == 999 {
+                            *b ^= 1;
+                        }
+                    }
+                    total += n;
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn bench_raw(addr: std::net::SocketAddr, size: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["bench", &format!("tcp://{addr}"), "--connections", "3", "--duration", "500ms", "--size", size])
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn raw_mode_checks_a_plain_tcp_echo_byte_for_byte() {
+    let good = raw_echo_server(false);
+    for size in ["20", "70000"] {
+        let (ok, out) = bench_raw(good, size);
+        assert!(ok && out.contains("0 wrong echoes, 0 missing, 0 failed"), "{out}");
+    }
+    let bad = raw_echo_server(true);
+    let (ok, out) = bench_raw(bad, "70000");
+    assert!(!ok && !out.contains(" 0 wrong echoes"), "{out}");
+}

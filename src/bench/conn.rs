@@ -42,6 +42,8 @@ pub struct Conn<S> {
     pub stream: S,
     /// Where it is.
     pub state: State,
+    /// Plain TCP, no WebSocket.
+    raw: bool,
     key: [u8; 4],
     template: Vec<u8>,
     /// Offset of the payload in `template`.
@@ -74,21 +76,31 @@ fn pattern(j: usize) -> u8 {
 }
 
 impl<S: Read + Write> Conn<S> {
-    /// A connection that will send `size`-byte messages; `id` seeds its mask key.
-    pub fn new(stream: S, id: u64, host: &str, path: &str, size: usize) -> Conn<S> {
+    /// A connection that will send `size`-byte messages; `id` seeds its mask
+    /// key. `raw` speaks plain TCP instead (for a raw echo server, the
+    /// ceiling): the same message bytes, no handshake, no framing.
+    pub fn new(stream: S, id: u64, host: &str, path: &str, size: usize, raw: bool) -> Conn<S> {
         let seed = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
-        let key = (seed as u32 | 1).to_ne_bytes();
+        // A zero key makes re-masking the sequence bytes a no-op in raw mode.
+        let key = if raw { [0; 4] } else { (seed as u32 | 1).to_ne_bytes() };
         let ws_key = base64_key(seed);
         let payload: Vec<u8> = (0..size).map(pattern).collect();
         let mut template = Vec::with_capacity(size + 14);
-        encode_masked(&mut template, true, OpCode::Binary, &payload, key);
+        if raw {
+            template.extend_from_slice(&payload);
+        } else {
+            encode_masked(&mut template, true, OpCode::Binary, &payload, key);
+        }
         // Its first 8 payload bytes are replaced per message (queue_message).
         let payload_at = template.len() - size;
         let mut out = Vec::new();
-        out.extend_from_slice(request(host, path, &ws_key).as_bytes());
+        if !raw {
+            out.extend_from_slice(request(host, path, &ws_key).as_bytes());
+        }
         Conn {
             stream,
-            state: State::Handshake,
+            state: if raw { State::Running } else { State::Handshake },
+            raw,
             key,
             template,
             payload_at,
@@ -167,7 +179,46 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
+    /// Checks `got`, bytes `from..` of the echo of message `seq`.
+    fn matches(&self, seq: u64, from: usize, got: &[u8]) -> bool {
+        if from + got.len() > self.size {
+            return false;
+        }
+        // The sequence bytes, then the pattern part with one memcmp.
+        let head = 8usize.saturating_sub(from).min(got.len());
+        let seq_bytes = seq.to_le_bytes();
+        let s = from.min(8);
+        got[..head] == seq_bytes[s..s + head] && got[head..] == self.plain[from + head..from + got.len()]
+    }
+
+    /// A raw echo is a byte stream: messages end where their bytes do.
+    fn process_raw(&mut self, errors: &mut Errors, done: &mut impl FnMut(Instant)) {
+        let mut pos = 0;
+        while pos < self.inbuf.len() {
+            let Some(&(seq, t)) = self.in_flight.front() else {
+                errors.mismatched += 1; // bytes nobody sent
+                pos = self.inbuf.len();
+                break;
+            };
+            let take = (self.size - self.msg_pos).min(self.inbuf.len() - pos);
+            if !self.matches(seq, self.msg_pos, &self.inbuf[pos..pos + take]) {
+                errors.mismatched += 1;
+            }
+            self.msg_pos += take;
+            pos += take;
+            if self.msg_pos == self.size {
+                self.msg_pos = 0;
+                self.in_flight.pop_front();
+                done(t);
+            }
+        }
+        self.inbuf.drain(..pos);
+    }
+
     fn process(&mut self, errors: &mut Errors, done: &mut impl FnMut(Instant)) {
+        if self.raw {
+            return self.process_raw(errors, done);
+        }
         let mut pos = 0;
         if self.state == State::Handshake {
             let Some(i) = self.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else { return };
@@ -200,17 +251,8 @@ impl<S: Read + Write> Conn<S> {
                 }
                 OpCode::Binary | OpCode::Continuation => {
                     let seq = self.in_flight.front().map(|f| f.0).unwrap_or(u64::MAX);
-                    let got = &self.inbuf[start..end];
-                    let from = self.msg_pos;
-                    let mut bad = from + got.len() > self.size;
-                    if !bad {
-                        // The sequence bytes, then the pattern part with one memcmp.
-                        let head = 8usize.saturating_sub(from).min(got.len());
-                        let seq_bytes = seq.to_le_bytes();
-                        bad |= got[..head] != seq_bytes[from..from + head];
-                        bad |= got[head..] != self.plain[from + head..from + got.len()];
-                    }
-                    self.msg_pos += got.len();
+                    let mut bad = !self.matches(seq, self.msg_pos, &self.inbuf[start..end]);
+                    self.msg_pos += end - start;
                     if h.fin {
                         bad |= self.msg_pos != self.size;
                         self.msg_pos = 0;

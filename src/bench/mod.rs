@@ -31,7 +31,7 @@ pub enum Mode {
 /// `ricochet bench` flags.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server URL, e.g. ws://127.0.0.1:8080/
+    /// Server URL, e.g. ws://127.0.0.1:8080/, or tcp://127.0.0.1:9000 for a raw TCP echo (same bytes, no WebSocket)
     pub url: String,
     /// Connections to open
     #[arg(long, default_value_t = 100)]
@@ -62,9 +62,12 @@ pub struct BenchArgs {
 /// Why a run could not be done or failed.
 #[derive(Debug, Error)]
 pub enum BenchError {
-    /// The URL is not ws://HOST:PORT/PATH.
-    #[error("invalid URL {0:?}: expected ws://HOST:PORT/PATH")]
+    /// The URL is not ws://HOST:PORT/PATH or tcp://HOST:PORT.
+    #[error("invalid URL {0:?}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT")]
     Url(String),
+    /// Raw mode needs messages of at least one byte.
+    #[error("a raw TCP echo needs --size of at least 1")]
+    RawEmpty,
     /// A setting is invalid.
     #[error(transparent)]
     Setting(#[from] crate::server::config::ConfigError),
@@ -119,22 +122,30 @@ struct Target {
     addr: SocketAddr,
     host: String,
     path: String,
+    raw: bool,
 }
 
 fn parse_url(url: &str) -> Result<Target, BenchError> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| BenchError::Url(url.into()))?;
+    let (raw, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("tcp://")) {
+        (Some(r), _) => (false, r),
+        (None, Some(r)) => (true, r),
+        _ => return Err(BenchError::Url(url.into())),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let addr = hostport.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| BenchError::Url(url.into()))?;
-    Ok(Target { addr, host: hostport.into(), path: path.into() })
+    Ok(Target { addr, host: hostport.into(), path: path.into(), raw })
 }
 
 /// Runs the benchmark described by `args`.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let target = parse_url(&args.url)?;
     let size = parse_size("size", &args.size, 0, 64 << 20)?;
+    if target.raw && size == 0 && args.mode == Mode::Echo {
+        return Err(BenchError::RawEmpty);
+    }
     let duration = parse_duration("duration", &args.duration, false)?;
     // Idle runs hold many sockets.
     crate::tune::raise_nofile_limit();
@@ -224,7 +235,7 @@ fn open_all(
         std.set_nonblocking(true)?;
         let mut s = TcpStream::from_std(std);
         poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size);
+        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.raw);
         c.flush()?;
         conns.push(c);
     }

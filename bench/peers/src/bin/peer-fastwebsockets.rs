@@ -1,0 +1,47 @@
+//! fastwebsockets echo server on a tokio current-thread runtime, upgraded
+//! through hyper as fastwebsockets' own echo example does.
+
+use fastwebsockets::{upgrade, FragmentCollector, OpCode, WebSocketError};
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+
+async fn echo(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
+    let mut ws = FragmentCollector::new(fut.await?);
+    loop {
+        let frame = ws.read_frame().await?;
+        match frame.opcode {
+            OpCode::Close => break,
+            OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, WebSocketError> {
+    let (response, fut) = upgrade::upgrade(&mut req)?;
+    tokio::task::spawn_local(async move {
+        let _ = tokio::task::unconstrained(echo(fut)).await;
+    });
+    Ok(response)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let listener = tokio::net::TcpListener::bind(ricochet_peers::listen_addr()).await.unwrap();
+        ricochet_peers::announce(listener.local_addr().unwrap());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            tokio::task::spawn_local(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = http1::Builder::new().serve_connection(io, service_fn(upgrade)).with_upgrades().await;
+            });
+        }
+    });
+}
