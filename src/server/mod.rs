@@ -7,4 +7,5 @@ pub mod listener;
 pub mod shard;
 pub mod shared;
 pub mod stats;
+pub mod table;
 pub mod timers;

@@ -26,8 +26,8 @@ pub struct ShardContext {
 
 /// Sent by a shard once its event loop is about to run.
 pub struct ShardReady {
-    /// Wakes the shard's loop (for shutdown).
-    pub waker: Arc<mio::Waker>,
+    /// Wakes the shard's loop (for shutdown); any thread may call it.
+    pub wake: Box<dyn Fn() + Send>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -104,7 +104,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     for _ in 0..settings.shards {
         match ready_rx.recv() {
             Ok(Ok((id, cpu, r))) => {
-                wakers.push(r.waker);
+                wakers.push(r.wake);
                 lines.push((id, cpu));
             }
             Ok(Err((shard, kind))) => {
@@ -150,7 +150,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
-fn watch_signals(shared: Arc<Shared>, wakers: Vec<Arc<mio::Waker>>) -> Result<(), ServeError> {
+fn watch_signals(shared: Arc<Shared>, wakers: Vec<Box<dyn Fn() + Send>>) -> Result<(), ServeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
     std::thread::Builder::new()
@@ -162,8 +162,8 @@ fn watch_signals(shared: Arc<Shared>, wakers: Vec<Arc<mio::Waker>>) -> Result<()
                 if seen == 1 {
                     info!(signal = sig, "shutting down gracefully (send again to exit at once)");
                     shared.request_shutdown();
-                    for w in &wakers {
-                        let _ = w.wake();
+                    for wake in &wakers {
+                        wake();
                     }
                 } else {
                     warn!(signal = sig, "second signal, exiting now");

@@ -1,0 +1,219 @@
+//! The backend-neutral half of a shard: the connection table, its timers,
+//! counters, admission and shutdown policy. An I/O driver (epoll, io_uring)
+//! owns one, moves bytes, and asks it what to do; the decisions live here
+//! once, so both backends behave the same.
+
+use crate::server::conn::Conn;
+use crate::server::shard::ShardContext;
+use crate::server::stats::Stats;
+use crate::server::timers::Timers;
+use crate::ws::{close, Ctx, Output, Progress, Session};
+use slab::Slab;
+use std::time::Instant;
+use tracing::debug;
+
+/// A connection: the driver's I/O handle plus the shared state.
+pub struct Slot<T> {
+    /// The driver's per-connection I/O state (a socket, in-flight operations).
+    pub io: T,
+    /// Session, carried bytes, unsent output.
+    pub conn: Conn,
+    /// Distinguishes this connection from later ones in the same slot.
+    pub generation: u32,
+}
+
+/// What the timer of a connection decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerAction {
+    /// Send the table's output (it may be empty).
+    Send,
+    /// Drop the connection now.
+    Drop,
+}
+
+/// Connections of one shard and the policy around them.
+pub struct Table<T> {
+    /// What the shard was given.
+    pub ctx: ShardContext,
+    slots: Slab<Slot<T>>,
+    next_generation: u32,
+    timers: Timers,
+    /// Counters, logged at exit.
+    pub stats: Stats,
+    /// Output of the last `input`, `timer` or `shutdown_close` call.
+    pub out: Output,
+    grace_deadline: Option<Instant>,
+}
+
+impl<T> Table<T> {
+    /// An empty table.
+    pub fn new(ctx: ShardContext) -> Table<T> {
+        Table {
+            ctx,
+            slots: Slab::new(),
+            next_generation: 0,
+            timers: Timers::new(),
+            stats: Stats::default(),
+            out: Output::new(),
+            grace_deadline: None,
+        }
+    }
+
+    /// Adds an accepted connection; returns its slot.
+    pub fn insert(&mut self, io: T, now: Instant) -> usize {
+        self.stats.accepted += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let session = Session::new(&self.ctx.settings.core, now);
+        let slot = self.slots.insert(Slot { io, conn: Conn::new(session), generation: self.next_generation });
+        self.reschedule(slot);
+        slot
+    }
+
+    /// The connection in `slot`.
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Slot<T>> {
+        self.slots.get_mut(slot)
+    }
+
+    /// The connection in `slot`, the last output and the counters, borrowed together.
+    pub fn split(&mut self, slot: usize) -> Option<(&mut Slot<T>, &Output, &mut Stats)> {
+        let s = self.slots.get_mut(slot)?;
+        Some((s, &self.out, &mut self.stats))
+    }
+
+    /// The connection in `slot` if it is still of `generation`.
+    pub fn get_gen(&mut self, slot: usize, generation: u32) -> Option<&mut Slot<T>> {
+        self.slots.get_mut(slot).filter(|s| s.generation == generation)
+    }
+
+    /// Removes a connection, giving back its place in the connection limit.
+    pub fn remove(&mut self, slot: usize) -> Option<Slot<T>> {
+        let s = self.slots.try_remove(slot)?;
+        if s.conn.admitted {
+            self.ctx.shared.release();
+        }
+        Some(s)
+    }
+
+    /// Slots in use.
+    pub fn slots(&self) -> Vec<usize> {
+        self.slots.iter().map(|(k, _)| k).collect()
+    }
+
+    /// Connections open.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True with no connections.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Hands `buf[start..]` (carried bytes first) to the connection's session;
+    /// `self.out` then holds what to send, resolved against `buf`.
+    pub fn input(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
+        self.out.clear();
+        let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+        let s = &mut self.slots[slot];
+        let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
+        s.conn.keep_carry(buf, start, &p);
+        self.stats.messages += p.messages;
+        if p.upgraded {
+            s.conn.admitted = true;
+            self.stats.upgraded += 1;
+        }
+        if p.rejected.is_some() {
+            self.stats.rejected += 1;
+        }
+        if let Some(err) = p.error {
+            self.stats.protocol_errors += 1;
+            debug!(error = %err, "protocol error");
+        }
+        self.reschedule(slot);
+        p
+    }
+
+    /// After output went out (or was queued): a closed session gives back its
+    /// place in the connection limit at once, not when the socket finally goes.
+    pub fn settle(&mut self, slot: usize) {
+        let Some(s) = self.slots.get_mut(slot) else { return };
+        if s.conn.admitted && s.conn.session.is_closed() {
+            s.conn.admitted = false;
+            self.ctx.shared.release();
+        }
+    }
+
+    /// Schedules the connection's next deadline if it moved earlier than the
+    /// one already scheduled (later moves are found when the entry fires).
+    pub fn reschedule(&mut self, slot: usize) {
+        let Some(s) = self.slots.get_mut(slot) else { return };
+        let Some(want) = s.conn.session.poll_timeout(&self.ctx.settings.core) else { return };
+        if s.conn.timer_at.is_none_or(|t| want < t) {
+            s.conn.timer_at = Some(want);
+            self.timers.schedule(want, slot, s.generation);
+        }
+    }
+
+    /// The next due timer: its slot and what to do (the output is in `self.out`).
+    pub fn next_timer(&mut self, now: Instant) -> Option<(usize, TimerAction)> {
+        while let Some(f) = self.timers.pop_due(now) {
+            let Some(s) = self.slots.get_mut(f.slot) else { continue };
+            if s.generation != f.generation || s.conn.timer_at != Some(f.at) {
+                continue; // stale entry
+            }
+            s.conn.timer_at = None;
+            self.out.clear();
+            let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+            if s.conn.session.handle_timeout(&ctx, &mut self.out) {
+                return Some((f.slot, TimerAction::Drop));
+            }
+            self.reschedule(f.slot);
+            return Some((f.slot, TimerAction::Send));
+        }
+        None
+    }
+
+    /// The earliest time the driver must wake for: a timer or the end of the grace period.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.timers.next_deadline(), self.grace_deadline].into_iter().flatten().min()
+    }
+
+    /// Starts a graceful shutdown (once); true if it started now.
+    pub fn begin_shutdown(&mut self, now: Instant) -> bool {
+        if self.grace_deadline.is_some() || !self.ctx.shared.shutdown_requested() {
+            return false;
+        }
+        self.grace_deadline = Some(now + self.ctx.settings.shutdown_grace);
+        true
+    }
+
+    /// True while shutting down.
+    pub fn shutting_down(&self) -> bool {
+        self.grace_deadline.is_some()
+    }
+
+    /// True when a shutdown is complete: no connection left, or grace is over.
+    pub fn shutdown_done(&self, now: Instant) -> bool {
+        self.grace_deadline.is_some_and(|d| self.slots.is_empty() || now >= d)
+    }
+
+    /// During a shutdown, once the connection's input is drained and its
+    /// output flushed (the driver says so), queue its close (1001) in
+    /// `self.out`; true if it did. Everything the client sent before was
+    /// echoed first, so nothing is lost.
+    pub fn shutdown_close(&mut self, slot: usize, now: Instant) -> bool {
+        if self.grace_deadline.is_none() {
+            return false;
+        }
+        let Some(s) = self.slots.get_mut(slot) else { return false };
+        if s.conn.close_started || s.conn.has_pending() {
+            return false;
+        }
+        s.conn.close_started = true;
+        self.out.clear();
+        let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+        s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);
+        self.reschedule(slot);
+        true
+    }
+}
