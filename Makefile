@@ -20,13 +20,16 @@ $(PYTHON): tests/python/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $(PYTHON)
 
+# Unit tests once; the tests over real sockets once per backend.
 test: venv
-	RICOCHET_PYTHON=$(abspath $(PYTHON)) $(CARGO) test --all-targets
+	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll $(CARGO) test --all-targets
+	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring $(CARGO) test --test '*'
 
 # Autobahn|Testsuite cases 1-10 against a release build; every case must be OK.
 autobahn: build
 	scripts/install-deps.sh
-	scripts/autobahn.sh ./target/release/ricochet
+	AUTOBAHN_OUT=autobahn-reports/epoll scripts/autobahn.sh ./target/release/ricochet --backend epoll
+	AUTOBAHN_OUT=autobahn-reports/uring scripts/autobahn.sh ./target/release/ricochet --backend uring
 
 bench:
 	$(CARGO) bench --bench core

@@ -58,6 +58,10 @@ fn main() -> ExitCode {
             };
             match shard::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
+                Err(e @ shard::ServeError::Uring(_)) => {
+                    eprintln!("ricochet: {e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("ricochet: {e}");
                     ExitCode::from(1)

@@ -89,6 +89,10 @@ fn example_config_is_exactly_the_defaults() {
         "reply",
         "shutdown-grace",
         "read-buffer",
+        "backend",
+        "ring-entries",
+        "uring-buffers",
+        "uring-buffer-size",
     ] {
         assert!(text.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))), "{key} missing");
     }

@@ -94,9 +94,32 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long to wait for clients to finish the close handshake [default: 5s]
     #[arg(long, env = "RICOCHET_SHUTDOWN_GRACE", value_name = "TIME")]
     pub shutdown_grace: Option<String>,
-    /// Receive buffer per shard, shared by all its connections [default: 128K]
+    /// Receive buffer per shard, shared by all its connections (epoll) [default: 128K]
     #[arg(long, env = "RICOCHET_READ_BUFFER", value_name = "BYTES")]
     pub read_buffer: Option<String>,
+    /// I/O backend: auto (io_uring where the kernel allows it, else epoll), epoll or uring [default: auto]
+    #[arg(long, env = "RICOCHET_BACKEND", value_name = "NAME")]
+    pub backend: Option<String>,
+    /// io_uring: submission queue entries per shard ring [default: 4096]
+    #[arg(long, env = "RICOCHET_RING_ENTRIES", value_name = "N")]
+    pub ring_entries: Option<String>,
+    /// io_uring: provided receive buffers per shard, a power of two; idle connections hold none [default: 1024]
+    #[arg(long, env = "RICOCHET_URING_BUFFERS", value_name = "N")]
+    pub uring_buffers: Option<String>,
+    /// io_uring: size of each provided receive buffer [default: 16K]
+    #[arg(long, env = "RICOCHET_URING_BUFFER_SIZE", value_name = "BYTES")]
+    pub uring_buffer_size: Option<String>,
+}
+
+/// Which I/O backend drives the shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring if the start-up probe succeeds, epoll otherwise.
+    Auto,
+    /// mio over epoll.
+    Epoll,
+    /// io_uring with multishot receive over a provided buffer ring.
+    Uring,
 }
 
 /// The config file: the same settings, kebab-case.
@@ -119,6 +142,10 @@ struct FileSettings {
     reply: Option<String>,
     shutdown_grace: Option<toml::Value>,
     read_buffer: Option<toml::Value>,
+    backend: Option<String>,
+    ring_entries: Option<toml::Value>,
+    uring_buffers: Option<toml::Value>,
+    uring_buffer_size: Option<toml::Value>,
 }
 
 /// Resolved, validated server settings.
@@ -144,6 +171,14 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Receive buffer per shard.
     pub read_buffer: usize,
+    /// The I/O backend asked for.
+    pub backend: Backend,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+    /// io_uring provided buffers per shard.
+    pub uring_buffers: u16,
+    /// io_uring provided buffer size.
+    pub uring_buffer_size: usize,
     /// Protocol core settings.
     pub core: ws::Config,
 }
@@ -212,6 +247,42 @@ impl Settings {
             4096,
             64 << 20,
         )?;
+        let backend_text = args.backend.clone().or(file.backend).unwrap_or_else(|| "auto".into());
+        let backend = match backend_text.as_str() {
+            "auto" => Backend::Auto,
+            "epoll" => Backend::Epoll,
+            "uring" => Backend::Uring,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting: "backend",
+                    value: backend_text,
+                    allowed: "auto, epoll or uring",
+                })
+            }
+        };
+        let ring_entries = parse_int(
+            "ring-entries",
+            &pick(&args.ring_entries, &file.ring_entries).unwrap_or_else(|| "4096".into()),
+            8,
+            32768,
+            "a whole number from 8 to 32768",
+        )? as u32;
+        let uring_buffers_text = pick(&args.uring_buffers, &file.uring_buffers).unwrap_or_else(|| "1024".into());
+        let uring_buffers =
+            parse_int("uring-buffers", &uring_buffers_text, 1, 32768, "a power of two from 1 to 32768")?;
+        if !uring_buffers.is_power_of_two() {
+            return Err(ConfigError::Invalid {
+                setting: "uring-buffers",
+                value: uring_buffers_text,
+                allowed: "a power of two from 1 to 32768",
+            });
+        }
+        let uring_buffer_size = parse_size(
+            "uring-buffer-size",
+            &pick(&args.uring_buffer_size, &file.uring_buffer_size).unwrap_or_else(|| "16K".into()),
+            512,
+            1 << 20,
+        )?;
         let reply_text = args.reply.clone().or(file.reply).unwrap_or_else(|| "echo".into());
         let reply = match reply_text.as_str() {
             "echo" => Reply::Echo,
@@ -245,6 +316,10 @@ impl Settings {
             max_connections,
             shutdown_grace,
             read_buffer,
+            backend,
+            ring_entries,
+            uring_buffers: uring_buffers as u16,
+            uring_buffer_size,
             core: ws::Config {
                 handshake: HandshakePolicy { allowed_origins, path, ..defaults.handshake },
                 max_message_size,

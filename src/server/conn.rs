@@ -28,6 +28,9 @@ pub struct Conn {
     pub peer_eof: bool,
     /// The server-side close (shutdown) was started.
     pub close_started: bool,
+    /// io_uring: the input kept while backed up was handled once since
+    /// receiving stopped (a partial frame in it needs more bytes, not a retry).
+    pub carry_pending_done: bool,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -46,6 +49,7 @@ impl Conn {
             write_shut: false,
             peer_eof: false,
             close_started: false,
+            carry_pending_done: false,
         }
     }
 
@@ -97,6 +101,28 @@ impl Conn {
                 self.pending = Vec::new();
             }
         }
+    }
+
+    /// Appends input that arrived while output was backed up (io_uring, whose
+    /// receives cannot be paused instantly): it is handled, in front of the
+    /// next bytes, once the output drains. Bounded by what arrives before the
+    /// receive is cancelled.
+    pub fn defer_input(&mut self, bytes: &[u8]) {
+        self.carry.extend_from_slice(bytes);
+    }
+
+    /// Takes the output not yet written (for a backend that sends it
+    /// asynchronously and needs it to stay put meanwhile).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let mut v = std::mem::take(&mut self.pending);
+        v.drain(..self.pending_off);
+        self.pending_off = 0;
+        v
+    }
+
+    /// Keeps `bytes` to write after what is pending.
+    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
     }
 
     /// Keeps `out` (resolved against `buf`) after its first `written` bytes.

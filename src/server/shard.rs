@@ -1,8 +1,8 @@
 //! Starting shards: bind the listeners, spawn one pinned thread per shard,
 //! announce readiness once all accept, route signals, collect counters.
 
-use crate::io::epoll;
-use crate::server::config::Settings;
+use crate::io::{epoll, uring};
+use crate::server::config::{Backend, Settings};
 use crate::server::listener::{self, ListenOptions};
 use crate::server::shared::Shared;
 use crate::server::stats::Stats;
@@ -52,6 +52,37 @@ pub enum ServeError {
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// `--backend uring` where io_uring cannot be used.
+    #[error("--backend uring: {0}")]
+    Uring(#[from] uring::probe::Unavailable),
+}
+
+/// The backend the shards run on, after probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chosen {
+    Epoll,
+    Uring,
+}
+
+/// Resolves `auto` by probing io_uring; `uring` must pass the probe.
+fn choose_backend(asked: Backend) -> Result<Chosen, ServeError> {
+    match asked {
+        Backend::Epoll => Ok(Chosen::Epoll),
+        Backend::Uring => {
+            uring::probe::probe()?;
+            Ok(Chosen::Uring)
+        }
+        Backend::Auto => match uring::probe::probe() {
+            Ok(s) => {
+                info!(defer_taskrun = s.defer_taskrun, "backend auto: io_uring available, using it");
+                Ok(Chosen::Uring)
+            }
+            Err(e) => {
+                info!("backend auto: using epoll because {e}");
+                Ok(Chosen::Epoll)
+            }
+        },
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM and a graceful shutdown; returns the
@@ -68,6 +99,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     ) {
         warn!("{w}");
     }
+    let backend = choose_backend(settings.backend)?;
     let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
     let listeners = listener::bind_all(settings.listen, settings.shards, opts)
         .map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
@@ -87,9 +119,13 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
                 let pinned = core.is_some_and(core_affinity::set_for_current);
                 let cpu = core.filter(|_| pinned).map(|c| c.id);
                 let tx2 = tx.clone();
-                let r = epoll::run(ctx, l, move |r| {
+                let ready = move |r| {
                     let _ = tx2.send(Ok((id, cpu, r)));
-                });
+                };
+                let r = match backend {
+                    Chosen::Epoll => epoll::run(ctx, l, ready),
+                    Chosen::Uring => uring::shard::run(ctx, l, ready),
+                };
                 if let Err(e) = &r {
                     let _ = tx.send(Err((id, e.kind())));
                 }
@@ -123,7 +159,8 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     lines.sort();
     for (id, cpu) in lines {
         let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
-        info!(shard = id, cpu = %cpu, backend = "epoll", %addr, "shard accepting");
+        let backend = if backend == Chosen::Uring { "io_uring" } else { "epoll" };
+        info!(shard = id, cpu = %cpu, backend, %addr, "shard accepting");
     }
     let mut total = Stats::default();
     for (id, t) in threads.into_iter().enumerate() {

@@ -22,10 +22,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// `ricochet serve --listen 127.0.0.1:0 --shards 1 --no-pin` plus `extra`
-    /// (later flags win over these).
+    /// `ricochet serve --listen 127.0.0.1:0 --shards 1 --no-pin --backend B`
+    /// plus `extra` (later flags win over these). B is `RICOCHET_TEST_BACKEND`
+    /// (`make test` runs the suite once per backend), epoll if unset.
     pub fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin"];
+        let backend = std::env::var("RICOCHET_TEST_BACKEND").unwrap_or_else(|_| "epoll".into());
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend];
         args.extend_from_slice(extra);
         Server::start_raw(&args)
     }

@@ -15,7 +15,9 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// A registered ring of `entries` buffers of `buf_size` bytes each.
+/// A registered ring of `entries` buffers of `buf_size` bytes each, each
+/// preceded by `reserve` bytes of our own (the kernel writes after them) so
+/// data can be worked on in place with room in front of it.
 pub struct BufRing {
     ring: *mut BufRingEntry,
     ring_layout: Layout,
@@ -23,6 +25,7 @@ pub struct BufRing {
     bufs_layout: Layout,
     entries: u16,
     buf_size: usize,
+    reserve: usize,
     /// Our copy of the tail (the kernel reads the shared one).
     tail: u16,
     /// The buffer group id receives name.
@@ -31,14 +34,20 @@ pub struct BufRing {
 
 impl BufRing {
     /// Allocates and registers a ring; `entries` must be a power of two (at most 32768).
-    pub fn new(submitter: &Submitter<'_>, entries: u16, buf_size: usize, bgid: u16) -> io::Result<BufRing> {
+    pub fn new(
+        submitter: &Submitter<'_>,
+        entries: u16,
+        buf_size: usize,
+        reserve: usize,
+        bgid: u16,
+    ) -> io::Result<BufRing> {
         if !entries.is_power_of_two() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer ring entries must be a power of two"));
         }
         let page = 4096;
         let ring_layout = Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), page)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let bufs_layout = Layout::from_size_align(entries as usize * buf_size, page)
+        let bufs_layout = Layout::from_size_align(entries as usize * (reserve + buf_size), page)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: both layouts have nonzero size (entries >= 1, buf_size checked by caller's use).
         let ring = unsafe { alloc_zeroed(ring_layout) } as *mut BufRingEntry;
@@ -46,7 +55,7 @@ impl BufRing {
         if ring.is_null() || bufs.is_null() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        let mut me = BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, tail: 0, bgid };
+        let mut me = BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, reserve, tail: 0, bgid };
         // SAFETY: the ring is page-aligned, sized for `entries`, and lives
         // until after the IoUring is dropped (struct invariant above).
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, bgid, 0)? };
@@ -62,13 +71,15 @@ impl BufRing {
         self.buf_size
     }
 
-    /// The first `len` bytes of buffer `bid`, as filled by a completion.
+    /// Buffer `bid` with its reserve: `reserve` bytes of ours, then the
+    /// first `len` bytes a completion filled.
     ///
     /// # Safety
     /// `bid` must have been handed out by a completion and not recycled yet.
-    pub unsafe fn buf_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+    pub unsafe fn slot_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
         debug_assert!(bid < self.entries && len <= self.buf_size);
-        std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * self.buf_size), len)
+        let stride = self.reserve + self.buf_size;
+        std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * stride), self.reserve + len)
     }
 
     /// Hands buffer `bid` back to the kernel.
@@ -82,7 +93,8 @@ impl BufRing {
         // SAFETY: idx < entries; the kernel does not read entries past the
         // published tail, so writing this one races with nothing.
         let e = unsafe { &mut *self.ring.add(idx) };
-        e.set_addr(self.bufs as u64 + bid as u64 * self.buf_size as u64);
+        let stride = (self.reserve + self.buf_size) as u64;
+        e.set_addr(self.bufs as u64 + bid as u64 * stride + self.reserve as u64);
         e.set_len(self.buf_size as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);

@@ -1,5 +1,6 @@
-//! The io_uring backend's building blocks: the provided-buffer ring and the
-//! start-up probe.
+//! The io_uring backend: a shard driver over the shared connection table, the
+//! provided-buffer ring it receives into, and the start-up probe.
 
 pub mod buf_ring;
 pub mod probe;
+pub mod shard;

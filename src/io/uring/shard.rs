@@ -1,0 +1,628 @@
+//! The io_uring backend: one ring per shard, multishot accept, multishot
+//! receive over a provided buffer ring, and sends straight from the buffer
+//! the data arrived in.
+//!
+//! A receive completion names a ring buffer; the session unmasks and echoes
+//! in place there (each buffer has a reserve in front for headers and carried
+//! bytes), and a `sendmsg` goes out from that same buffer. Sends never wait
+//! for the socket (MSG_DONTWAIT): what it does not take is copied into the
+//! connection and the ring buffer returns at once, so a client that does not
+//! read can never hold the shared ring's buffers. That connection's receive
+//! is then cancelled and a POLLOUT wait armed; data that still arrives is
+//! kept with it and handled when the output drains. TCP flow control holds
+//! the client back, exactly as on epoll. Sessions, timers, limits and
+//! shutdown are the shared [`Table`]'s.
+
+use super::buf_ring::BufRing;
+use super::probe::new_ring;
+use crate::server::shard::{ShardContext, ShardReady};
+use crate::server::stats::Stats;
+use crate::server::table::{Table, TimerAction};
+use crate::ws::{Chunk, HEADROOM};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+const OP_ACCEPT: u64 = 1;
+const OP_RECV: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_WAKE: u64 = 4;
+const OP_CANCEL: u64 = 5;
+const OP_POLLOUT: u64 = 6;
+/// Bytes of our own in front of each provided buffer: a server header plus
+/// carried bytes up to a control frame. A bigger carry (a request head split
+/// across reads) goes through the scratch buffer instead.
+const RESERVE: usize = 256;
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a shutting-down shard looks for connections that drained.
+const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
+const BGID: u16 = 0;
+
+fn user_data(op: u64, slot: usize, generation: u32) -> u64 {
+    (op << 56) | ((generation as u64 & 0xff_ffff) << 32) | slot as u64
+}
+
+fn split_user_data(ud: u64) -> (u64, usize, u32) {
+    (ud >> 56, (ud & 0xffff_ffff) as usize, ((ud >> 32) & 0xff_ffff) as u32)
+}
+
+/// A send the kernel is working on; its memory must stay put until the
+/// completion arrives (the `msghdr` and `iovec`s are on the heap).
+struct SendJob {
+    /// The ring buffer the data is in, returned when the send completes.
+    bid: Option<u16>,
+    iov: Vec<libc::iovec>,
+    /// Bytes not in a ring buffer (handshake responses, control frames, or
+    /// everything, for a copy). Never read here: kept alive because the
+    /// iovecs point into it until the send completes.
+    #[allow(dead_code)]
+    owned: Vec<u8>,
+    msg: Box<libc::msghdr>,
+    total: usize,
+}
+
+/// Per-connection io_uring state.
+struct Io {
+    stream: TcpStream,
+    recv_armed: bool,
+    /// A send or a POLLOUT wait is in flight (at most one).
+    busy: bool,
+    job: Option<SendJob>,
+    /// Closing: waiting for in-flight operations before the slot is freed.
+    dying: bool,
+}
+
+// SAFETY: the raw pointers in SendJob point into memory owned by the job or
+// the shard's buffer ring; a shard and everything in it stays on one thread.
+unsafe impl Send for SendJob {}
+
+struct Shard {
+    // Declared first so it is dropped first: the kernel must let go of the
+    // buffer ring and the send jobs' memory before they are freed.
+    ring: IoUring,
+    bufs: BufRing,
+    table: Table<Io>,
+    listener: Option<std::net::TcpListener>,
+    accept_armed: bool,
+    accept_paused_until: Option<Instant>,
+    wake_fd: OwnedFd,
+    /// For a carry too big for a buffer's reserve.
+    scratch: Vec<u8>,
+    /// Connections whose receive stopped for lack of buffers (ENOBUFS).
+    starved: Vec<(usize, u32)>,
+    /// A buffer went back to the ring since starved receives were last re-armed.
+    recycled: bool,
+    cqes: Vec<(u64, i32, u32)>,
+}
+
+/// Runs one shard on io_uring until shutdown completes; returns its counters.
+pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnce(ShardReady)) -> io::Result<Stats> {
+    let s = &ctx.settings;
+    let (ring, _defer) = new_ring(s.ring_entries)?;
+    let bufs = BufRing::new(&ring.submitter(), s.uring_buffers, s.uring_buffer_size, RESERVE, BGID)?;
+    // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: efd is a fresh descriptor owned by nobody else.
+    let wake_fd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let mut shard = Shard {
+        ring,
+        bufs,
+        table: Table::new(ctx),
+        listener: Some(listener),
+        accept_armed: false,
+        accept_paused_until: None,
+        wake_fd,
+        scratch: Vec::new(),
+        starved: Vec::new(),
+        recycled: false,
+        cqes: Vec::new(),
+    };
+    shard.arm_accept()?;
+    shard.arm_wake()?;
+    ready(ShardReady {
+        wake: Box::new(move || {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to the eventfd, which
+            // lives as long as the shard (the process, after shutdown).
+            unsafe { libc::write(efd, &one as *const u64 as *const libc::c_void, 8) };
+        }),
+    });
+    shard.event_loop()?;
+    Ok(shard.table.stats)
+}
+
+impl Shard {
+    fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every entry's memory (ring buffers, send jobs, the
+            // listener, sockets) outlives its completion (see Shard's fields).
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    fn give_back(&mut self, bid: u16) {
+        self.bufs.recycle(bid);
+        self.recycled = true;
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        let Some(l) = &self.listener else { return Ok(()) };
+        let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, 0, 0));
+        self.accept_armed = true;
+        self.push(sqe)
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let sqe = opcode::PollAdd::new(types::Fd(self.wake_fd.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(OP_WAKE, 0, 0));
+        self.push(sqe)
+    }
+
+    fn arm_recv(&mut self, slot: usize) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        if s.io.recv_armed || s.io.dying {
+            return;
+        }
+        s.io.recv_armed = true;
+        let sqe = opcode::RecvMulti::new(types::Fd(s.io.stream.as_raw_fd()), BGID).build().user_data(user_data(
+            OP_RECV,
+            slot,
+            s.generation,
+        ));
+        let _ = self.push(sqe);
+    }
+
+    fn cancel_recv(&mut self, slot: usize) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        if !s.io.recv_armed {
+            return;
+        }
+        let target = user_data(OP_RECV, slot, s.generation);
+        let sqe = opcode::AsyncCancel::new(target).build().user_data(user_data(OP_CANCEL, slot, 0));
+        let _ = self.push(sqe);
+    }
+
+    fn event_loop(&mut self) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            if self.table.begin_shutdown(now) {
+                self.begin_shutdown();
+            }
+            if self.table.shutdown_done(now) {
+                if !self.table.is_empty() {
+                    debug!(left = self.table.len(), "grace period over, dropping connections");
+                }
+                return Ok(());
+            }
+            let deadline = [self.table.next_deadline(), self.accept_paused_until].into_iter().flatten().min();
+            let mut wait = deadline.map(|d| d.saturating_duration_since(now)).unwrap_or(Duration::from_secs(3600));
+            if self.table.shutting_down() {
+                wait = wait.min(SHUTDOWN_SWEEP);
+            }
+            let ts = types::Timespec::from(wait);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            let now = Instant::now();
+            for &(ud, res, flags) in &cqes {
+                self.on_completion(ud, res, flags, now);
+            }
+            cqes.clear();
+            self.cqes = cqes;
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                let _ = self.arm_accept();
+            }
+            while let Some((slot, action)) = self.table.next_timer(now) {
+                match action {
+                    TimerAction::Drop => self.close(slot),
+                    TimerAction::Send => self.send_output(slot, None, now),
+                }
+            }
+            if self.table.shutting_down() {
+                self.shutdown_sweep(now);
+            }
+            // Receives stopped for lack of buffers resume once some came back
+            // (never in a loop: only after a buffer was returned).
+            if self.recycled && !self.starved.is_empty() {
+                self.recycled = false;
+                for (slot, generation) in std::mem::take(&mut self.starved) {
+                    if self.table.get_gen(slot, generation).is_some() {
+                        self.maybe_finish(slot, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_completion(&mut self, ud: u64, res: i32, flags: u32, now: Instant) {
+        let (op, slot, generation) = split_user_data(ud);
+        match op {
+            OP_ACCEPT => self.on_accept(res, flags, now),
+            OP_WAKE => {
+                let mut v = 0u64;
+                // SAFETY: reads 8 bytes into a live u64 (resets the eventfd).
+                unsafe { libc::read(self.wake_fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+                if !cqueue::more(flags) {
+                    let _ = self.arm_wake();
+                }
+            }
+            OP_RECV => self.on_recv(slot, generation, res, flags, now),
+            OP_SEND => self.on_send(slot, generation, res, now),
+            OP_POLLOUT => self.on_pollout(slot, generation, res, now),
+            _ => {} // cancellations: their target's own completion says what happened
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32, now: Instant) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            // SAFETY: a successful accept completion hands us a new descriptor.
+            let stream = unsafe { TcpStream::from_raw_fd(res as RawFd) };
+            if self.listener.is_none() {
+                return; // shutting down: dropping closes it
+            }
+            if self.table.ctx.settings.nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            let io = Io { stream, recv_armed: false, busy: false, job: None, dying: false };
+            let slot = self.table.insert(io, now);
+            self.arm_recv(slot);
+        } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
+            warn!(error = %io::Error::from_raw_os_error(-res), "cannot accept, pausing for 100ms (raise LimitNOFILE / ulimit -n)");
+            self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+            return;
+        }
+        if !self.accept_armed && self.accept_paused_until.is_none() && self.listener.is_some() {
+            let _ = self.arm_accept();
+        }
+    }
+
+    fn on_recv(&mut self, slot: usize, generation: u32, res: i32, flags: u32, now: Instant) {
+        let bid = cqueue::buffer_select(flags);
+        let Some(s) = self.table.get_gen(slot, generation) else {
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            s.io.recv_armed = false;
+        }
+        if s.io.dying {
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            return self.close(slot);
+        }
+        match res {
+            1.. => {
+                let b = bid.expect("a receive with data names its buffer");
+                let len = res as usize;
+                self.table.stats.bytes_in += len as u64;
+                let s = self.table.get_gen(slot, generation).expect("checked above");
+                if s.io.busy || s.conn.has_pending() {
+                    // Backed up: keep the bytes with the connection, give the
+                    // buffer back, and stop receiving until the output drains.
+                    // SAFETY: `b` came from this completion and is ours until given back.
+                    let data = unsafe { self.bufs.slot_mut(b, len) };
+                    s.conn.defer_input(&data[RESERVE..]);
+                    self.give_back(b);
+                    self.cancel_recv(slot);
+                    return;
+                }
+                self.process(slot, b, len, now);
+            }
+            0 => return self.on_eof(slot),
+            _ if -res == libc::ENOBUFS => {
+                self.starved.push((slot, generation));
+                return;
+            }
+            _ if -res == libc::ECANCELED => {}
+            _ => {
+                debug!(error = %io::Error::from_raw_os_error(-res), "receive failed");
+                return self.close(slot);
+            }
+        }
+        self.maybe_finish(slot, now);
+    }
+
+    /// Runs the session over ring buffer `bid` (`len` bytes) and sends its output.
+    fn process(&mut self, slot: usize, bid: u16, len: usize, now: Instant) {
+        let carry = self.table.get_mut(slot).map_or(0, |s| s.conn.carry_len());
+        if HEADROOM + carry <= RESERVE {
+            // SAFETY: `bid` came from a completion and is ours until given back.
+            let buf = unsafe { self.bufs.slot_mut(bid, len) };
+            let start = self.table.get_mut(slot).expect("live slot").conn.stage_carry(buf, RESERVE);
+            self.table.input(slot, buf, start, now);
+            self.send_output(slot, Some(bid), now);
+        } else {
+            // A carry bigger than the reserve (a request head split across
+            // reads, or input kept while backed up): work on a copy.
+            // SAFETY: as above.
+            let data = unsafe { self.bufs.slot_mut(bid, len) }[RESERVE..].to_vec();
+            self.give_back(bid);
+            self.process_copy(slot, &data, now);
+        }
+    }
+
+    /// Runs the session over the carried bytes plus `data` in the scratch buffer.
+    fn process_copy(&mut self, slot: usize, data: &[u8], now: Instant) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        let carry = s.conn.carry_len();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.resize(HEADROOM + carry, 0);
+        s.conn.stage_carry(&mut scratch, HEADROOM + carry);
+        scratch.extend_from_slice(data);
+        self.table.input(slot, &mut scratch, HEADROOM, now);
+        let mut bytes = Vec::with_capacity(self.table.out.len());
+        self.table.out.copy_to(&scratch, &mut bytes);
+        self.scratch = scratch;
+        self.send_bytes(slot, bytes, now);
+    }
+
+    /// Sends `self.table.out`: input chunks from ring buffer `bid`, owned
+    /// chunks copied into the job. Behind a send in flight, it is queued.
+    fn send_output(&mut self, slot: usize, bid: Option<u16>, now: Instant) {
+        let base = bid.map(|b| {
+            // SAFETY: `b` is ours until given back; only its address is kept here.
+            unsafe { self.bufs.slot_mut(b, 0) }.as_ptr()
+        });
+        let Some((s, out, _)) = self.table.split(slot) else {
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            return;
+        };
+        let (empty, dying) = (out.is_empty(), s.io.dying);
+        if empty || s.io.busy || s.conn.has_pending() || dying {
+            if !empty && !dying {
+                // SAFETY: input chunks lie within the ring buffer at `base`.
+                let buf = base.map(|p| unsafe { std::slice::from_raw_parts(p, RESERVE + self.bufs.buf_size()) });
+                let (s, out, _) = self.table.split(slot).expect("live slot");
+                s.conn.queue(out, buf.unwrap_or(&[]), 0);
+            }
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            return self.maybe_finish(slot, now);
+        }
+        let out = &self.table.out;
+        let mut owned = Vec::new();
+        for &c in out.chunks() {
+            if let Chunk::Owned { .. } = c {
+                owned.extend_from_slice(out.bytes(&[], c));
+            }
+        }
+        let mut iov = Vec::with_capacity(out.chunks().len());
+        let mut off = 0;
+        for &c in out.chunks() {
+            let (ptr, n) = match c {
+                // SAFETY: input chunks lie within the ring buffer at `base`.
+                Chunk::Input { start, end } => {
+                    (unsafe { base.expect("input chunks have a buffer").add(start) }, end - start)
+                }
+                Chunk::Owned { start, end } => {
+                    let p = owned[off..].as_ptr();
+                    off += end - start;
+                    (p, end - start)
+                }
+            };
+            iov.push(libc::iovec { iov_base: ptr as *mut libc::c_void, iov_len: n });
+        }
+        let total = out.len();
+        self.submit_send(slot, SendJob { bid, iov, owned, msg: zeroed_msghdr(), total });
+    }
+
+    /// Sends `bytes` (a copy), or queues them behind what is in flight.
+    fn send_bytes(&mut self, slot: usize, bytes: Vec<u8>, now: Instant) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        if bytes.is_empty() || s.io.busy || s.conn.has_pending() || s.io.dying {
+            if !bytes.is_empty() && !s.io.dying {
+                s.conn.queue_bytes(&bytes);
+            }
+            return self.maybe_finish(slot, now);
+        }
+        let iov = vec![libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }];
+        let total = bytes.len();
+        self.submit_send(slot, SendJob { bid: None, iov, owned: bytes, msg: zeroed_msghdr(), total });
+    }
+
+    fn submit_send(&mut self, slot: usize, mut job: SendJob) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        job.msg.msg_iov = job.iov.as_mut_ptr();
+        job.msg.msg_iovlen = job.iov.len() as _;
+        let fd = s.io.stream.as_raw_fd();
+        let ud = user_data(OP_SEND, slot, s.generation);
+        // MSG_DONTWAIT: take what the socket takes now; the rest is copied
+        // out (on_send) so no ring buffer waits on a slow reader.
+        let flags = (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32;
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &*job.msg).flags(flags).build().user_data(ud);
+        s.io.busy = true;
+        s.io.job = Some(job);
+        let _ = self.push(sqe);
+    }
+
+    fn on_send(&mut self, slot: usize, generation: u32, res: i32, now: Instant) {
+        let Some(s) = self.table.get_gen(slot, generation) else { return };
+        s.io.busy = false;
+        let Some(job) = s.io.job.take() else { return };
+        let sent = if res >= 0 {
+            res as usize
+        } else if -res == libc::EAGAIN {
+            0
+        } else {
+            usize::MAX
+        };
+        if sent == usize::MAX || s.io.dying {
+            if let Some(b) = job.bid {
+                self.give_back(b);
+            }
+            if sent == usize::MAX {
+                debug!(error = %io::Error::from_raw_os_error(-res), "send failed");
+            }
+            return self.close(slot);
+        }
+        self.table.stats.bytes_out += sent as u64;
+        if sent < job.total {
+            // The socket is full: keep the rest, give the buffer back, and
+            // wait until the socket takes more.
+            let mut skip = sent;
+            let mut rest = Vec::with_capacity(job.total - sent);
+            for v in &job.iov {
+                // SAFETY: the iovecs point into the job or its ring buffer,
+                // both still ours here.
+                let bytes = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+                if skip >= bytes.len() {
+                    skip -= bytes.len();
+                } else {
+                    rest.extend_from_slice(&bytes[skip..]);
+                    skip = 0;
+                }
+            }
+            if let Some(b) = job.bid {
+                self.give_back(b);
+            }
+            let s = self.table.get_gen(slot, generation).expect("checked above");
+            // What was queued behind this send stays behind its rest.
+            let later = s.conn.take_pending();
+            s.conn.queue_bytes(&rest);
+            s.conn.queue_bytes(&later);
+            s.io.busy = true;
+            let fd = s.io.stream.as_raw_fd();
+            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build().user_data(user_data(
+                OP_POLLOUT,
+                slot,
+                s.generation,
+            ));
+            let _ = self.push(sqe);
+            self.cancel_recv(slot);
+            return;
+        }
+        if let Some(b) = job.bid {
+            self.give_back(b);
+        }
+        self.maybe_finish(slot, now);
+    }
+
+    fn on_pollout(&mut self, slot: usize, generation: u32, res: i32, now: Instant) {
+        let Some(s) = self.table.get_gen(slot, generation) else { return };
+        s.io.busy = false;
+        if res < 0 || s.io.dying {
+            return self.close(slot);
+        }
+        self.maybe_finish(slot, now);
+    }
+
+    /// With nothing in flight: queued output goes out first; then input kept
+    /// while backed up is handled; then a closed session is closed or
+    /// lingers, a shutting-down one gets its close, and receiving resumes.
+    fn maybe_finish(&mut self, slot: usize, now: Instant) {
+        self.table.settle(slot);
+        let Some(s) = self.table.get_mut(slot) else { return };
+        if s.io.busy || s.io.dying {
+            return;
+        }
+        if s.conn.has_pending() {
+            let bytes = s.conn.take_pending();
+            return self.send_bytes(slot, bytes, now);
+        }
+        if !s.io.recv_armed && s.conn.carry_len() > 0 && !s.conn.session.is_closed() && !s.conn.carry_pending_done {
+            // Input that arrived while backed up: handle it once now.
+            s.conn.carry_pending_done = true;
+            return self.process_copy(slot, &[], now);
+        }
+        s.conn.carry_pending_done = false;
+        if s.conn.peer_eof || s.conn.session.close_handshake_done() {
+            return self.close(slot);
+        }
+        if s.conn.session.is_closed() && !s.conn.write_shut {
+            s.conn.write_shut = true;
+            let _ = s.io.stream.shutdown(std::net::Shutdown::Write);
+        }
+        self.arm_recv(slot);
+    }
+
+    /// During a shutdown, after a whole batch of completions was handled:
+    /// each connection whose input is drained and output flushed gets its
+    /// close (1001). Drained is judged here, not while handling completions,
+    /// because a completion later in the batch may carry data that already
+    /// left the socket. With DEFER_TASKRUN the kernel copies received data
+    /// only when we enter the ring, so an empty socket (FIONREAD) now means
+    /// nothing is left unhandled.
+    fn shutdown_sweep(&mut self, now: Instant) {
+        for slot in self.table.slots() {
+            let Some(s) = self.table.get_mut(slot) else { continue };
+            if s.conn.close_started || s.io.busy || s.io.dying || s.conn.has_pending() || s.conn.session.is_closed() {
+                continue;
+            }
+            if !s.io.recv_armed {
+                self.maybe_finish(slot, now);
+                continue;
+            }
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int through the pointer given.
+            let r = unsafe { libc::ioctl(s.io.stream.as_raw_fd(), libc::FIONREAD, &mut unread) };
+            if (r != 0 || unread == 0) && self.table.shutdown_close(slot, now) {
+                self.send_output(slot, None, now);
+            }
+        }
+    }
+
+    fn on_eof(&mut self, slot: usize) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        if s.io.busy || s.conn.has_pending() {
+            s.conn.peer_eof = true;
+        } else {
+            self.close(slot);
+        }
+    }
+
+    /// Closes a connection: at once if nothing is in flight, else once its
+    /// operations complete (the kernel may still use their memory).
+    fn close(&mut self, slot: usize) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        s.io.dying = true;
+        if !s.io.busy && !s.io.recv_armed {
+            self.table.remove(slot);
+            return;
+        }
+        // Make in-flight operations finish now.
+        let _ = s.io.stream.shutdown(std::net::Shutdown::Both);
+        self.cancel_recv(slot);
+    }
+
+    /// Stops accepting; `shutdown_sweep` closes each connection once drained.
+    fn begin_shutdown(&mut self) {
+        if self.accept_armed {
+            let sqe =
+                opcode::AsyncCancel::new(user_data(OP_ACCEPT, 0, 0)).build().user_data(user_data(OP_CANCEL, 0, 0));
+            let _ = self.push(sqe);
+        }
+        self.listener = None;
+    }
+}
+
+fn zeroed_msghdr() -> Box<libc::msghdr> {
+    // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
+    Box::new(unsafe { std::mem::zeroed() })
+}
