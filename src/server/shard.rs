@@ -175,6 +175,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
                     messages = s.messages,
                     bytes_in = s.bytes_in,
                     bytes_out = s.bytes_out,
+                    recv_starved = s.recv_starved,
                     "shard stopped"
                 );
                 total.add(&s);

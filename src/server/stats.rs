@@ -17,6 +17,9 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written to sockets.
     pub bytes_out: u64,
+    /// io_uring: receives that found no free buffer (ENOBUFS) and were re-armed
+    /// later; many mean `--uring-buffers` is too small for the load.
+    pub recv_starved: u64,
 }
 
 impl Stats {
@@ -29,5 +32,6 @@ impl Stats {
         self.messages += o.messages;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
+        self.recv_starved += o.recv_starved;
     }
 }

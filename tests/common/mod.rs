@@ -34,8 +34,19 @@ impl Server {
 
     /// Starts the binary with exactly `args`; waits for `listening on`.
     pub fn start_raw(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ricochet"))
-            .args(args)
+        Server::spawn(Command::new(env!("CARGO_BIN_EXE_ricochet")).args(args))
+    }
+
+    /// Like `start_raw`, with io_uring forbidden to the process by a seccomp filter.
+    pub fn start_without_io_uring(args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
+        cmd.args(args);
+        deny_io_uring(&mut cmd);
+        Server::spawn(&mut cmd)
+    }
+
+    fn spawn(cmd: &mut Command) -> Server {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -133,6 +144,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Makes `io_uring_setup` fail with EPERM in the child, as a container's
+/// seccomp profile would.
+pub fn deny_io_uring(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl with a filter that lives on its stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            const BPF_LD_W_ABS: u16 = 0x20;
+            const BPF_JEQ_K: u16 = 0x15;
+            const BPF_RET_K: u16 = 0x06;
+            let nr = libc::SYS_io_uring_setup as u32;
+            let filter = [
+                libc::sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 }, // seccomp_data.nr
+                libc::sock_filter { code: BPF_JEQ_K, jt: 0, jf: 1, k: nr },
+                libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 },
+                libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+            ];
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _ as usize, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

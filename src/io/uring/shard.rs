@@ -333,6 +333,7 @@ impl Shard {
             }
             0 => return self.on_eof(slot),
             _ if -res == libc::ENOBUFS => {
+                self.table.stats.recv_starved += 1;
                 self.starved.push((slot, generation));
                 return;
             }
