@@ -78,7 +78,7 @@ fn choose_backend(asked: Backend) -> Result<Chosen, ServeError> {
                 Ok(Chosen::Uring)
             }
             Err(e) => {
-                info!("backend auto: using epoll because {e}");
+                warn!("backend auto: using epoll because {e}");
                 Ok(Chosen::Epoll)
             }
         },

@@ -55,6 +55,14 @@ impl BufRing {
         if ring.is_null() || bufs.is_null() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
+        // Fault every page in now: the ring is a fixed cost of the shard, so
+        // it shows in RSS from the start, and no page fault lands on the hot
+        // path later. Volatile, because a plain write of zeros to zeroed
+        // memory may be optimised away.
+        for off in (0..bufs_layout.size()).step_by(page) {
+            // SAFETY: off is within the allocation just made.
+            unsafe { std::ptr::write_volatile(bufs.add(off), 0) };
+        }
         let mut me = BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, reserve, tail: 0, bgid };
         // SAFETY: the ring is page-aligned, sized for `entries`, and lives
         // until after the IoUring is dropped (struct invariant above).

@@ -73,6 +73,10 @@ struct Io {
     job: Option<SendJob>,
     /// Closing: waiting for in-flight operations before the slot is freed.
     dying: bool,
+    /// This client once sent faster than it read: receive one buffer at a
+    /// time from now on (a multishot receive reads ahead by many buffers
+    /// before a cancel lands, and all of that would have to be kept).
+    throttled: bool,
 }
 
 // SAFETY: the raw pointers in SendJob point into memory owned by the job or
@@ -175,11 +179,18 @@ impl Shard {
             return;
         }
         s.io.recv_armed = true;
-        let sqe = opcode::RecvMulti::new(types::Fd(s.io.stream.as_raw_fd()), BGID).build().user_data(user_data(
-            OP_RECV,
-            slot,
-            s.generation,
-        ));
+        let fd = types::Fd(s.io.stream.as_raw_fd());
+        let ud = user_data(OP_RECV, slot, s.generation);
+        let sqe = if s.io.throttled {
+            let len = self.bufs.buf_size() as u32;
+            opcode::Recv::new(fd, std::ptr::null_mut(), len)
+                .buf_group(BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(ud)
+        } else {
+            opcode::RecvMulti::new(fd, BGID).build().user_data(ud)
+        };
         let _ = self.push(sqe);
     }
 
@@ -283,7 +294,7 @@ impl Shard {
             if self.table.ctx.settings.nodelay {
                 let _ = stream.set_nodelay(true);
             }
-            let io = Io { stream, recv_armed: false, busy: false, job: None, dying: false };
+            let io = Io { stream, recv_armed: false, busy: false, job: None, dying: false, throttled: false };
             let slot = self.table.insert(io, now);
             self.arm_recv(slot);
         } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
@@ -325,6 +336,7 @@ impl Shard {
                     // SAFETY: `b` came from this completion and is ours until given back.
                     let data = unsafe { self.bufs.slot_mut(b, len) };
                     s.conn.defer_input(&data[RESERVE..]);
+                    s.io.throttled = true;
                     self.give_back(b);
                     self.cancel_recv(slot);
                     return;
@@ -504,6 +516,7 @@ impl Shard {
                 self.give_back(b);
             }
             let s = self.table.get_gen(slot, generation).expect("checked above");
+            s.io.throttled = true;
             // What was queued behind this send stays behind its rest.
             let later = s.conn.take_pending();
             s.conn.queue_bytes(&rest);
