@@ -19,3 +19,23 @@ pub fn announce(addr: SocketAddr) {
     let _ = writeln!(out, "listening on {addr}");
     let _ = out.flush();
 }
+
+/// Runs a single-threaded tokio server: binds `--listen`, announces it, and
+/// hands each accepted connection (TCP_NODELAY set) to `handle` as a local task.
+pub fn serve_current_thread<F, Fut>(handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let listener = tokio::net::TcpListener::bind(listen_addr()).await.expect("bind");
+        announce(listener.local_addr().expect("local address"));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            tokio::task::spawn_local(handle(stream));
+        }
+    });
+}

@@ -30,18 +30,8 @@ async fn upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, W
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async {
-        let listener = tokio::net::TcpListener::bind(ricochet_peers::listen_addr()).await.unwrap();
-        ricochet_peers::announce(listener.local_addr().unwrap());
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            tokio::task::spawn_local(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = http1::Builder::new().serve_connection(io, service_fn(upgrade)).with_upgrades().await;
-            });
-        }
+    ricochet_peers::serve_current_thread(|stream| async move {
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = http1::Builder::new().serve_connection(io, service_fn(upgrade)).with_upgrades().await;
     });
 }
