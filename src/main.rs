@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         },
         Command::Bench(args) => match bench::run(&args) {
             Ok(r) => {
-                bench::print_report(&r, args.mode);
+                bench::print_report(&r, args.mode, args.json);
                 if r.clean() {
                     ExitCode::SUCCESS
                 } else {

@@ -101,3 +101,32 @@ fn raw_mode_checks_a_plain_tcp_echo_byte_for_byte() {
     let (ok, out) = bench_raw(bad, "70000");
     assert!(!ok && !out.contains(" 0 wrong echoes"), "{out}");
 }
+
+#[test]
+fn connect_mode_counts_completed_handshakes() {
+    let server = Server::start(&[]);
+    let (ok, out) = bench(&server, &["--mode", "connect", "--connections", "4"]);
+    assert!(ok, "{out}");
+    let handshakes: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("handshakes"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(handshakes > 0, "{out}");
+}
+
+#[test]
+fn open_loop_sends_at_the_requested_rate_and_json_reports_it() {
+    let server = Server::start(&[]);
+    let (ok, out) = bench(&server, &["--rate", "2000", "--duration", "1s", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["mode"], "echo");
+    assert_eq!(v["mismatched"], 0);
+    assert_eq!(v["missing"], 0);
+    let sent = v["messages"].as_u64().unwrap();
+    // 2,000 per second for one second: the schedule, not the server, sets the count.
+    assert!((1500..=2001).contains(&sent), "{sent} messages for 2000/s over 1 s");
+    assert_eq!(v["latency_us"].as_array().unwrap().len(), 5);
+}

@@ -51,7 +51,7 @@ fn every_client_gets_its_echoes_then_1001_and_the_server_exits_0() {
     assert!(status.success(), "exit status {status:?}\n{}", server.log());
     // Every client replied, so the server did not need the whole grace period.
     assert!(t0.elapsed() < Duration::from_secs(5));
-    let log = server.log();
+    let log = server.wait_for_log("shard stopped");
     assert!(log.contains("shard stopped"), "{log}");
 }
 

@@ -23,8 +23,7 @@ fn both_shards_accept_and_log_their_counters() {
     }
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).unwrap().success());
-    std::thread::sleep(Duration::from_millis(100)); // let the log reader catch up
-    let log = server.log();
+    let log = server.wait_for_log_lines("shard stopped", 2);
     let accepted: Vec<u64> = log
         .lines()
         .filter(|l| l.contains("shard stopped"))

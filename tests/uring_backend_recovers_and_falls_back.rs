@@ -38,8 +38,7 @@ fn a_tiny_buffer_ring_loses_nothing_and_does_not_stall() {
     // The ring did run dry, and recovered each time.
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).expect("exit").success());
-    std::thread::sleep(Duration::from_millis(100));
-    let log = server.log();
+    let log = server.wait_for_log("shard stopped");
     let starved: u64 = log
         .lines()
         .find(|l| l.contains("shard stopped"))

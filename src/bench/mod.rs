@@ -26,6 +26,9 @@ pub enum Mode {
     Echo,
     /// Open the connections and hold them idle for the duration.
     Idle,
+    /// New connections and handshakes per second: each of the connections
+    /// connects, upgrades, closes, and starts over.
+    Connect,
 }
 
 /// `ricochet bench` flags.
@@ -57,6 +60,13 @@ pub struct BenchArgs {
     /// The server's process id: report its CPU time (and RSS in idle mode) next to the client's
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Open loop: send this many messages per second in all (instead of as fast as echoes return);
+    /// latency is measured from each message's intended send time, so stalls are not hidden
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+    /// Print the report as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why a run could not be done or failed.
@@ -85,9 +95,11 @@ pub enum BenchError {
 }
 
 /// What a run measured.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Report {
-    /// Echoes completed and checked.
+    /// echo, idle or connect.
+    pub mode: String,
+    /// Echoes completed and checked (handshakes completed, in connect mode).
     pub messages: u64,
     /// Measured wall time.
     pub seconds: f64,
@@ -164,10 +176,17 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                     if let Some(c) = cpu {
                         core_affinity::set_for_current(core_affinity::CoreId { id: c });
                     }
-                    let plan = Plan { conns: n, first_id: t as u64 * 1_000_000, size, pipeline: args.pipeline.max(1) };
+                    let plan = Plan {
+                        conns: n,
+                        first_id: t as u64 * 1_000_000,
+                        size,
+                        pipeline: args.pipeline.max(1),
+                        rate: args.rate.map(|r| r / threads as f64),
+                    };
                     match args.mode {
                         Mode::Echo => run_echo(target, &plan, duration),
                         Mode::Idle => run_idle(target, &plan, duration, args.server_pid),
+                        Mode::Connect => run_connect(target, &plan, duration),
                     }
                 })
             })
@@ -176,7 +195,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     });
     let seconds = t0.elapsed().as_secs_f64();
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut report = Report { size, ..Default::default() };
+    let mode = format!("{:?}", args.mode).to_lowercase();
+    let mut report = Report { size, mode, ..Default::default() };
     let mut measured = 0.0f64;
     for r in results {
         let r = r?;
@@ -209,6 +229,8 @@ struct Plan {
     first_id: u64,
     size: usize,
     pipeline: usize,
+    /// Open loop: messages per second for this thread.
+    rate: Option<f64>,
 }
 
 struct ThreadResult {
@@ -270,12 +292,18 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
     let mut messages = 0u64;
     let t0 = Instant::now();
     let end = t0 + duration;
-    for c in conns.iter_mut().filter(|c| c.state == State::Running) {
-        for _ in 0..plan.pipeline {
-            c.queue_message(t0);
+    if plan.rate.is_none() {
+        for c in conns.iter_mut().filter(|c| c.state == State::Running) {
+            for _ in 0..plan.pipeline {
+                c.queue_message(t0);
+            }
+            c.flush()?;
         }
-        c.flush()?;
     }
+    // Open loop: the intended time of the next message, and the gap between them.
+    let interval = plan.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
+    let mut next_at = t0;
+    let mut rr = 0usize;
     let mut events = Events::with_capacity(1024);
     let mut sending = true;
     let drain_until = end + Duration::from_secs(2);
@@ -287,7 +315,29 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
         if !sending && (now >= drain_until || conns.iter().all(|c| c.in_flight() == 0 || c.state == State::Done)) {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        let mut timeout = Duration::from_millis(50);
+        if let (Some(gap), true) = (interval, sending) {
+            // Send every message whose time has come, stamped with that time:
+            // a stalled server then shows as latency, not as fewer samples.
+            while next_at <= now && next_at < end {
+                if conns.is_empty() {
+                    break;
+                }
+                let n = conns.len();
+                let c = &mut conns[rr % n];
+                rr += 1;
+                if c.state == State::Running {
+                    c.queue_message(next_at);
+                    if c.flush().is_err() {
+                        c.state = State::Done;
+                        errors.failed += 1;
+                    }
+                }
+                next_at += gap;
+            }
+            timeout = timeout.min(next_at.saturating_duration_since(now));
+        }
+        poll.poll(&mut events, Some(timeout))?;
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
             if c.state != State::Running {
@@ -307,7 +357,7 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
                 errors.failed += 1;
                 continue;
             }
-            if sending {
+            if sending && interval.is_none() {
                 let now = Instant::now();
                 for _ in 0..completed {
                     c.queue_message(now);
@@ -326,6 +376,76 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
         let _ = c.flush();
     }
     Ok(ThreadResult { hist, messages, errors, seconds, connected, rss_kib: None })
+}
+
+/// Connect mode: each slot connects, upgrades, closes and starts over;
+/// latency is connect-to-101.
+fn run_connect(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadResult, BenchError> {
+    let mut poll = Poll::new()?;
+    let mut errors = Errors::default();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
+    let t0 = Instant::now();
+    let end = t0 + duration;
+    let mut next_id = plan.first_id;
+    let mut slots: Vec<Option<(Conn<TcpStream>, Instant)>> = (0..plan.conns).map(|_| None).collect();
+    let mut done = 0u64;
+    let mut events = Events::with_capacity(1024);
+    let start = |i: usize, next_id: &mut u64, poll: &Poll, errors: &mut Errors| -> Option<(Conn<TcpStream>, Instant)> {
+        *next_id += 1;
+        let t = Instant::now();
+        let mut s = match TcpStream::connect(target.addr) {
+            Ok(s) => s,
+            Err(_) => {
+                errors.failed += 1;
+                return None;
+            }
+        };
+        poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).ok()?;
+        Some((Conn::new(s, *next_id, &target.host, &target.path, 0, false), t))
+    };
+    for (i, slot) in slots.iter_mut().enumerate() {
+        *slot = start(i, &mut next_id, &poll, &mut errors);
+    }
+    while Instant::now() < end {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some((c, t)) = slots[i].as_mut() else { continue };
+            let t = *t;
+            let finished = match c.flush() {
+                Err(_) => Some(false),
+                Ok(_) => match c.read(&mut errors, |_| {}) {
+                    _ if c.state == State::Running => Some(true),
+                    Ok(true) => None,
+                    _ => Some(false),
+                },
+            };
+            match finished {
+                None => continue,
+                Some(true) => {
+                    let _ = hist.record(t.elapsed().as_nanos() as u64);
+                    done += 1;
+                    c.queue_close();
+                    let _ = c.flush();
+                }
+                Some(false) => errors.failed += 1,
+            }
+            if let Some((mut c, _)) = slots[i].take() {
+                let _ = poll.registry().deregister(&mut c.stream);
+            }
+            if Instant::now() < end {
+                slots[i] = start(i, &mut next_id, &poll, &mut errors);
+            }
+        }
+        // Slots whose connect failed outright are retried.
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.is_none() && Instant::now() < end {
+                *slot = start(i, &mut next_id, &poll, &mut errors);
+            }
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64().min(duration.as_secs_f64());
+    Ok(ThreadResult { hist, messages: done, errors, seconds, connected: plan.conns, rss_kib: None })
 }
 
 fn run_idle(
@@ -350,13 +470,32 @@ fn run_idle(
     })
 }
 
-/// Prints the report as a table.
-pub fn print_report(r: &Report, mode: Mode) {
+/// Prints the report as a table, or as one JSON object.
+pub fn print_report(r: &Report, mode: Mode, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("report serialises"));
+        return;
+    }
     println!("connections    {}", r.connected);
     if mode == Mode::Idle {
         if let Some((before, after)) = r.server_rss_kib {
             let per = (after.saturating_sub(before) as f64 * 1024.0) / r.connected.max(1) as f64;
             println!("server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
+        }
+    } else if mode == Mode::Connect {
+        println!(
+            "handshakes     {} in {:.2}s ({:.0} per second)",
+            r.messages,
+            r.seconds,
+            r.messages as f64 / r.seconds
+        );
+        let l = r.latency_us;
+        println!(
+            "connect-to-101 (us)  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            l[0], l[1], l[2], l[3], l[4]
+        );
+        if let Some(s) = r.server_cpu {
+            println!("server CPU     {:.2}s ({:.0}% of one CPU)", s, 100.0 * s / r.seconds);
         }
     } else {
         let rate = r.messages as f64 / r.seconds;

@@ -11,7 +11,7 @@
 
 use crate::server::shard::{ShardContext, ShardReady};
 use crate::server::stats::Stats;
-use crate::server::table::{Table, TimerAction};
+use crate::server::table::{Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Output, HEADROOM};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -124,6 +124,14 @@ impl Shard {
                     }
                 }
             }
+            if self.table.shutting_down() {
+                // Connections not closed yet: read what came, close the drained and quiet.
+                for slot in self.table.slots() {
+                    if self.table.get_mut(slot).is_some_and(|s| !s.conn.close_started && !s.conn.has_pending()) {
+                        self.on_readable(slot, now);
+                    }
+                }
+            }
         }
     }
 
@@ -131,11 +139,12 @@ impl Shard {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        [self.table.next_deadline(), self.accept_paused_until]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.saturating_duration_since(now))
+        let t = [self.table.next_deadline(), self.accept_paused_until].into_iter().flatten().min();
+        let wait = t.map(|t| t.saturating_duration_since(now));
+        if self.table.shutting_down() {
+            return Some(wait.map_or(SHUTDOWN_SWEEP, |w| w.min(SHUTDOWN_SWEEP)));
+        }
+        wait
     }
 
     fn accept(&mut self, now: Instant) {

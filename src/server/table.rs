@@ -9,8 +9,17 @@ use crate::server::stats::Stats;
 use crate::server::timers::Timers;
 use crate::ws::{close, Ctx, Output, Progress, Session};
 use slab::Slab;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::debug;
+
+/// During a shutdown, how long a drained connection must also have been
+/// quiet before its close goes out. An empty receive queue alone can be a
+/// client mid-stream whose next bytes are in flight, and bytes that arrive
+/// after our close must be discarded (RFC 6455 §5.5.1).
+pub const SHUTDOWN_QUIET: Duration = Duration::from_millis(50);
+
+/// How often a shutting-down driver re-checks connections for drained and quiet.
+pub const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
 
 /// A connection: the driver's I/O handle plus the shared state.
 pub struct Slot<T> {
@@ -198,15 +207,19 @@ impl<T> Table<T> {
     }
 
     /// During a shutdown, once the connection's input is drained and its
-    /// output flushed (the driver says so), queue its close (1001) in
-    /// `self.out`; true if it did. Everything the client sent before was
-    /// echoed first, so nothing is lost.
+    /// output flushed (the driver says so) and no input came for
+    /// [`SHUTDOWN_QUIET`], queue its close (1001) in `self.out`; true if it
+    /// did. Everything the client sent before was echoed first, so nothing is
+    /// lost. Drivers call it again every [`SHUTDOWN_SWEEP`].
     pub fn shutdown_close(&mut self, slot: usize, now: Instant) -> bool {
         if self.grace_deadline.is_none() {
             return false;
         }
         let Some(s) = self.slots.get_mut(slot) else { return false };
         if s.conn.close_started || s.conn.has_pending() {
+            return false;
+        }
+        if now.saturating_duration_since(s.conn.session.last_input()) < SHUTDOWN_QUIET {
             return false;
         }
         s.conn.close_started = true;

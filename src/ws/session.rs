@@ -149,6 +149,11 @@ impl Session {
         self.phase
     }
 
+    /// When input last arrived (the handshake's start, before any).
+    pub fn last_input(&self) -> Instant {
+        self.last_input
+    }
+
     /// True once nothing but the current output will be sent.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed

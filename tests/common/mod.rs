@@ -124,10 +124,16 @@ impl Server {
 
     /// Waits up to 10 s until the log contains `needle`; returns the log.
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_log_lines(needle, 1)
+    }
+
+    /// Waits up to 10 s until `needle` is on `n` lines of the log (the log is
+    /// read by another thread, so it can lag the process); returns the log.
+    pub fn wait_for_log_lines(&self, needle: &str, n: usize) -> String {
         let t0 = Instant::now();
         loop {
             let log = self.log();
-            if log.contains(needle) || t0.elapsed() > Duration::from_secs(10) {
+            if log.lines().filter(|l| l.contains(needle)).count() >= n || t0.elapsed() > Duration::from_secs(10) {
                 return log;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -17,7 +17,7 @@ use super::buf_ring::BufRing;
 use super::probe::new_ring;
 use crate::server::shard::{ShardContext, ShardReady};
 use crate::server::stats::Stats;
-use crate::server::table::{Table, TimerAction};
+use crate::server::table::{Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
@@ -37,8 +37,6 @@ const OP_POLLOUT: u64 = 6;
 /// across reads) goes through the scratch buffer instead.
 const RESERVE: usize = 256;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How often a shutting-down shard looks for connections that drained.
-const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
 const BGID: u16 = 0;
 
 fn user_data(op: u64, slot: usize, generation: u32) -> u64 {
