@@ -54,9 +54,7 @@ struct SendJob {
     bid: Option<u16>,
     iov: Vec<libc::iovec>,
     /// Bytes not in a ring buffer (handshake responses, control frames, or
-    /// everything, for a copy). Never read here: kept alive because the
-    /// iovecs point into it until the send completes.
-    #[allow(dead_code)]
+    /// everything, for a copy); the iovecs point into it until the send completes.
     owned: Vec<u8>,
     msg: Box<libc::msghdr>,
     total: usize,
@@ -97,6 +95,8 @@ struct Shard {
     starved: Vec<(usize, u32)>,
     /// A buffer went back to the ring since starved receives were last re-armed.
     recycled: bool,
+    /// Finished send jobs kept for reuse, so a send allocates nothing.
+    spare_jobs: Vec<SendJob>,
     cqes: Vec<(u64, i32, u32)>,
 }
 
@@ -123,6 +123,7 @@ pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnc
         scratch: Vec::new(),
         starved: Vec::new(),
         recycled: false,
+        spare_jobs: Vec::new(),
         cqes: Vec::new(),
     };
     shard.arm_accept()?;
@@ -417,14 +418,14 @@ impl Shard {
             }
             return self.maybe_finish(slot, now);
         }
+        let mut job = self.new_job();
         let out = &self.table.out;
-        let mut owned = Vec::new();
+        let SendJob { iov, owned, .. } = &mut job;
         for &c in out.chunks() {
             if let Chunk::Owned { .. } = c {
                 owned.extend_from_slice(out.bytes(&[], c));
             }
         }
-        let mut iov = Vec::with_capacity(out.chunks().len());
         let mut off = 0;
         for &c in out.chunks() {
             let (ptr, n) = match c {
@@ -440,8 +441,35 @@ impl Shard {
             };
             iov.push(libc::iovec { iov_base: ptr as *mut libc::c_void, iov_len: n });
         }
-        let total = out.len();
-        self.submit_send(slot, SendJob { bid, iov, owned, msg: zeroed_msghdr(), total });
+        job.total = out.len();
+        job.bid = bid;
+        self.submit_send(slot, job);
+    }
+
+    /// A send job from the pool (or a new one), emptied.
+    fn new_job(&mut self) -> SendJob {
+        let mut j = self.spare_jobs.pop().unwrap_or_else(|| SendJob {
+            bid: None,
+            iov: Vec::new(),
+            owned: Vec::new(),
+            msg: zeroed_msghdr(),
+            total: 0,
+        });
+        j.iov.clear();
+        j.owned.clear();
+        j.bid = None;
+        j.total = 0;
+        j
+    }
+
+    /// Returns a finished job to the pool (a few, none holding a big buffer).
+    fn keep_job(&mut self, mut j: SendJob) {
+        if self.spare_jobs.len() < 64 {
+            if j.owned.capacity() > 64 * 1024 {
+                j.owned = Vec::new();
+            }
+            self.spare_jobs.push(j);
+        }
     }
 
     /// Sends `bytes` (a copy), or queues them behind what is in flight.
@@ -453,13 +481,20 @@ impl Shard {
             }
             return self.maybe_finish(slot, now);
         }
-        let iov = vec![libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }];
-        let total = bytes.len();
-        self.submit_send(slot, SendJob { bid: None, iov, owned: bytes, msg: zeroed_msghdr(), total });
+        let mut job = self.new_job();
+        job.iov.push(libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() });
+        job.total = bytes.len();
+        job.owned = bytes;
+        self.submit_send(slot, job);
     }
 
     fn submit_send(&mut self, slot: usize, mut job: SendJob) {
-        let Some(s) = self.table.get_mut(slot) else { return };
+        let Some(s) = self.table.get_mut(slot) else {
+            if let Some(b) = job.bid.take() {
+                self.give_back(b);
+            }
+            return self.keep_job(job);
+        };
         job.msg.msg_iov = job.iov.as_mut_ptr();
         job.msg.msg_iovlen = job.iov.len() as _;
         let fd = s.io.stream.as_raw_fd();
@@ -491,6 +526,7 @@ impl Shard {
             if sent == usize::MAX {
                 debug!(error = %io::Error::from_raw_os_error(-res), "send failed");
             }
+            self.keep_job(job);
             return self.close(slot);
         }
         self.table.stats.bytes_out += sent as u64;
@@ -513,6 +549,7 @@ impl Shard {
             if let Some(b) = job.bid {
                 self.give_back(b);
             }
+            self.keep_job(job);
             let s = self.table.get_gen(slot, generation).expect("checked above");
             s.io.throttled = true;
             // What was queued behind this send stays behind its rest.
@@ -533,6 +570,7 @@ impl Shard {
         if let Some(b) = job.bid {
             self.give_back(b);
         }
+        self.keep_job(job);
         self.maybe_finish(slot, now);
     }
 
