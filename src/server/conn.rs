@@ -28,9 +28,6 @@ pub struct Conn {
     pub peer_eof: bool,
     /// The server-side close (shutdown) was started.
     pub close_started: bool,
-    /// io_uring: the input kept while backed up was handled once since
-    /// receiving stopped (a partial frame in it needs more bytes, not a retry).
-    pub carry_pending_done: bool,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -49,7 +46,6 @@ impl Conn {
             write_shut: false,
             peer_eof: false,
             close_started: false,
-            carry_pending_done: false,
         }
     }
 

@@ -21,6 +21,12 @@ pub const SHUTDOWN_QUIET: Duration = Duration::from_millis(50);
 /// How often a shutting-down driver re-checks connections for drained and quiet.
 pub const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
 
+/// What a session call needs from the shard. A free function, so it borrows
+/// only `ctx` while a slot of the table is borrowed mutably.
+fn core_ctx(ctx: &ShardContext, now: Instant) -> Ctx<'_> {
+    Ctx { config: &ctx.settings.core, now, admission: &*ctx.shared }
+}
+
 /// A connection: the driver's I/O handle plus the shared state.
 pub struct Slot<T> {
     /// The driver's per-connection I/O state (a socket, in-flight operations).
@@ -122,7 +128,7 @@ impl<T> Table<T> {
     /// `self.out` then holds what to send, resolved against `buf`.
     pub fn input(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
         self.out.clear();
-        let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+        let ctx = core_ctx(&self.ctx, now);
         let s = &mut self.slots[slot];
         let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
         s.conn.keep_carry(buf, start, &p);
@@ -172,7 +178,7 @@ impl<T> Table<T> {
             }
             s.conn.timer_at = None;
             self.out.clear();
-            let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+            let ctx = core_ctx(&self.ctx, now);
             if s.conn.session.handle_timeout(&ctx, &mut self.out) {
                 return Some((f.slot, TimerAction::Drop));
             }
@@ -224,7 +230,7 @@ impl<T> Table<T> {
         }
         s.conn.close_started = true;
         self.out.clear();
-        let ctx = Ctx { config: &self.ctx.settings.core, now, admission: &*self.ctx.shared };
+        let ctx = core_ctx(&self.ctx, now);
         s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);
         self.reschedule(slot);
         true

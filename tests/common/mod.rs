@@ -89,13 +89,7 @@ impl Server {
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
+        ricochet::bench::pid_rss_kib(self.pid()).expect("VmRSS")
     }
 
     /// Sends a signal (libc number).

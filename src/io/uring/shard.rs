@@ -73,6 +73,9 @@ struct Io {
     /// time from now on (a multishot receive reads ahead by many buffers
     /// before a cancel lands, and all of that would have to be kept).
     throttled: bool,
+    /// The input kept while backed up was handled once since receiving
+    /// stopped (a partial frame left in it needs more bytes, not a retry).
+    deferred_handled: bool,
 }
 
 // SAFETY: the raw pointers in SendJob point into memory owned by the job or
@@ -293,7 +296,15 @@ impl Shard {
             if self.table.ctx.settings.nodelay {
                 let _ = stream.set_nodelay(true);
             }
-            let io = Io { stream, recv_armed: false, busy: false, job: None, dying: false, throttled: false };
+            let io = Io {
+                stream,
+                recv_armed: false,
+                busy: false,
+                job: None,
+                dying: false,
+                throttled: false,
+                deferred_handled: false,
+            };
             let slot = self.table.insert(io, now);
             self.arm_recv(slot);
         } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
@@ -596,12 +607,12 @@ impl Shard {
             let bytes = s.conn.take_pending();
             return self.send_bytes(slot, bytes, now);
         }
-        if !s.io.recv_armed && s.conn.carry_len() > 0 && !s.conn.session.is_closed() && !s.conn.carry_pending_done {
+        if !s.io.recv_armed && s.conn.carry_len() > 0 && !s.conn.session.is_closed() && !s.io.deferred_handled {
             // Input that arrived while backed up: handle it once now.
-            s.conn.carry_pending_done = true;
+            s.io.deferred_handled = true;
             return self.process_copy(slot, &[], now);
         }
-        s.conn.carry_pending_done = false;
+        s.io.deferred_handled = false;
         if s.conn.peer_eof || s.conn.session.close_handshake_done() {
             return self.close(slot);
         }
