@@ -8,6 +8,7 @@
 //! memory per connection).
 
 pub mod conn;
+pub mod progress;
 
 use crate::server::config::{parse_duration, parse_size};
 use clap::{Args, ValueEnum};
@@ -15,6 +16,7 @@ use conn::{Conn, Errors, State};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use progress::Progress;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -166,12 +168,14 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let srv0 = args.server_pid.and_then(pid_cpu_seconds);
     let rss0 = args.server_pid.and_then(pid_rss_kib);
     let t0 = Instant::now();
+    let progress = Progress::new(duration, !args.json);
     let results: Vec<Result<ThreadResult, BenchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let n = args.connections / threads + usize::from(t < args.connections % threads);
                 let cpu = (!args.cpu.is_empty()).then(|| args.cpu[t % args.cpu.len()]);
                 let target = &target;
+                let progress = &progress;
                 s.spawn(move || {
                     if let Some(c) = cpu {
                         core_affinity::set_for_current(core_affinity::CoreId { id: c });
@@ -182,6 +186,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                         size,
                         pipeline: args.pipeline.max(1),
                         rate: args.rate.map(|r| r / threads as f64),
+                        progress,
                     };
                     match args.mode {
                         Mode::Echo => run_echo(target, &plan, duration),
@@ -190,9 +195,14 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                     }
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        while !handles.iter().all(|h| h.is_finished()) {
+            progress.tick();
+            std::thread::sleep(Duration::from_millis(100));
+        }
         handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
     });
+    progress.finish();
     let seconds = t0.elapsed().as_secs_f64();
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mode = format!("{:?}", args.mode).to_lowercase();
@@ -224,13 +234,14 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-struct Plan {
+struct Plan<'a> {
     conns: usize,
     first_id: u64,
     size: usize,
     pipeline: usize,
     /// Open loop: messages per second for this thread.
     rate: Option<f64>,
+    progress: &'a Progress,
 }
 
 struct ThreadResult {
@@ -273,6 +284,9 @@ fn open_all(
                     c.state = State::Done;
                     errors.failed += 1;
                 }
+                if c.state == State::Running {
+                    plan.progress.add_connected();
+                }
             }
         }
     }
@@ -291,6 +305,7 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
     let mut messages = 0u64;
     let t0 = Instant::now();
+    plan.progress.start_measuring(t0);
     let end = t0 + duration;
     if plan.rate.is_none() {
         for c in conns.iter_mut().filter(|c| c.state == State::Running) {
@@ -338,6 +353,7 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
             timeout = timeout.min(next_at.saturating_duration_since(now));
         }
         poll.poll(&mut events, Some(timeout))?;
+        let before = messages;
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
             if c.state != State::Running {
@@ -368,6 +384,7 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
                 errors.failed += 1;
             }
         }
+        plan.progress.add_messages(messages - before);
     }
     let seconds = t0.elapsed().min(duration).as_secs_f64();
     errors.missing += conns.iter().map(|c| c.in_flight() as u64).sum::<u64>();
@@ -385,6 +402,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration) -> Result<Threa
     let mut errors = Errors::default();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
     let t0 = Instant::now();
+    plan.progress.start_measuring(t0);
     let end = t0 + duration;
     let mut next_id = plan.first_id;
     let mut slots: Vec<Option<(Conn<TcpStream>, Instant)>> = (0..plan.conns).map(|_| None).collect();
@@ -425,6 +443,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration) -> Result<Threa
                 Some(true) => {
                     let _ = hist.record(t.elapsed().as_nanos() as u64);
                     done += 1;
+                    plan.progress.add_messages(1);
                     c.queue_close();
                     let _ = c.flush();
                 }
@@ -458,6 +477,7 @@ fn run_idle(
     let mut errors = Errors::default();
     let conns = open_all(target, plan, &mut poll, &mut errors)?;
     let connected = conns.iter().filter(|c| c.state == State::Running).count();
+    plan.progress.start_measuring(Instant::now());
     std::thread::sleep(duration);
     let rss_kib = server_pid.and_then(pid_rss_kib);
     Ok(ThreadResult {
