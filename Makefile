@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: build run test bench fuzz lint autobahn venv clean
+.PHONY: build run test bench bench-quick bench-build bench-core fuzz lint autobahn venv clean
 
 build:
 	$(CARGO) build --release
@@ -20,10 +20,13 @@ $(PYTHON): tests/python/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $(PYTHON)
 
-# Unit tests once; the tests over real sockets once per backend.
+# Unit tests once; the tests over real sockets once per backend; then the
+# `make bench` runner end to end on a tiny matrix.
 test: venv
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll $(CARGO) test --all-targets
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring $(CARGO) test --test '*'
+	$(CARGO) build -p ricochet-peers --bin peer-raw-echo
+	$(CARGO) test -p ricochet-bench-runner
 
 # Autobahn|Testsuite cases 1-10 against a release build; every case must be OK.
 autobahn: build
@@ -31,7 +34,21 @@ autobahn: build
 	AUTOBAHN_OUT=autobahn-reports/epoll scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_OUT=autobahn-reports/uring scripts/autobahn.sh ./target/release/ricochet --backend uring
 
-bench:
+# Ricochet against peer servers, side by side (README "Performance"): about
+# 9 minutes on 2 cores; bench-quick under 2. Results: bench/results/.
+# BENCH_ARGS passes flags through, e.g. BENCH_ARGS="--only ricochet-epoll,ricochet-uring".
+bench: bench-build
+	./target/release/ricochet-bench $(BENCH_ARGS)
+
+bench-quick: bench-build
+	./target/release/ricochet-bench --quick $(BENCH_ARGS)
+
+# Ricochet, the peer servers (bench/peers) and the runner (bench/runner).
+bench-build:
+	$(CARGO) build --release --workspace
+
+# Criterion micro-benchmarks of the protocol core.
+bench-core:
 	$(CARGO) bench --bench core
 
 fuzz:

@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use progress::Progress;
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -97,7 +98,7 @@ pub enum BenchError {
 }
 
 /// What a run measured.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// echo, idle or connect.
     pub mode: String,
@@ -253,6 +254,11 @@ struct ThreadResult {
     rss_kib: Option<u64>,
 }
 
+/// Handshakes in flight at once while opening connections: more would only
+/// overflow a slow server's accept queue, and a dropped SYN costs a
+/// one-second retransmit.
+const HANDSHAKES_IN_FLIGHT: usize = 256;
+
 /// Opens `plan.conns` connections and completes their handshakes.
 fn open_all(
     target: &Target,
@@ -261,20 +267,12 @@ fn open_all(
     errors: &mut Errors,
 ) -> Result<Vec<Conn<TcpStream>>, BenchError> {
     let mut conns = Vec::with_capacity(plan.conns);
-    for i in 0..plan.conns {
-        let std = std::net::TcpStream::connect(target.addr)
-            .map_err(|source| BenchError::Connect { addr: target.addr, source })?;
-        std.set_nodelay(true)?;
-        std.set_nonblocking(true)?;
-        let mut s = TcpStream::from_std(std);
-        poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.raw);
-        c.flush()?;
-        conns.push(c);
-    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut events = Events::with_capacity(1024);
-    while conns.iter().any(|c| c.state == State::Handshake) && Instant::now() < deadline {
+    let mut opening = 0usize;
+    let registry = poll.registry().try_clone()?;
+    // Waits for events once and moves finished handshakes on.
+    let mut turn = |conns: &mut Vec<Conn<TcpStream>>, opening: &mut usize, errors: &mut Errors| -> io::Result<()> {
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
@@ -284,11 +282,37 @@ fn open_all(
                     c.state = State::Done;
                     errors.failed += 1;
                 }
+                if c.state != State::Handshake {
+                    *opening -= 1;
+                }
                 if c.state == State::Running {
                     plan.progress.add_connected();
                 }
             }
         }
+        Ok(())
+    };
+    for i in 0..plan.conns {
+        while opening >= HANDSHAKES_IN_FLIGHT && Instant::now() < deadline {
+            turn(&mut conns, &mut opening, errors)?;
+        }
+        let std = std::net::TcpStream::connect(target.addr)
+            .map_err(|source| BenchError::Connect { addr: target.addr, source })?;
+        std.set_nodelay(true)?;
+        std.set_nonblocking(true)?;
+        let mut s = TcpStream::from_std(std);
+        registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.raw);
+        c.flush()?;
+        if c.state == State::Handshake {
+            opening += 1;
+        } else {
+            plan.progress.add_connected();
+        }
+        conns.push(c);
+    }
+    while opening > 0 && Instant::now() < deadline {
+        turn(&mut conns, &mut opening, errors)?;
     }
     for c in conns.iter_mut().filter(|c| c.state == State::Handshake) {
         c.state = State::Done;

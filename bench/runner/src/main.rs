@@ -1,0 +1,381 @@
+//! `make bench`: Ricochet and peer echo servers under one load generator
+//! (`ricochet bench`), side by side, on this machine.
+//!
+//! Every server starts once, pinned to the server CPU with one thread, and
+//! stays up; the load generator runs on the other CPUs. For each point the
+//! servers take turns (A B C A B C ...), so drift in a noisy machine falls on
+//! all of them alike, and each point is repeated: tables show medians with
+//! the min–max. Results go to `bench/results/<date>-<host>.{json,md,svg}`.
+
+mod chart;
+mod results;
+mod servers;
+mod table;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use results::{Host, Kind, Results, Sample};
+use ricochet::bench::Report;
+use servers::{Running, Spec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// Measures Ricochet against peer echo servers and writes a table and a chart.
+///
+/// The figure that settles comparisons is messages per server CPU-second: on a
+/// small machine the load generator often saturates before the server does,
+/// and then msgs/s measures the client while CPU per message still measures
+/// the server.
+#[derive(Parser, Debug)]
+#[command(name = "ricochet-bench")]
+struct Args {
+    /// Time measured per sample, e.g. 2s
+    #[arg(long, default_value = "2s")]
+    duration: String,
+    /// Samples per server and point (medians and min–max are over these)
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Connection counts of the echo matrix
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    connections: Vec<usize>,
+    /// Message sizes of the echo matrix (one message in flight per connection)
+    #[arg(long, value_delimiter = ',', default_value = "20,1K,16K,64K")]
+    sizes: Vec<String>,
+    /// Extra pipelined points: these sizes over the first connection count, --pipeline messages in flight each
+    #[arg(long, value_delimiter = ',', default_value = "20,1K")]
+    pipelined_sizes: Vec<String>,
+    /// Messages in flight per connection at the pipelined points (0 leaves them out)
+    #[arg(long, default_value_t = 16)]
+    pipeline: usize,
+    /// Concurrent connectors for the handshakes-per-second figure
+    #[arg(long, default_value_t = 20)]
+    connectors: usize,
+    /// Idle connections for the memory-per-connection figure
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Quick look (under 2 minutes): one 1-second sample per point, 2,000 idle connections
+    #[arg(long)]
+    quick: bool,
+    /// Only these servers (names as in the table), e.g. ricochet-epoll,raw-tcp-echo
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the release binaries are
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where results are written
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Also put the table and chart between `<!-- bench:start -->` and `<!-- bench:end -->` in this file
+    #[arg(long)]
+    readme: Option<PathBuf>,
+    /// Render the table and chart of an earlier results JSON instead of measuring
+    #[arg(long, value_name = "JSON")]
+    render: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ricochet-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(mut args: Args) -> Result<bool, String> {
+    let results = match &args.render {
+        Some(json) => {
+            let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?
+        }
+        None => {
+            if args.quick {
+                args.repeat = 1;
+                args.duration = "1s".into();
+                args.idle = args.idle.min(2_000);
+            }
+            measure(&args)?
+        }
+    };
+    let stem = format!("{}-{}", &results.host.started[..10.min(results.host.started.len())], results.host.hostname);
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let json_path = args.out.join(format!("{stem}.json"));
+    let md_path = args.out.join(format!("{stem}.md"));
+    let svg_path = args.out.join(format!("{stem}.svg"));
+    if args.render.is_none() {
+        let json = serde_json::to_string_pretty(&results).expect("results serialise");
+        std::fs::write(&json_path, json).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    }
+    let md = table::markdown(&results);
+    std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
+    chart::write_svg(&results, &svg_path).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    println!("{md}");
+    println!("wrote {}, {} and {}", json_path.display(), md_path.display(), svg_path.display());
+    if let Some(readme) = &args.readme {
+        let section = format!("Produced by `{}`:\n\n{md}\n![chart]({})\n", results.command, svg_path.display());
+        splice_readme(readme, &section)?;
+        println!("updated {}", readme.display());
+    }
+    Ok(results.failures().is_empty())
+}
+
+/// Replaces what lies between the bench markers in `path`.
+fn splice_readme(path: &Path, section: &str) -> Result<(), String> {
+    const START: &str = "<!-- bench:start -->";
+    const END: &str = "<!-- bench:end -->";
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        return Err(format!("{}: no {START} ... {END} section", path.display()));
+    };
+    if b < a {
+        return Err(format!("{}: {END} comes before {START}", path.display()));
+    }
+    let new = format!("{}{START}\n{section}{}", &text[..a], &text[b..]);
+    std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Which CPUs the servers and the load generator get: the first allowed CPU
+/// for the servers, the rest for the load.
+fn split_cpus() -> Result<(Vec<usize>, Vec<usize>), String> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    if ids.len() < 2 {
+        return Err("needs at least 2 CPUs: one for the server, one for the load generator".into());
+    }
+    Ok((vec![ids[0]], ids[1..].to_vec()))
+}
+
+fn list(cpus: &[usize]) -> String {
+    cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn host(server_cpus: &str, client_cpus: &str, cpus: usize) -> Host {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    Host {
+        hostname: read("/proc/sys/kernel/hostname"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        cpu_model,
+        cpus,
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        commit,
+        server_cpus: server_cpus.into(),
+        client_cpus: client_cpus.into(),
+    }
+}
+
+/// One `ricochet bench` invocation and what it should measure.
+struct Job<'a> {
+    kind: Kind,
+    connections: usize,
+    size: usize,
+    pipeline: usize,
+    duration: &'a str,
+}
+
+fn measure(args: &Args) -> Result<Results, String> {
+    ricochet::tune::raise_nofile_limit();
+    let (server_cpus, client_cpus) = split_cpus()?;
+    let (server_list, client_list) = (list(&server_cpus), list(&client_cpus));
+    let all_cpus = server_cpus.len() + client_cpus.len();
+    let mut skipped = Vec::new();
+    let go_source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/go/echo.go");
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let gorilla = match wanted("gorilla").then(|| servers::build_gorilla(&go_source, &args.bin_dir)) {
+        Some(Ok(exe)) => Some(exe),
+        Some(Err(why)) => {
+            skipped.push(("gorilla".to_string(), why));
+            None
+        }
+        None => None,
+    };
+    // With 4 or more CPUs, Ricochet also runs with a shard on each server CPU.
+    let shards = if all_cpus >= 4 { all_cpus / 2 } else { 1 };
+    let (server_list, client_list, client_cpus) = if shards > 1 {
+        let ids: Vec<usize> = server_cpus.iter().chain(&client_cpus).copied().collect();
+        (server_list, list(&ids[shards..]), ids[shards..].to_vec())
+    } else {
+        (server_list, client_list, client_cpus)
+    };
+    let mut specs: Vec<Spec> = servers::specs(&args.bin_dir, gorilla, shards);
+    if !args.only.is_empty() {
+        let known = |o: &String| specs.iter().any(|s| &s.name == o) || skipped.iter().any(|(n, _)| n == o);
+        if let Some(bad) = args.only.iter().find(|o| !known(o)) {
+            let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!("--only {bad:?}: not one of {}", names.join(", ")));
+        }
+        specs.retain(|s| args.only.contains(&s.name));
+    }
+    let pin = |s: &Spec| -> String {
+        if s.name.contains("-shards") {
+            let ids: Vec<usize> = (0..all_cpus).collect();
+            list(&ids[..shards])
+        } else {
+            server_list.clone()
+        }
+    };
+    let mut points: Vec<(usize, usize, usize)> = Vec::new();
+    for &c in &args.connections {
+        points.extend(sizes("--sizes", &args.sizes)?.into_iter().map(|s| (c, s, 1)));
+    }
+    if let (Some(&c), true) = (args.connections.first(), args.pipeline > 1) {
+        points.extend(sizes("--pipelined-sizes", &args.pipelined_sizes)?.into_iter().map(|s| (c, s, args.pipeline)));
+    }
+    let started = Instant::now();
+    let host = host(&server_list, &client_list, all_cpus);
+    let mut running: Vec<Running> = Vec::new();
+    for s in &specs {
+        running.push(Running::start(s, &pin(s)).map_err(|e| e.to_string())?);
+    }
+
+    let d = args.duration.as_str();
+    let mut jobs: Vec<(Job, usize)> = Vec::new();
+    let ws: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].raw).collect();
+    for &i in &ws {
+        jobs.push((Job { kind: Kind::Idle, connections: args.idle, size: 0, pipeline: 1, duration: "1s" }, i));
+    }
+    for _ in 0..args.repeat {
+        for &i in &ws {
+            jobs.push((
+                Job { kind: Kind::Connect, connections: args.connectors, size: 0, pipeline: 1, duration: d },
+                i,
+            ));
+        }
+    }
+    for &(connections, size, pipeline) in &points {
+        for _ in 0..args.repeat {
+            for i in 0..specs.len() {
+                jobs.push((Job { kind: Kind::Echo, connections, size, pipeline, duration: d }, i));
+            }
+        }
+    }
+
+    let bar = ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut samples = Vec::new();
+    for (job, i) in &jobs {
+        let label = format!(
+            "{} {:?} {} conns {} x{}",
+            specs[*i].name,
+            job.kind,
+            job.connections,
+            table::size_label(job.size),
+            job.pipeline
+        );
+        bar.set_message(label.clone());
+        if !running[*i].alive() {
+            // A crashed server is a failed sample and is started again.
+            samples.push(Sample {
+                kind: job.kind,
+                server: specs[*i].name.clone(),
+                connections: job.connections,
+                size: job.size,
+                pipeline: job.pipeline,
+                report: None,
+                error: Some("the server had exited".into()),
+            });
+            running[*i] = Running::start(&specs[*i], &pin(&specs[*i])).map_err(|e| e.to_string())?;
+        }
+        let threads = client_cpus.len().min(job.connections.max(1));
+        let sample = sample(&args.bin_dir, &running[*i], job, &client_list, threads);
+        if bar.is_hidden() {
+            let got = match (&sample.error, job.kind) {
+                (Some(e), _) => Some(format!("error: {e}")),
+                (None, Kind::Idle) => sample.bytes_per_idle_connection().map(|b| format!("{b:.0} B per connection")),
+                (None, _) => sample.rate().map(|r| format!("{}/s", table::si(r))),
+            }
+            .unwrap_or_else(|| "unclean: wrong or missing echoes, or failed connections".into());
+            eprintln!("[{}/{}] {label}: {got}", bar.position() + 1, jobs.len());
+        }
+        samples.push(sample);
+        bar.inc(1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+    for r in running {
+        r.stop();
+    }
+    eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
+    let command = std::iter::once("ricochet-bench".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>();
+    Ok(Results {
+        host,
+        command: command.join(" "),
+        duration_s: ricochet::server::config::parse_duration("--duration", d, false)
+            .map_err(|e| e.to_string())?
+            .as_secs_f64(),
+        repeat: args.repeat,
+        client_threads: client_cpus.len(),
+        servers: specs,
+        skipped,
+        samples,
+    })
+}
+
+/// Parses a list of sizes given to `flag`.
+fn sizes(flag: &'static str, list: &[String]) -> Result<Vec<usize>, String> {
+    list.iter().map(|s| ricochet::server::config::parse_size(flag, s, 1, 16 << 20).map_err(|e| e.to_string())).collect()
+}
+
+/// Runs the load generator once against `server`.
+fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize) -> Sample {
+    let mut cmd = Command::new(bin.join("ricochet"));
+    cmd.args(["bench", &server.url, "--json", "--cpu", cpus])
+        .args(["--threads", &threads.to_string(), "--server-pid", &server.pid().to_string()])
+        .args(["--connections", &job.connections.to_string(), "--duration", job.duration]);
+    match job.kind {
+        Kind::Echo => cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string()]),
+        Kind::Connect => cmd.args(["--mode", "connect"]),
+        Kind::Idle => cmd.args(["--mode", "idle"]),
+    };
+    let (report, error) = match run_with_timeout(cmd, Duration::from_secs(120)) {
+        Err(e) => (None, Some(e)),
+        Ok(stdout) => match serde_json::from_str::<Report>(stdout.trim()) {
+            Ok(r) => (Some(r), None),
+            Err(_) => (None, Some(format!("no report: {}", stdout.lines().next().unwrap_or("(nothing)")))),
+        },
+    };
+    let (kind, connections, size, pipeline) = (job.kind, job.connections, job.size, job.pipeline);
+    Sample { kind, server: server.spec.name.clone(), connections, size, pipeline, report, error }
+}
+
+/// Runs `cmd` and returns its stdout, killing it after `limit`.
+fn run_with_timeout(mut cmd: Command, limit: Duration) -> Result<String, String> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("bench: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("bench did not finish within {} s", limit.as_secs()));
+            }
+        }
+    }
+    let stderr = child.stderr.take().map(|e| std::io::read_to_string(e).unwrap_or_default()).unwrap_or_default();
+    let out = reader.join().unwrap_or_default();
+    if out.trim().is_empty() {
+        return Err(stderr.lines().next().unwrap_or("bench printed nothing").to_string());
+    }
+    Ok(out)
+}

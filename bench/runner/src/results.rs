@@ -1,0 +1,253 @@
+//! What a `make bench` run recorded (the JSON file) and the figures derived from it.
+
+use ricochet::bench::Report;
+use serde::{Deserialize, Serialize};
+
+/// The machine and the run's settings, so a results file explains itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Host {
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// CPUs this run could use.
+    pub cpus: usize,
+    /// UTC time the run started (RFC 3339).
+    pub started: String,
+    /// `git describe` of the tree that was measured, when known.
+    pub commit: Option<String>,
+    /// CPUs the server under test was pinned to.
+    pub server_cpus: String,
+    /// CPUs the load generator threads were pinned to.
+    pub client_cpus: String,
+}
+
+/// What kind of point a sample belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Closed-loop echo of `size`-byte messages over `connections`.
+    Echo,
+    /// New connections and handshakes per second.
+    Connect,
+    /// Server RSS with `connections` idle connections.
+    Idle,
+}
+
+/// One measurement of one server at one point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    /// Echo, connect or idle.
+    pub kind: Kind,
+    /// Server name (see `servers::Spec`).
+    pub server: String,
+    /// Connections the load generator opened.
+    pub connections: usize,
+    /// Message size in bytes (0 for connect and idle).
+    pub size: usize,
+    /// Messages in flight per connection (echo points).
+    #[serde(default = "one")]
+    pub pipeline: usize,
+    /// The load generator's report; None when the run failed outright.
+    pub report: Option<Report>,
+    /// Why the run failed or was unclean, if it was.
+    pub error: Option<String>,
+}
+
+impl Sample {
+    /// Messages (or handshakes) per second.
+    pub fn rate(&self) -> Option<f64> {
+        self.clean().map(|r| r.messages as f64 / r.seconds.max(1e-9))
+    }
+
+    /// Messages per second of server CPU time: the figure that stays fair
+    /// when the load generator, not the server, is the bottleneck.
+    pub fn per_server_cpu_second(&self) -> Option<f64> {
+        let r = self.clean()?;
+        Some(r.messages as f64 / r.server_cpu?.max(1e-9))
+    }
+
+    /// Server CPU time over wall time (1.0 = one CPU busy all along).
+    pub fn server_share(&self) -> Option<f64> {
+        let r = self.clean()?;
+        Some(r.server_cpu? / r.seconds.max(1e-9))
+    }
+
+    /// Load generator CPU time over wall time, per client thread.
+    pub fn client_share(&self, client_threads: usize) -> Option<f64> {
+        let r = self.clean()?;
+        Some(r.client_cpu / r.seconds.max(1e-9) / client_threads.max(1) as f64)
+    }
+
+    /// Server RSS growth per idle connection, in bytes.
+    pub fn bytes_per_idle_connection(&self) -> Option<f64> {
+        let r = self.clean()?;
+        let (before, after) = r.server_rss_kib?;
+        Some(after.saturating_sub(before) as f64 * 1024.0 / r.connected.max(1) as f64)
+    }
+
+    /// Median connect-to-101 latency in microseconds (connect points).
+    pub fn p50_us(&self) -> Option<f64> {
+        self.clean().map(|r| r.latency_us[0])
+    }
+
+    fn clean(&self) -> Option<&Report> {
+        self.report.as_ref().filter(|r| r.clean() && self.error.is_none())
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// An echo point: connections, message size, messages in flight per connection.
+pub type Point = (usize, usize, usize);
+
+/// Everything one run recorded: written as `bench/results/<date>-<host>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// Where and when.
+    pub host: Host,
+    /// The command line that produced this file.
+    pub command: String,
+    /// Seconds measured per echo or connect sample.
+    pub duration_s: f64,
+    /// Samples per server and point.
+    pub repeat: usize,
+    /// Load generator threads per sample.
+    pub client_threads: usize,
+    /// The servers, in alternation order.
+    pub servers: Vec<crate::servers::Spec>,
+    /// Servers left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Every sample, in the order taken.
+    pub samples: Vec<Sample>,
+}
+
+/// Median with the range it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The median.
+    pub median: f64,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+impl Spread {
+    /// None when `xs` is empty.
+    pub fn of(mut xs: Vec<f64>) -> Option<Spread> {
+        if xs.is_empty() {
+            return None;
+        }
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        let median = if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 };
+        Some(Spread { median, min: xs[0], max: xs[n - 1] })
+    }
+}
+
+impl Results {
+    /// The spread of `metric` over the samples of one server at one point;
+    /// None when any sample there failed (a failure is never averaged away).
+    pub fn spread(
+        &self,
+        kind: Kind,
+        server: &str,
+        (connections, size, pipeline): Point,
+        metric: impl Fn(&Sample) -> Option<f64>,
+    ) -> Option<Spread> {
+        let xs: Option<Vec<f64>> = self
+            .samples
+            .iter()
+            .filter(|s| {
+                s.kind == kind
+                    && s.server == server
+                    && (s.connections, s.size, s.pipeline) == (connections, size, pipeline)
+            })
+            .map(metric)
+            .collect();
+        Spread::of(xs?)
+    }
+
+    /// The echo points in the order they were run.
+    pub fn echo_points(&self) -> Vec<Point> {
+        let mut v: Vec<Point> = Vec::new();
+        for s in self.samples.iter().filter(|s| s.kind == Kind::Echo) {
+            if !v.contains(&(s.connections, s.size, s.pipeline)) {
+                v.push((s.connections, s.size, s.pipeline));
+            }
+        }
+        v
+    }
+
+    /// Samples that failed, as `server at point: why` lines.
+    pub fn failures(&self) -> Vec<String> {
+        self.samples
+            .iter()
+            .filter_map(|s| {
+                let why = s.error.clone().or_else(|| {
+                    let r = s.report.as_ref()?;
+                    (!r.clean()).then(|| {
+                        format!("{} wrong, {} missing, {} failed connections", r.mismatched, r.missing, r.failed)
+                    })
+                })?;
+                Some(format!("{} {:?} {} conns {} B x{}: {why}", s.server, s.kind, s.connections, s.size, s.pipeline))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle_and_the_ends() {
+        assert_eq!(Spread::of(vec![3.0, 1.0, 2.0]), Some(Spread { median: 2.0, min: 1.0, max: 3.0 }));
+        assert_eq!(Spread::of(vec![4.0, 1.0]).map(|s| s.median), Some(2.5));
+        assert_eq!(Spread::of(vec![]), None);
+    }
+
+    #[test]
+    fn a_failed_sample_spoils_its_point() {
+        let ok = Report { messages: 100, seconds: 1.0, server_cpu: Some(0.5), ..Default::default() };
+        let bad = Report { missing: 1, ..ok.clone() };
+        let sample = |r: Report| Sample {
+            kind: Kind::Echo,
+            server: "s".into(),
+            connections: 1,
+            size: 20,
+            pipeline: 1,
+            report: Some(r),
+            error: None,
+        };
+        let mut results = Results {
+            host: Host {
+                hostname: String::new(),
+                kernel: String::new(),
+                cpu_model: String::new(),
+                cpus: 2,
+                started: String::new(),
+                commit: None,
+                server_cpus: "0".into(),
+                client_cpus: "1".into(),
+            },
+            command: String::new(),
+            duration_s: 1.0,
+            repeat: 2,
+            client_threads: 1,
+            servers: vec![],
+            skipped: vec![],
+            samples: vec![sample(ok.clone()), sample(ok)],
+        };
+        let per = |r: &Results| r.spread(Kind::Echo, "s", (1, 20, 1), Sample::per_server_cpu_second);
+        assert_eq!(per(&results).map(|s| s.median), Some(200.0));
+        results.samples.push(sample(bad));
+        assert_eq!(per(&results), None);
+        assert_eq!(results.failures().len(), 1);
+    }
+}

@@ -1,0 +1,190 @@
+//! The servers `make bench` compares: how to find, start, watch and stop each.
+//!
+//! Every server runs one thread pinned to the server CPU set (with `taskset`,
+//! so a peer needs no pinning code of its own) and prints `listening on ADDR`
+//! on stdout once it accepts; the runner reads that line to learn the port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use thiserror::Error;
+
+/// One server under test.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Spec {
+    /// Short name used in tables and the chart.
+    pub name: String,
+    /// True for Ricochet itself (the numerator of every ratio).
+    pub ricochet: bool,
+    /// True for the raw TCP echo: `tcp://` URLs, no WebSocket framing.
+    pub raw: bool,
+    /// The command line, after `taskset -c CPUS`.
+    pub argv: Vec<String>,
+    /// Extra environment, e.g. GOMAXPROCS.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+/// A server that could not be started.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The binary is missing.
+    #[error("{name}: {path} not found (run `cargo build --release --workspace`)")]
+    Missing {
+        /// Server name.
+        name: String,
+        /// Where it was looked for.
+        path: String,
+    },
+    /// Spawning failed.
+    #[error("{name}: cannot start: {source}")]
+    Spawn {
+        /// Server name.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It exited or printed something else before `listening on`.
+    #[error("{name}: did not announce its address (first line {line:?})")]
+    NoAddress {
+        /// Server name.
+        name: String,
+        /// What it printed instead.
+        line: String,
+    },
+}
+
+/// The servers to compare, in alternation order. `bin` holds the release
+/// binaries; `shards` > 1 adds Ricochet with that many shards.
+pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
+    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    let ricochet = |name: &str, backend: &str, shards: usize| Spec {
+        name: name.into(),
+        ricochet: true,
+        raw: false,
+        argv: [&path("ricochet"), "serve", "--listen", "127.0.0.1:0", "--shards", &shards.to_string()]
+            .into_iter()
+            .chain(["--backend", backend])
+            .map(String::from)
+            .collect(),
+        env: vec![],
+    };
+    let peer = |name: &str, exe: String, raw: bool| Spec {
+        name: name.into(),
+        ricochet: false,
+        raw,
+        argv: vec![exe, "--listen".into(), "127.0.0.1:0".into()],
+        env: vec![],
+    };
+    let mut v = vec![
+        ricochet("ricochet-epoll", "epoll", 1),
+        ricochet("ricochet-uring", "uring", 1),
+        peer("fastwebsockets", path("peer-fastwebsockets"), false),
+        peer("tokio-tungstenite", path("peer-tungstenite"), false),
+    ];
+    if let Some(go) = gorilla {
+        let mut g = peer("gorilla", go.to_string_lossy().into_owned(), false);
+        g.env.push(("GOMAXPROCS".into(), "1".into()));
+        v.push(g);
+    }
+    v.push(peer("raw-tcp-echo", path("peer-raw-echo"), true));
+    if shards > 1 {
+        v.push(ricochet(&format!("ricochet-epoll-{shards}-shards"), "epoll", shards));
+    }
+    v
+}
+
+/// Builds the Go gorilla echo server into `out` when `go` and Debian's
+/// gorilla/websocket package are both present; None (with the reason) otherwise.
+pub fn build_gorilla(source: &Path, out: &Path) -> Result<PathBuf, String> {
+    const GOPATH: &str = "/usr/share/gocode";
+    if !Path::new(GOPATH).join("src/github.com/gorilla/websocket").is_dir() {
+        return Err("Debian's golang-github-gorilla-websocket-dev is not installed".into());
+    }
+    let out = std::path::absolute(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let exe = out.join("peer-gorilla");
+    let cache = out.join("go-build-cache");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(source)
+        .env("GOPATH", GOPATH)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match status {
+        Err(e) => Err(format!("go is not available ({e})")),
+        Ok(o) if !o.status.success() => {
+            Err(format!("go build failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("")))
+        }
+        Ok(_) => Ok(exe),
+    }
+}
+
+/// A started server.
+pub struct Running {
+    /// What was started.
+    pub spec: Spec,
+    /// The process.
+    pub child: Child,
+    /// `ws://ADDR/` or `tcp://ADDR`.
+    pub url: String,
+}
+
+impl Running {
+    /// Starts `spec` pinned to `cpus` (a taskset list such as `0` or `0-3`).
+    pub fn start(spec: &Spec, cpus: &str) -> Result<Running, ServerError> {
+        let exe = &spec.argv[0];
+        if !Path::new(exe).exists() {
+            return Err(ServerError::Missing { name: spec.name.clone(), path: exe.clone() });
+        }
+        let mut child = Command::new("taskset")
+            .arg("-c")
+            .arg(cpus)
+            .args(&spec.argv)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| ServerError::Spawn { name: spec.name.clone(), source })?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ServerError::NoAddress { name: spec.name.clone(), line });
+        };
+        let url = if spec.raw { format!("tcp://{addr}") } else { format!("ws://{addr}/") };
+        Ok(Running { spec: spec.clone(), child, url })
+    }
+
+    /// The process id, for CPU and RSS readings.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after five seconds.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..50 {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

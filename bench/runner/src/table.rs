@@ -1,0 +1,182 @@
+//! The Markdown tables a run prints and writes next to its JSON.
+
+use crate::results::{Kind, Point, Results, Sample, Spread};
+use std::fmt::Write;
+
+/// 137 → "137", 13_700 → "13.7k", 1_370_000 → "1.37M".
+pub fn si(x: f64) -> String {
+    let (v, unit) = match x.abs() {
+        a if a >= 1e6 => (x / 1e6, "M"),
+        a if a >= 1e3 => (x / 1e3, "k"),
+        _ => return format!("{x:.0}"),
+    };
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$}{unit}")
+}
+
+/// "20 B", "1 KiB", "64 KiB".
+pub fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+fn spread_cell(s: Option<Spread>, f: impl Fn(f64) -> String) -> String {
+    match s {
+        None => "failed".into(),
+        Some(s) if s.min == s.max => f(s.median),
+        Some(s) => format!("{} ({}–{})", f(s.median), f(s.min), f(s.max)),
+    }
+}
+
+fn row(cells: &[String]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
+fn header(out: &mut String, cells: &[String]) {
+    out.push_str(&row(cells));
+    out.push_str(&row(&vec!["---".to_string(); cells.len()]));
+}
+
+/// The full Markdown report of a run.
+pub fn markdown(r: &Results) -> String {
+    let names: Vec<&str> = r.servers.iter().map(|s| s.name.as_str()).collect();
+    let ours: Vec<&str> = r.servers.iter().filter(|s| s.ricochet).map(|s| s.name.as_str()).collect();
+    let peers: Vec<&str> = r.servers.iter().filter(|s| !s.ricochet).map(|s| s.name.as_str()).collect();
+    let points = r.echo_points();
+    let mut out = String::new();
+    let lead = |(c, s, p): Point| vec![c.to_string(), size_label(s), p.to_string()];
+    let keys = || vec!["connections".to_string(), "size".into(), "in flight".into()];
+
+    let _ = writeln!(
+        out,
+        "**Messages per server CPU-second** (higher is better), median (min–max) of {} runs:\n",
+        r.repeat
+    );
+    header(&mut out, &[keys(), names.iter().map(|n| n.to_string()).collect()].concat());
+    for &pt in &points {
+        let cells = names.iter().map(|n| spread_cell(r.spread(Kind::Echo, n, pt, Sample::per_server_cpu_second), si));
+        out.push_str(&row(&[lead(pt), cells.collect()].concat()));
+    }
+
+    let _ = writeln!(out, "\n**Ricochet ÷ peer** in messages per server CPU-second, medians ({}):\n", ours.join(" · "));
+    header(&mut out, &[keys(), peers.iter().map(|p| format!("÷ {p}")).collect()].concat());
+    for &pt in &points {
+        let per = |n: &str| r.spread(Kind::Echo, n, pt, Sample::per_server_cpu_second).map(|x| x.median);
+        let cells = peers.iter().map(|p| {
+            ours.iter()
+                .map(|o| match (per(o), per(p)) {
+                    (Some(a), Some(b)) => format!("{:.2}", a / b),
+                    _ => "–".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
+        });
+        out.push_str(&row(&[lead(pt), cells.collect()].concat()));
+    }
+
+    let _ = writeln!(
+        out,
+        "\n**Throughput** in messages per second each way, median, with the server's CPU share and the load \
+         generator's (per thread, {} thread{}):\n",
+        r.client_threads,
+        if r.client_threads == 1 { "" } else { "s" }
+    );
+    header(&mut out, &[keys(), names.iter().map(|n| n.to_string()).collect()].concat());
+    for &pt in &points {
+        let cells = names.iter().map(|n| {
+            let m = |f: &dyn Fn(&Sample) -> Option<f64>| r.spread(Kind::Echo, n, pt, f).map(|x| x.median);
+            match (m(&Sample::rate), m(&Sample::server_share), m(&|x| x.client_share(r.client_threads))) {
+                (Some(rate), Some(srv), Some(cli)) => {
+                    format!("{} · server {:.0}% · client {:.0}%", si(rate), srv * 100.0, cli * 100.0)
+                }
+                _ => "failed".into(),
+            }
+        });
+        out.push_str(&row(&[lead(pt), cells.collect()].concat()));
+    }
+
+    let connect = r.samples.iter().find(|s| s.kind == Kind::Connect).map(|s| s.connections);
+    let idle = r.samples.iter().find(|s| s.kind == Kind::Idle).map(|s| s.connections);
+    if connect.is_some() || idle.is_some() {
+        let _ = writeln!(out, "\n**Connections**:\n");
+        header(
+            &mut out,
+            &[
+                "server".into(),
+                format!("handshakes/s ({} connectors)", connect.unwrap_or(0)),
+                "connect-to-101 p50".into(),
+                format!("server RSS per idle connection ({} idle)", idle.unwrap_or(0)),
+            ],
+        );
+        for n in &names {
+            let spec = r.servers.iter().find(|s| s.name == *n).expect("named server");
+            if spec.raw {
+                continue;
+            }
+            let hs = connect.map(|c| spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::rate), si));
+            let p50 = connect
+                .map(|c| spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::p50_us), |x| format!("{x:.0} µs")));
+            let rss = idle.map(|c| {
+                spread_cell(r.spread(Kind::Idle, n, (c, 0, 1), Sample::bytes_per_idle_connection), |x| {
+                    format!("{x:.0} B")
+                })
+            });
+            let dash = || "–".to_string();
+            out.push_str(&row(&[
+                n.to_string(),
+                hs.unwrap_or_else(dash),
+                p50.unwrap_or_else(dash),
+                rss.unwrap_or_else(dash),
+            ]));
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\n{} · kernel {} · {} · {} CPUs · server on CPU {} (one thread), load on CPU {} · {} s per sample · {}",
+        r.host.hostname,
+        r.host.kernel,
+        r.host.cpu_model,
+        r.host.cpus,
+        r.host.server_cpus,
+        r.host.client_cpus,
+        r.duration_s,
+        r.host.started
+    );
+    for (name, why) in &r.skipped {
+        let _ = writeln!(out, "\nSkipped {name}: {why}.");
+    }
+    let failures = r.failures();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\n**Failed samples** (their points show as failed):\n");
+        for f in failures {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_at_a_glance() {
+        assert_eq!(si(137.4), "137");
+        assert_eq!(si(13_740.0), "13.7k");
+        assert_eq!(si(137_400.0), "137k");
+        assert_eq!(si(1_374_000.0), "1.37M");
+        assert_eq!(size_label(20), "20 B");
+        assert_eq!(size_label(1024), "1 KiB");
+        assert_eq!(size_label(65536), "64 KiB");
+    }
+}

@@ -1,0 +1,78 @@
+//! `ricochet-bench` end to end on a tiny matrix: Ricochet against the raw TCP
+//! echo, real servers on 127.0.0.1, real load. Checks what it writes, not how
+//! fast anything was (speed belongs in benchmarks, not tests).
+//!
+//! Needs `ricochet` and `peer-raw-echo` built next to the runner
+//! (`make test` builds them; `cargo build -p ricochet -p ricochet-peers`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn runner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ricochet-bench"))
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_ricochet-bench")).parent().expect("target dir").to_path_buf()
+}
+
+#[test]
+fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, "# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nafter\n").unwrap();
+    let out = runner()
+        .args(["--only", "ricochet-epoll,raw-tcp-echo", "--connections", "4", "--sizes", "20,1K"])
+        .args(["--pipelined-sizes", "20", "--pipeline", "4", "--duration", "300ms", "--repeat", "2"])
+        .args(["--idle", "20", "--connectors", "2", "--bin-dir"])
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(dir.path().join("results"))
+        .arg("--readme")
+        .arg(&readme)
+        .output()
+        .expect("runner runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "runner failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(dir.path().join("results")).unwrap().map(|e| e.unwrap().path()).collect();
+    let find = |ext: &str| files.iter().find(|p| p.extension().is_some_and(|e| e == ext)).expect(ext).clone();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find("json")).unwrap()).unwrap();
+    let samples = json["samples"].as_array().unwrap();
+    // Idle once, connect twice, 3 echo points x 2 repeats, for Ricochet; the
+    // raw echo has no handshake, so only its 6 echo samples.
+    let count =
+        |server: &str, kind: &str| samples.iter().filter(|s| s["server"] == server && s["kind"] == kind).count();
+    assert_eq!(
+        (count("ricochet-epoll", "idle"), count("ricochet-epoll", "connect"), count("ricochet-epoll", "echo")),
+        (1, 2, 6)
+    );
+    assert_eq!((count("raw-tcp-echo", "connect"), count("raw-tcp-echo", "echo")), (0, 6));
+    for s in samples {
+        assert!(s["error"].is_null(), "sample failed: {s}");
+        let r = &s["report"];
+        assert!(r["messages"].as_u64().unwrap() > 0 || s["kind"] == "idle", "nothing measured: {s}");
+        assert!(r["server_cpu"].is_number(), "server CPU not read: {s}");
+    }
+
+    let md = std::fs::read_to_string(find("md")).unwrap();
+    for row in ["| 4 | 20 B | 1 |", "| 4 | 1 KiB | 1 |", "| 4 | 20 B | 4 |", "÷ raw-tcp-echo", "| ricochet-epoll |"] {
+        assert!(md.contains(row), "no {row:?} in\n{md}");
+    }
+    assert!(stdout.contains("| 4 | 20 B | 4 |"), "the table is printed too");
+    let svg = std::fs::read_to_string(find("svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("ricochet-epoll") && svg.contains("4 in flight"));
+
+    let spliced = std::fs::read_to_string(&readme).unwrap();
+    assert!(!spliced.contains("old") && spliced.contains("| 4 | 20 B | 4 |") && spliced.ends_with("after\n"));
+}
+
+#[test]
+fn an_unknown_server_name_is_one_line_and_exit_2() {
+    let out = runner().args(["--only", "nginx", "--bin-dir"]).arg(bin_dir()).output().expect("runner runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("\"nginx\"") && stderr.contains("ricochet-epoll"), "{stderr}");
+}
