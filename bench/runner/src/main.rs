@@ -138,15 +138,14 @@ fn splice_readme(path: &Path, section: &str) -> Result<(), String> {
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Which CPUs the servers and the load generator get: the first allowed CPU
-/// for the servers, the rest for the load.
-fn split_cpus() -> Result<(Vec<usize>, Vec<usize>), String> {
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Result<Vec<usize>, String> {
     let mut ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
     ids.sort_unstable();
     if ids.len() < 2 {
         return Err("needs at least 2 CPUs: one for the server, one for the load generator".into());
     }
-    Ok((vec![ids[0]], ids[1..].to_vec()))
+    Ok(ids)
 }
 
 fn list(cpus: &[usize]) -> String {
@@ -188,9 +187,14 @@ struct Job<'a> {
 
 fn measure(args: &Args) -> Result<Results, String> {
     ricochet::tune::raise_nofile_limit();
-    let (server_cpus, client_cpus) = split_cpus()?;
-    let (server_list, client_list) = (list(&server_cpus), list(&client_cpus));
-    let all_cpus = server_cpus.len() + client_cpus.len();
+    // One-thread servers get the first CPU. With 4 or more CPUs, Ricochet
+    // also runs with a shard on each CPU of the first half; the load always
+    // gets the CPUs no server uses.
+    let ids = allowed_cpus()?;
+    let all_cpus = ids.len();
+    let shards = if all_cpus >= 4 { all_cpus / 2 } else { 1 };
+    let (server_list, client_cpus) = (list(&ids[..1]), ids[shards..].to_vec());
+    let client_list = list(&client_cpus);
     let mut skipped = Vec::new();
     let go_source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/go/echo.go");
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
@@ -202,14 +206,6 @@ fn measure(args: &Args) -> Result<Results, String> {
         }
         None => None,
     };
-    // With 4 or more CPUs, Ricochet also runs with a shard on each server CPU.
-    let shards = if all_cpus >= 4 { all_cpus / 2 } else { 1 };
-    let (server_list, client_list, client_cpus) = if shards > 1 {
-        let ids: Vec<usize> = server_cpus.iter().chain(&client_cpus).copied().collect();
-        (server_list, list(&ids[shards..]), ids[shards..].to_vec())
-    } else {
-        (server_list, client_list, client_cpus)
-    };
     let mut specs: Vec<Spec> = servers::specs(&args.bin_dir, gorilla, shards);
     if !args.only.is_empty() {
         let known = |o: &String| specs.iter().any(|s| &s.name == o) || skipped.iter().any(|(n, _)| n == o);
@@ -219,14 +215,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         }
         specs.retain(|s| args.only.contains(&s.name));
     }
-    let pin = |s: &Spec| -> String {
-        if s.name.contains("-shards") {
-            let ids: Vec<usize> = (0..all_cpus).collect();
-            list(&ids[..shards])
-        } else {
-            server_list.clone()
-        }
-    };
+    let pin = |s: &Spec| -> String { list(&ids[..s.threads]) };
     let mut points: Vec<(usize, usize, usize)> = Vec::new();
     for &c in &args.connections {
         points.extend(sizes("--sizes", &args.sizes)?.into_iter().map(|s| (c, s, 1)));

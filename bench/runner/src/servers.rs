@@ -19,11 +19,18 @@ pub struct Spec {
     pub ricochet: bool,
     /// True for the raw TCP echo: `tcp://` URLs, no WebSocket framing.
     pub raw: bool,
+    /// Threads (shards), each given a CPU of its own.
+    #[serde(default = "one")]
+    pub threads: usize,
     /// The command line, after `taskset -c CPUS`.
     pub argv: Vec<String>,
     /// Extra environment, e.g. GOMAXPROCS.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A server that could not be started.
@@ -63,6 +70,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         name: name.into(),
         ricochet: true,
         raw: false,
+        threads: shards,
         argv: [&path("ricochet"), "serve", "--listen", "127.0.0.1:0", "--shards", &shards.to_string()]
             .into_iter()
             .chain(["--backend", backend])
@@ -74,6 +82,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         name: name.into(),
         ricochet: false,
         raw,
+        threads: 1,
         argv: vec![exe, "--listen".into(), "127.0.0.1:0".into()],
         env: vec![],
     };
