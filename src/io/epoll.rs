@@ -55,9 +55,11 @@ pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnc
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut listener = TcpListener::from_std(listener);
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let reserve = read_reserve(&ctx);
+    let base = read_reserve(&ctx);
+    let buf = vec![0; base + super::ECHO_ALIGN + ctx.settings.read_buffer];
+    let reserve = base + super::aligned_echo_pad(buf.as_ptr() as usize + base);
     let mut shard = Shard {
-        buf: vec![0; reserve + ctx.settings.read_buffer],
+        buf,
         reserve,
         table: Table::new(ctx),
         poll,

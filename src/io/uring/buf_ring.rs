@@ -26,6 +26,9 @@ pub struct BufRing {
     entries: u16,
     buf_size: usize,
     reserve: usize,
+    /// Distance between buffers: reserve plus size, rounded up to 64 so
+    /// every buffer starts 64-byte aligned.
+    stride: usize,
     /// Our copy of the tail (the kernel reads the shared one).
     tail: u16,
     /// The buffer group id receives name.
@@ -47,7 +50,8 @@ impl BufRing {
         let page = 4096;
         let ring_layout = Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), page)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let bufs_layout = Layout::from_size_align(entries as usize * (reserve + buf_size), page)
+        let stride = (reserve + buf_size).next_multiple_of(64);
+        let bufs_layout = Layout::from_size_align(entries as usize * stride, page)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: both layouts have nonzero size (entries >= 1, buf_size checked by caller's use).
         let ring = unsafe { alloc_zeroed(ring_layout) } as *mut BufRingEntry;
@@ -63,7 +67,8 @@ impl BufRing {
             // SAFETY: off is within the allocation just made.
             unsafe { std::ptr::write_volatile(bufs.add(off), 0) };
         }
-        let mut me = BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, reserve, tail: 0, bgid };
+        let mut me =
+            BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, reserve, stride, tail: 0, bgid };
         // SAFETY: the ring is page-aligned, sized for `entries`, and lives
         // until after the IoUring is dropped (struct invariant above).
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, bgid, 0)? };
@@ -86,8 +91,7 @@ impl BufRing {
     /// `bid` must have been handed out by a completion and not recycled yet.
     pub unsafe fn slot_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
         debug_assert!(bid < self.entries && len <= self.buf_size);
-        let stride = self.reserve + self.buf_size;
-        std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * stride), self.reserve + len)
+        std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * self.stride), self.reserve + len)
     }
 
     /// Hands buffer `bid` back to the kernel.
@@ -101,8 +105,7 @@ impl BufRing {
         // SAFETY: idx < entries; the kernel does not read entries past the
         // published tail, so writing this one races with nothing.
         let e = unsafe { &mut *self.ring.add(idx) };
-        let stride = (self.reserve + self.buf_size) as u64;
-        e.set_addr(self.bufs as u64 + bid as u64 * stride + self.reserve as u64);
+        e.set_addr(self.bufs as u64 + (bid as usize * self.stride + self.reserve) as u64);
         e.set_len(self.buf_size as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);

@@ -33,9 +33,11 @@ const OP_WAKE: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const OP_POLLOUT: u64 = 6;
 /// Bytes of our own in front of each provided buffer: a server header plus
-/// carried bytes up to a control frame. A bigger carry (a request head split
-/// across reads) goes through the scratch buffer instead.
-const RESERVE: usize = 256;
+/// carried bytes up to a control frame (256), padded so that received bytes
+/// land where their echo starts 64-byte aligned (buffers are 64-byte aligned;
+/// see `aligned_echo_pad`). A bigger carry (a request head split across
+/// reads) goes through the scratch buffer instead.
+const RESERVE: usize = 256 + crate::io::aligned_echo_pad(256);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const BGID: u16 = 0;
 
