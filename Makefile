@@ -34,14 +34,14 @@ autobahn: build
 	AUTOBAHN_OUT=autobahn-reports/epoll scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_OUT=autobahn-reports/uring scripts/autobahn.sh ./target/release/ricochet --backend uring
 
-# Ricochet against peer servers, side by side (README "Performance"): about
-# 9 minutes on 2 cores; bench-quick under 2. Results: bench/results/.
+# Ricochet against peer servers, side by side (README "Performance"): 6 to 9
+# minutes on 2 cores; bench-quick under 2. Results: bench/results/.
 # BENCH_ARGS passes flags through, e.g. BENCH_ARGS="--only ricochet-epoll,ricochet-uring".
 bench: bench-build
-	./target/release/ricochet-bench $(BENCH_ARGS)
+	RICOCHET_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench $(BENCH_ARGS)
 
 bench-quick: bench-build
-	./target/release/ricochet-bench --quick $(BENCH_ARGS)
+	RICOCHET_BENCH_COMMAND='make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench --quick $(BENCH_ARGS)
 
 # Ricochet, the peer servers (bench/peers) and the runner (bench/runner).
 bench-build:

@@ -103,10 +103,10 @@ pub struct ServeArgs {
     /// io_uring: submission queue entries per shard ring [default: 4096]
     #[arg(long, env = "RICOCHET_RING_ENTRIES", value_name = "N")]
     pub ring_entries: Option<String>,
-    /// io_uring: provided receive buffers per shard, a power of two; idle connections hold none [default: 256]
+    /// io_uring: provided receive buffers per shard, a power of two; idle connections hold none [default: 128]
     #[arg(long, env = "RICOCHET_URING_BUFFERS", value_name = "N")]
     pub uring_buffers: Option<String>,
-    /// io_uring: size of each provided receive buffer; a message that fits one is received and echoed in one piece [default: 64K]
+    /// io_uring: size of each provided receive buffer; a message that fits one is received and echoed in one piece [default: 128K]
     #[arg(long, env = "RICOCHET_URING_BUFFER_SIZE", value_name = "BYTES")]
     pub uring_buffer_size: Option<String>,
 }
@@ -267,7 +267,7 @@ impl Settings {
             32768,
             "a whole number from 8 to 32768",
         )? as u32;
-        let uring_buffers_text = pick(&args.uring_buffers, &file.uring_buffers).unwrap_or_else(|| "256".into());
+        let uring_buffers_text = pick(&args.uring_buffers, &file.uring_buffers).unwrap_or_else(|| "128".into());
         let uring_buffers =
             parse_int("uring-buffers", &uring_buffers_text, 1, 32768, "a power of two from 1 to 32768")?;
         if !uring_buffers.is_power_of_two() {
@@ -279,7 +279,7 @@ impl Settings {
         }
         let uring_buffer_size = parse_size(
             "uring-buffer-size",
-            &pick(&args.uring_buffer_size, &file.uring_buffer_size).unwrap_or_else(|| "64K".into()),
+            &pick(&args.uring_buffer_size, &file.uring_buffer_size).unwrap_or_else(|| "128K".into()),
             512,
             1 << 20,
         )?;

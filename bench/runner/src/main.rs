@@ -302,10 +302,14 @@ fn measure(args: &Args) -> Result<Results, String> {
         r.stop();
     }
     eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
-    let command = std::iter::once("ricochet-bench".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>();
+    // `make bench` says how it was invoked, so the README names the command
+    // a reader would type rather than the binary it runs.
+    let command = std::env::var("RICOCHET_BENCH_COMMAND").unwrap_or_else(|_| {
+        std::iter::once("ricochet-bench".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ")
+    });
     Ok(Results {
         host,
-        command: command.join(" "),
+        command,
         duration_s: ricochet::server::config::parse_duration("--duration", d, false)
             .map_err(|e| e.to_string())?
             .as_secs_f64(),
