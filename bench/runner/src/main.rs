@@ -101,7 +101,13 @@ fn run(mut args: Args) -> Result<bool, String> {
             measure(&args)?
         }
     };
-    let stem = format!("{}-{}", &results.host.started[..10.min(results.host.started.len())], results.host.hostname);
+    // A quick run must not overwrite the day's full one.
+    let stem = format!(
+        "{}-{}{}",
+        &results.host.started[..10.min(results.host.started.len())],
+        results.host.hostname,
+        if args.quick { "-quick" } else { "" }
+    );
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json_path = args.out.join(format!("{stem}.json"));
     let md_path = args.out.join(format!("{stem}.md"));
