@@ -154,6 +154,14 @@ fn allowed_cpus() -> Result<Vec<usize>, String> {
     Ok(ids)
 }
 
+/// How the CPUs `ids` are shared: one-thread servers get the first; with 4
+/// or more, Ricochet also runs with a shard on each CPU of the first half
+/// (the returned shard count); the load always gets the CPUs no server uses.
+fn cpu_plan(ids: &[usize]) -> (usize, Vec<usize>) {
+    let shards = if ids.len() >= 4 { ids.len() / 2 } else { 1 };
+    (shards, ids[shards..].to_vec())
+}
+
 fn list(cpus: &[usize]) -> String {
     cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
 }
@@ -193,13 +201,10 @@ struct Job<'a> {
 
 fn measure(args: &Args) -> Result<Results, String> {
     ricochet::tune::raise_nofile_limit();
-    // One-thread servers get the first CPU. With 4 or more CPUs, Ricochet
-    // also runs with a shard on each CPU of the first half; the load always
-    // gets the CPUs no server uses.
     let ids = allowed_cpus()?;
     let all_cpus = ids.len();
-    let shards = if all_cpus >= 4 { all_cpus / 2 } else { 1 };
-    let (server_list, client_cpus) = (list(&ids[..1]), ids[shards..].to_vec());
+    let (shards, client_cpus) = cpu_plan(&ids);
+    let server_list = list(&ids[..1]);
     let client_list = list(&client_cpus);
     let mut skipped = Vec::new();
     let go_source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/go/echo.go");
@@ -377,4 +382,26 @@ fn run_with_timeout(mut cmd: Command, limit: Duration) -> Result<String, String>
         return Err(stderr.lines().next().unwrap_or("bench printed nothing").to_string());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_cpus_give_one_to_the_server_and_one_to_the_load() {
+        assert_eq!(cpu_plan(&[0, 1]), (1, vec![1]));
+        assert_eq!(cpu_plan(&[2, 5, 7]), (1, vec![5, 7]));
+    }
+
+    #[test]
+    fn four_or_more_cpus_add_an_all_shards_row_on_the_first_half() {
+        assert_eq!(cpu_plan(&[0, 1, 2, 3, 4, 5, 6, 7]), (4, vec![4, 5, 6, 7]));
+        let (shards, _) = cpu_plan(&[0, 1, 2, 3]);
+        let specs = servers::specs(Path::new("bin"), None, shards);
+        let all = specs.iter().find(|s| s.name == "ricochet-epoll-2-shards").expect("all-shards row");
+        assert_eq!(all.threads, 2);
+        assert!(all.argv.windows(2).any(|w| w == ["--shards", "2"]));
+        assert!(!servers::specs(Path::new("bin"), None, 1).iter().any(|s| s.threads > 1));
+    }
 }
