@@ -16,9 +16,9 @@ pub struct Progress {
     started: Instant,
     measuring: OnceLock<Instant>,
     /// Echoes (or handshakes, in connect mode) completed so far.
-    pub messages: AtomicU64,
+    messages: AtomicU64,
     /// Connections that finished their opening handshake.
-    pub connected: AtomicU64,
+    connected: AtomicU64,
 }
 
 impl Progress {

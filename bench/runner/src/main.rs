@@ -199,6 +199,14 @@ struct Job<'a> {
     duration: &'a str,
 }
 
+impl Job<'_> {
+    /// This job's sample of `server`.
+    fn sample(&self, server: &str, report: Option<Report>, error: Option<String>) -> Sample {
+        let (kind, connections, size, pipeline) = (self.kind, self.connections, self.size, self.pipeline);
+        Sample { kind, server: server.into(), connections, size, pipeline, report, error }
+    }
+}
+
 fn measure(args: &Args) -> Result<Results, String> {
     ricochet::tune::raise_nofile_limit();
     let ids = allowed_cpus()?;
@@ -282,15 +290,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         bar.set_message(label.clone());
         if !running[*i].alive() {
             // A crashed server is a failed sample and is started again.
-            samples.push(Sample {
-                kind: job.kind,
-                server: specs[*i].name.clone(),
-                connections: job.connections,
-                size: job.size,
-                pipeline: job.pipeline,
-                report: None,
-                error: Some("the server had exited".into()),
-            });
+            samples.push(job.sample(&specs[*i].name, None, Some("the server had exited".into())));
             running[*i] = Running::start(&specs[*i], &pin(&specs[*i])).map_err(|e| e.to_string())?;
         }
         let threads = client_cpus.len().min(job.connections.max(1));
@@ -355,15 +355,17 @@ fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize) -
             Err(_) => (None, Some(format!("no report: {}", stdout.lines().next().unwrap_or("(nothing)")))),
         },
     };
-    let (kind, connections, size, pipeline) = (job.kind, job.connections, job.size, job.pipeline);
-    Sample { kind, server: server.spec.name.clone(), connections, size, pipeline, report, error }
+    job.sample(&server.spec.name, report, error)
 }
 
 /// Runs `cmd` and returns its stdout, killing it after `limit`.
 fn run_with_timeout(mut cmd: Command, limit: Duration) -> Result<String, String> {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("bench: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
+    // Both pipes are drained while the child runs: one left unread could
+    // fill up and stall it until the timeout.
+    let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -376,7 +378,7 @@ fn run_with_timeout(mut cmd: Command, limit: Duration) -> Result<String, String>
             }
         }
     }
-    let stderr = child.stderr.take().map(|e| std::io::read_to_string(e).unwrap_or_default()).unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
     let out = reader.join().unwrap_or_default();
     if out.trim().is_empty() {
         return Err(stderr.lines().next().unwrap_or("bench printed nothing").to_string());

@@ -26,8 +26,9 @@ pub struct BufRing {
     entries: u16,
     buf_size: usize,
     reserve: usize,
-    /// Distance between buffers: reserve plus size, rounded up to 64 so
-    /// every buffer starts 64-byte aligned.
+    /// Distance between buffers: reserve plus size, rounded up so every
+    /// buffer starts `ECHO_ALIGN`-aligned (the shard's reserve padding
+    /// counts on it).
     stride: usize,
     /// Our copy of the tail (the kernel reads the shared one).
     tail: u16,
@@ -50,7 +51,7 @@ impl BufRing {
         let page = 4096;
         let ring_layout = Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), page)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let stride = (reserve + buf_size).next_multiple_of(64);
+        let stride = (reserve + buf_size).next_multiple_of(crate::io::ECHO_ALIGN);
         let bufs_layout = Layout::from_size_align(entries as usize * stride, page)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: both layouts have nonzero size (entries >= 1, buf_size checked by caller's use).
