@@ -132,6 +132,7 @@ impl<T> Table<T> {
         let s = &mut self.slots[slot];
         let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
         s.conn.keep_carry(buf, start, &p);
+        self.out.coalesce(buf);
         self.stats.messages += p.messages;
         if p.upgraded {
             s.conn.admitted = true;

@@ -4,6 +4,11 @@
 
 use crate::ws::frame::{self, OpCode};
 
+/// Input chunks averaging fewer bytes than this are moved together by
+/// [`Output::coalesce`]: moving 512 bytes costs about what one more slice
+/// costs the kernel in `sendmsg`.
+pub const COALESCE_BELOW: usize = 512;
+
 /// One contiguous piece of output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Chunk {
@@ -84,6 +89,53 @@ impl Output {
         }
     }
 
+    /// Many small echoes become few slices: when the input chunks average
+    /// under [`COALESCE_BELOW`] bytes, each run of consecutive input chunks
+    /// is moved together in `buf` (towards its first chunk) and becomes one
+    /// chunk. Why: a 128 KiB read of 64-byte fragments is ~1,900 chunks, more
+    /// than one `sendmsg` takes (IOV_MAX, 1024: EINVAL), and the kernel pays
+    /// per slice while moving a few small payloads costs next to nothing.
+    /// Large chunks are left alone (moving them would cost more than a slice).
+    ///
+    /// Only bytes below the last input chunk's end are written, so input the
+    /// session has not consumed (always after its output) is untouched.
+    pub fn coalesce(&mut self, buf: &mut [u8]) {
+        let n_input = self.chunks.iter().filter(|c| matches!(c, Chunk::Input { .. })).count();
+        if n_input < 2 {
+            return;
+        }
+        let input_bytes: usize = self
+            .chunks
+            .iter()
+            .map(|c| match *c {
+                Chunk::Input { start, end } => end - start,
+                Chunk::Owned { .. } => 0,
+            })
+            .sum();
+        if input_bytes >= COALESCE_BELOW * n_input {
+            return;
+        }
+        let mut kept: usize = 0;
+        for i in 0..self.chunks.len() {
+            let c = self.chunks[i];
+            if let (Chunk::Input { start, end }, Some(Chunk::Input { end: run_end, .. })) =
+                (c, kept.checked_sub(1).map(|k| &mut self.chunks[k]))
+            {
+                // The session writes echoes in place, front to back, so a
+                // later chunk never starts before the run's end; if one did,
+                // it would simply stay a chunk of its own.
+                if start >= *run_end {
+                    buf.copy_within(start..end, *run_end);
+                    *run_end += end - start;
+                    continue;
+                }
+            }
+            self.chunks[kept] = c;
+            kept += 1;
+        }
+        self.chunks.truncate(kept);
+    }
+
     /// Adds `buf[start..end]`, merging with the previous chunk when adjacent.
     pub(crate) fn push_input(&mut self, start: usize, end: usize) {
         if let Some(Chunk::Input { end: last_end, .. }) = self.chunks.last_mut() {
@@ -121,5 +173,80 @@ impl Output {
         let r = &reason.as_bytes()[..reason.len().min(frame::MAX_CONTROL_PAYLOAD - 2)];
         payload[2..2 + r.len()].copy_from_slice(r);
         self.push_frame(OpCode::Close, &payload[..2 + r.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sent(out: &Output, buf: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        out.copy_to(buf, &mut v);
+        v
+    }
+
+    #[test]
+    fn small_echoes_become_one_slice_per_run() {
+        // 2,000 echoes of 64 bytes, each behind a 4-byte gap (the client's
+        // header is longer than ours): more than IOV_MAX chunks.
+        let mut buf: Vec<u8> = (0..2000 * 68).map(|i| (i % 251) as u8).collect();
+        let mut out = Output::new();
+        for k in 0..2000 {
+            out.push_input(k * 68 + 4, k * 68 + 68);
+        }
+        out.push_frame(OpCode::Ping, b"");
+        out.push_input(2000 * 68 - 2, 2000 * 68);
+        let want = sent(&out, &buf);
+        out.coalesce(&mut buf);
+        assert_eq!(out.chunks().len(), 3);
+        assert_eq!(sent(&out, &buf), want);
+    }
+
+    #[test]
+    fn large_echoes_are_not_moved() {
+        let mut buf = vec![1u8; 3 * 4096];
+        let mut out = Output::new();
+        out.push_input(10, 4096);
+        out.push_input(4100, 8192);
+        let before = out.chunks().to_vec();
+        out.coalesce(&mut buf);
+        assert_eq!(out.chunks(), &before[..]);
+    }
+
+    #[test]
+    fn bytes_after_the_last_input_chunk_are_untouched() {
+        let mut buf: Vec<u8> = (0..100).collect();
+        let mut out = Output::new();
+        out.push_input(2, 10);
+        out.push_input(14, 20);
+        out.coalesce(&mut buf);
+        assert_eq!(&buf[20..], &(20..100).collect::<Vec<u8>>()[..]);
+    }
+
+    proptest! {
+        /// Whatever the chunks, what would be sent is the same after coalescing.
+        #[test]
+        fn coalescing_keeps_what_is_sent(
+            pieces in proptest::collection::vec((0usize..8, 0usize..40, any::<bool>()), 0..60),
+        ) {
+            let mut buf: Vec<u8> = (0..4096).map(|i| (i * 7 % 256) as u8).collect();
+            let mut out = Output::new();
+            let mut pos = 0;
+            for (gap, len, owned) in pieces {
+                if owned {
+                    out.push_owned_with(|o| o.extend(std::iter::repeat_n(len as u8, len)));
+                } else {
+                    out.push_input(pos + gap, pos + gap + len);
+                    pos += gap + len;
+                }
+            }
+            let want = sent(&out, &buf);
+            let tail = buf[pos..].to_vec();
+            out.coalesce(&mut buf);
+            prop_assert_eq!(sent(&out, &buf), want);
+            prop_assert_eq!(&buf[pos..], &tail[..]);
+        }
     }
 }

@@ -40,6 +40,8 @@ const OP_POLLOUT: u64 = 6;
 const RESERVE: usize = 256 + crate::io::aligned_echo_pad(256);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const BGID: u16 = 0;
+/// Slices one `sendmsg` takes (IOV_MAX; more is EINVAL).
+const MAX_IOV: usize = libc::UIO_MAXIOV as usize;
 
 fn user_data(op: u64, slot: usize, generation: u32) -> u64 {
     (op << 56) | ((generation as u64 & 0xff_ffff) << 32) | slot as u64
@@ -430,6 +432,19 @@ impl Shard {
                 self.give_back(b);
             }
             return self.maybe_finish(slot, now);
+        }
+        if out.chunks().len() > MAX_IOV {
+            // More slices than one sendmsg takes, even after coalescing
+            // (owned replies between input chunks, e.g. `--reply pong`
+            // answering pings and messages in turn): send one copy.
+            // SAFETY: input chunks lie within the ring buffer at `base`.
+            let buf = base.map(|p| unsafe { std::slice::from_raw_parts(p, RESERVE + self.bufs.buf_size()) });
+            let mut bytes = Vec::with_capacity(out.len());
+            out.copy_to(buf.unwrap_or(&[]), &mut bytes);
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            return self.send_bytes(slot, bytes, now);
         }
         let mut job = self.new_job();
         let out = &self.table.out;
