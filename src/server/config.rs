@@ -25,6 +25,18 @@ pub enum ConfigError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A size that does not parse or lies outside the setting's range.
+    #[error("invalid {setting} {value:?}: a size from {min} to {max}, e.g. 65536, 64K, 16MiB")]
+    Size {
+        /// The setting's flag name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// The smallest allowed, as a size (e.g. `4K`).
+        min: String,
+        /// The largest allowed, as a size.
+        max: String,
+    },
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -361,11 +373,7 @@ fn parse_int(setting: &'static str, v: &str, min: u64, max: u64, allowed: &'stat
 
 /// Parses `65536`, `64K`, `64KiB`, `16M`, `16MiB`, `1G` (binary multiples).
 pub fn parse_size(setting: &'static str, v: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
-    let err = || ConfigError::Invalid {
-        setting,
-        value: v.into(),
-        allowed: "a size in bytes within range, e.g. 65536, 64K, 16MiB",
-    };
+    let err = || ConfigError::Size { setting, value: v.into(), min: size_text(min), max: size_text(max) };
     let t = v.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
@@ -378,6 +386,17 @@ pub fn parse_size(setting: &'static str, v: &str, min: usize, max: usize) -> Res
         _ => return Err(err()),
     };
     n.checked_mul(mult).filter(|b| (min..=max).contains(b)).ok_or_else(err)
+}
+
+/// A size as it would be written on the command line: `4K`, `16M`, `1G`, or bytes.
+fn size_text(n: usize) -> String {
+    match n {
+        0 => "0".into(),
+        n if n % (1 << 30) == 0 => format!("{}G", n >> 30),
+        n if n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n % (1 << 10) == 0 => format!("{}K", n >> 10),
+        n => n.to_string(),
+    }
 }
 
 /// Parses `10s`, `500ms`, `2m`, or plain seconds; `0` only where allowed.
@@ -421,6 +440,8 @@ mod tests {
         assert_eq!(parse_size("x", "64K", 1, usize::MAX).unwrap(), 65536);
         assert_eq!(parse_size("x", "16MiB", 1, usize::MAX).unwrap(), 16 << 20);
         assert!(parse_size("x", "12Q", 1, usize::MAX).is_err());
+        let e = parse_size("read-buffer", "512", 4096, 1 << 30).unwrap_err().to_string();
+        assert_eq!(e, r#"invalid read-buffer "512": a size from 4K to 1G, e.g. 65536, 64K, 16MiB"#);
         assert_eq!(parse_duration("x", "500ms", false).unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("x", "30", false).unwrap(), Duration::from_secs(30));
         assert!(parse_duration("x", "0", false).is_err());
