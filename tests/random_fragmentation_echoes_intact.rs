@@ -1,4 +1,5 @@
-//! Random traffic from an independent client (tokio-tungstenite): text and
+//! Random traffic from an independent client (tokio-tungstenite), one
+//! connection at a time and 32 at once: text and
 //! binary messages of random sizes, cut into random fragments, with pings
 //! between fragments, all sent back to back while the echoes are read. Every
 //! message and every pong must come back intact and in order. Seeded, so a
@@ -92,34 +93,41 @@ fn script(seed: u64) -> (Vec<Message>, Vec<Expect>) {
     (frames, expect)
 }
 
+/// One connection: sends seed's script while checking every echo.
+async fn exchange(url: String, seed: u64) {
+    let (frames, expect) = script(seed);
+    let (ws, _) = timeout(IO_TIMEOUT, connect_async(url)).await.unwrap().unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let send = async {
+        for f in frames {
+            tx.feed(f).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+    };
+    let recv = async {
+        for (i, want) in expect.iter().enumerate() {
+            let got = timeout(IO_TIMEOUT, rx.next()).await.expect("echo timeout").unwrap().unwrap();
+            let got = match got {
+                Message::Text(t) => Expect::Text(t.as_str().to_owned()),
+                Message::Binary(b) => Expect::Binary(b.to_vec()),
+                Message::Pong(p) => Expect::Pong(p.to_vec()),
+                other => panic!("seed {seed}, item {i}: unexpected {other:?}"),
+            };
+            assert!(got == *want, "seed {seed}, item {i}: echo differs from what was sent");
+        }
+    };
+    tokio::join!(send, recv);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
 /// Runs seeds one connection after another against one server.
 fn run(server: &Server, seeds: std::ops::Range<u64>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = runtime();
     for seed in seeds {
-        let (frames, expect) = script(seed);
-        rt.block_on(async {
-            let (ws, _) = timeout(IO_TIMEOUT, connect_async(server.url())).await.unwrap().unwrap();
-            let (mut tx, mut rx) = ws.split();
-            let send = async {
-                for f in frames {
-                    tx.feed(f).await.unwrap();
-                }
-                tx.flush().await.unwrap();
-            };
-            let recv = async {
-                for (i, want) in expect.iter().enumerate() {
-                    let got = timeout(IO_TIMEOUT, rx.next()).await.expect("echo timeout").unwrap().unwrap();
-                    let got = match got {
-                        Message::Text(t) => Expect::Text(t.as_str().to_owned()),
-                        Message::Binary(b) => Expect::Binary(b.to_vec()),
-                        Message::Pong(p) => Expect::Pong(p.to_vec()),
-                        other => panic!("seed {seed}, item {i}: unexpected {other:?}"),
-                    };
-                    assert!(got == *want, "seed {seed}, item {i}: echo differs from what was sent");
-                }
-            };
-            tokio::join!(send, recv);
-        });
+        rt.block_on(exchange(server.url(), seed));
     }
 }
 
@@ -134,4 +142,18 @@ fn random_traffic_echoes_intact_with_small_buffers() {
     // reads far more often.
     let server = Server::start(&["--read-buffer", "4K", "--uring-buffer-size", "4K"]);
     run(&server, 9..17);
+}
+
+#[test]
+fn random_traffic_on_32_connections_at_once_echoes_intact() {
+    // Connections interleave in the shard: reads, buffers and sends of one
+    // must never show up in another.
+    let server = Server::start(&[]);
+    let local = tokio::task::LocalSet::new();
+    let tasks: Vec<_> = (100..132).map(|seed| local.spawn_local(exchange(server.url(), seed))).collect();
+    runtime().block_on(local.run_until(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }));
 }
