@@ -5,8 +5,10 @@
 use crate::ws::frame::{self, OpCode};
 
 /// Input chunks averaging fewer bytes than this are moved together by
-/// [`Output::coalesce`]: moving 512 bytes costs about what one more slice
-/// costs the kernel in `sendmsg`.
+/// [`Output::coalesce`]. A judgement, not a measured break-even: a 512-byte
+/// move is a few cache lines, while a slice is a trip round the kernel's
+/// copy loop; pipelined 20 B and 64 B echoes (16 per read) measured the same
+/// with and without coalescing, so the threshold matters little below it.
 pub const COALESCE_BELOW: usize = 512;
 
 /// One contiguous piece of output.
