@@ -421,7 +421,11 @@ impl Shard {
             return;
         };
         let (empty, dying) = (out.is_empty(), s.io.dying);
-        if empty || s.io.busy || s.conn.has_pending() || dying {
+        // More slices than one sendmsg takes, even after coalescing (owned
+        // replies between input chunks, e.g. `--reply pong` answering pings
+        // and messages in turn), go the queued way too: one copy, one slice.
+        let too_many = out.chunks().len() > MAX_IOV;
+        if empty || s.io.busy || s.conn.has_pending() || dying || too_many {
             if !empty && !dying {
                 // SAFETY: input chunks lie within the ring buffer at `base`.
                 let buf = base.map(|p| unsafe { std::slice::from_raw_parts(p, RESERVE + self.bufs.buf_size()) });
@@ -432,19 +436,6 @@ impl Shard {
                 self.give_back(b);
             }
             return self.maybe_finish(slot, now);
-        }
-        if out.chunks().len() > MAX_IOV {
-            // More slices than one sendmsg takes, even after coalescing
-            // (owned replies between input chunks, e.g. `--reply pong`
-            // answering pings and messages in turn): send one copy.
-            // SAFETY: input chunks lie within the ring buffer at `base`.
-            let buf = base.map(|p| unsafe { std::slice::from_raw_parts(p, RESERVE + self.bufs.buf_size()) });
-            let mut bytes = Vec::with_capacity(out.len());
-            out.copy_to(buf.unwrap_or(&[]), &mut bytes);
-            if let Some(b) = bid {
-                self.give_back(b);
-            }
-            return self.send_bytes(slot, bytes, now);
         }
         let mut job = self.new_job();
         let out = &self.table.out;
