@@ -10,7 +10,7 @@
 //! cost 28% of the client's CPU per 16 KiB or 64 KiB echo.
 
 use crate::ws::client::encode_masked;
-use crate::ws::frame::{parse_header, HeaderStatus, OpCode};
+use crate::ws::frame::{parse_header, HeaderStatus, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::ws::handshake::accept_key;
 use crate::ws::mask::apply_mask;
 use std::collections::VecDeque;
@@ -46,9 +46,9 @@ const TAIL_BY_REFERENCE: usize = 1024;
 /// Slices per `writev`.
 const MAX_IOVECS: usize = 64;
 
-/// The longest thing kept between reads: a frame header (14 bytes) plus a
-/// control frame's payload (125, RFC 6455 §5.5).
-const MAX_CARRY: usize = 14 + 125;
+/// The longest thing kept between reads: a frame header plus a control
+/// frame's payload (RFC 6455 §5.5).
+const MAX_CARRY: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
 
 /// A piece of queued output, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -102,19 +102,11 @@ impl Output {
     /// Only bytes below the last input chunk's end are written, so input the
     /// session has not consumed (always after its output) is untouched.
     pub fn coalesce(&mut self, buf: &mut [u8]) {
-        let n_input = self.chunks.iter().filter(|c| matches!(c, Chunk::Input { .. })).count();
-        if n_input < 2 {
-            return;
-        }
-        let input_bytes: usize = self
-            .chunks
-            .iter()
-            .map(|c| match *c {
-                Chunk::Input { start, end } => end - start,
-                Chunk::Owned { .. } => 0,
-            })
-            .sum();
-        if input_bytes >= COALESCE_BELOW * n_input {
+        let (n_input, input_bytes) = self.chunks.iter().fold((0, 0), |(n, bytes), c| match *c {
+            Chunk::Input { start, end } => (n + 1, bytes + end - start),
+            Chunk::Owned { .. } => (n, bytes),
+        });
+        if n_input < 2 || input_bytes >= COALESCE_BELOW * n_input {
             return;
         }
         let mut kept: usize = 0;
