@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Server;
+use common::{tokio_runtime, Server};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::time::timeout;
@@ -18,10 +18,6 @@ type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 const SIZES: [usize; 7] = [0, 1, 125, 126, 127, 65535, 65536];
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
 
 async fn connect(server: &Server) -> Ws {
     timeout(LIMIT, connect_async(server.url())).await.expect("connect timeout").expect("connect").0
@@ -46,7 +42,7 @@ fn text_of(len: usize) -> String {
 #[test]
 fn text_and_binary_messages_echo_intact() {
     let server = Server::start(&[]);
-    rt().block_on(async {
+    tokio_runtime().block_on(async {
         let mut ws = connect(&server).await;
         for len in SIZES {
             let bin: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -65,7 +61,7 @@ fn text_and_binary_messages_echo_intact() {
 #[test]
 fn sixteen_mib_message_echoes_intact() {
     let server = Server::start(&[]);
-    rt().block_on(async {
+    tokio_runtime().block_on(async {
         // The echo streams back while the message is still arriving, and the
         // server stops reading when its output backs up: the client must
         // read while it writes, as with any bounded-memory echo.
@@ -85,7 +81,7 @@ fn sixteen_mib_message_echoes_intact() {
 #[test]
 fn fragmented_messages_echo_intact() {
     let server = Server::start(&[]);
-    rt().block_on(async {
+    tokio_runtime().block_on(async {
         let mut ws = connect(&server).await;
         let parts: [&str; 3] = ["frag", "ment", "ed ✓"];
         ws.send(Message::Frame(Frame::message(parts[0], OpCode::Data(Data::Text), false))).await.unwrap();
@@ -104,7 +100,7 @@ fn fragmented_messages_echo_intact() {
 #[test]
 fn ping_gets_pong_and_close_handshake_completes() {
     let server = Server::start(&[]);
-    rt().block_on(async {
+    tokio_runtime().block_on(async {
         let mut ws = connect(&server).await;
         ws.send(Message::Ping("are you there?".into())).await.unwrap();
         assert_eq!(next(&mut ws).await, Message::Pong("are you there?".into()));
@@ -121,7 +117,7 @@ fn ping_gets_pong_and_close_handshake_completes() {
 #[test]
 fn two_hundred_concurrent_connections_each_get_their_own_echoes() {
     let server = Server::start(&[]);
-    rt().block_on(async {
+    tokio_runtime().block_on(async {
         let mut tasks = Vec::new();
         let url = server.url();
         let local = tokio::task::LocalSet::new();

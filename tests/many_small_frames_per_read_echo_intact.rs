@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{RawClient, Server, IO_TIMEOUT};
+use common::{tokio_runtime, RawClient, Server, IO_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use ricochet::ws::client::{encode_masked, Event};
 use ricochet::ws::frame::OpCode;
@@ -23,8 +23,7 @@ const MESSAGE: usize = 4 << 20;
 /// independent client (tokio-tungstenite, which batches frames into large
 /// writes) while reading the echo, as Autobahn 9.3.1/9.4.1 do.
 fn echo_fragmented(server: &Server, opcode: Data, payload: Vec<u8>) -> Message {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
+    tokio_runtime().block_on(async {
         let (ws, _) = timeout(IO_TIMEOUT, connect_async(server.url())).await.unwrap().unwrap();
         let (mut tx, mut rx) = ws.split();
         let send = async {

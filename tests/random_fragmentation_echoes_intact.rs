@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Server, IO_TIMEOUT};
+use common::{tokio_runtime, Server, IO_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
@@ -119,13 +119,9 @@ async fn exchange(url: String, seed: u64) {
     tokio::join!(send, recv);
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
 /// Runs seeds one connection after another against one server.
 fn run(server: &Server, seeds: std::ops::Range<u64>) {
-    let rt = runtime();
+    let rt = tokio_runtime();
     for seed in seeds {
         rt.block_on(exchange(server.url(), seed));
     }
@@ -151,7 +147,7 @@ fn random_traffic_on_32_connections_at_once_echoes_intact() {
     let server = Server::start(&[]);
     let local = tokio::task::LocalSet::new();
     let tasks: Vec<_> = (100..132).map(|seed| local.spawn_local(exchange(server.url(), seed))).collect();
-    runtime().block_on(local.run_until(async {
+    tokio_runtime().block_on(local.run_until(async {
         for t in tasks {
             t.await.unwrap();
         }

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// Every blocking socket call in the tests gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A current-thread tokio runtime for the tests that use a Rust client crate.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
 /// A running server process; killed when dropped.
 pub struct Server {
     child: Child,
