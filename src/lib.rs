@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod io;
+pub mod logging;
 pub mod server;
 pub mod tune;
 pub mod ws;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use ricochet::bench::{self, BenchArgs};
+use ricochet::logging::{self, say_error};
 use ricochet::server::config::{ServeArgs, Settings};
 use ricochet::server::shard;
 use ricochet::tune::{self, TuneArgs};
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 /// Ricochet: a shard-per-core WebSocket echo server for bare-metal Linux.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,41 +32,39 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // A bare `ricochet`: the whole help, and the status of a usage error.
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(e) if e.use_stderr() => {
-            // One line: what is wrong. `--help` has the rest.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ricochet: {}", first.trim_start_matches("error: "));
+            say_error(one_line(&e));
             return ExitCode::from(2);
         }
         Err(e) => {
+            // --help and --version.
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not for journald or files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    logging::init();
     match cli.command {
         Command::Serve(args) => {
             let settings = match Settings::resolve(&args) {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("ricochet: {e}");
+                    say_error(e);
                     return ExitCode::from(2);
                 }
             };
             match shard::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e @ shard::ServeError::Uring(_)) => {
-                    eprintln!("ricochet: {e}");
+                Err(e @ (shard::ServeError::Uring(_) | shard::ServeError::InUse { .. })) => {
+                    say_error(e);
                     ExitCode::from(2)
                 }
                 Err(e) => {
-                    eprintln!("ricochet: {e}");
+                    say_error(e);
                     ExitCode::from(1)
                 }
             }
@@ -74,11 +73,11 @@ fn main() -> ExitCode {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e @ (tune::TuneError::Invalid { .. } | tune::TuneError::Setting(_))) => {
-                eprintln!("ricochet: {e}");
+                say_error(e);
                 ExitCode::from(2)
             }
             Err(e) => {
-                eprintln!("ricochet: {e}");
+                say_error(e);
                 ExitCode::from(1)
             }
         },
@@ -92,13 +91,48 @@ fn main() -> ExitCode {
                 }
             }
             Err(e @ (bench::BenchError::Url(_) | bench::BenchError::Setting(_) | bench::BenchError::RawEmpty)) => {
-                eprintln!("ricochet: {e}");
+                say_error(e);
                 ExitCode::from(2)
             }
             Err(e) => {
-                eprintln!("ricochet: {e}");
+                say_error(e);
                 ExitCode::from(1)
             }
         },
     }
+}
+
+/// A clap error as one line: what is wrong and the part clap puts on the
+/// following lines (the missing arguments, the allowed values), without the
+/// usage and the tip, and, when the value came from a `RICOCHET_*`
+/// variable rather than a flag, that variable's name.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("tip:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.trim_start_matches("error: "));
+        }
+    }
+    let mut msg = parts.join(" ");
+    if let Some(var) = env_source(e) {
+        msg.push_str(&format!(" (from the environment variable {var})"));
+    }
+    msg
+}
+
+/// The `RICOCHET_*` variable an invalid value came from, if it did: the
+/// argument's flag is not on the command line and its variable is set.
+fn env_source(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return None };
+    let flag = arg.split_whitespace().next()?;
+    let name = flag.strip_prefix("--")?;
+    let var = format!("RICOCHET_{}", name.to_ascii_uppercase().replace('-', "_"));
+    let on_command_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    (!on_command_line && std::env::var_os(&var).is_some()).then_some(var)
 }

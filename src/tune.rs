@@ -24,7 +24,7 @@ use thiserror::Error;
 pub enum Format {
     /// An aligned table for people.
     Table,
-    /// A JSON array for machines.
+    /// A JSON object for machines: the load audited and the findings.
     Json,
 }
 
@@ -40,7 +40,7 @@ pub struct TuneArgs {
     /// Round-trip time of that path, e.g. 100us, 1ms, 50ms
     #[arg(long, default_value = "1ms")]
     pub rtt: String,
-    /// table or json
+    /// table (for people) or json (an object: the load and a list of findings)
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Write the recommended sysctls to /etc/sysctl.d/99-ricochet-tune.conf and load them (root only)

@@ -11,7 +11,7 @@
 
 use crate::server::shard::{ShardContext, ShardReady};
 use crate::server::stats::Stats;
-use crate::server::table::{Table, TimerAction, SHUTDOWN_SWEEP};
+use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Output, HEADROOM};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -82,7 +82,7 @@ impl Shard {
             }
             if self.table.shutdown_done(now) {
                 if !self.table.is_empty() {
-                    debug!(left = self.table.len(), "grace period over, dropping connections");
+                    warn!(shard = self.table.ctx.id, left = self.table.len(), "grace period over, dropping connections");
                 }
                 for slot in self.table.slots() {
                     self.drop_conn(slot);
@@ -127,6 +127,7 @@ impl Shard {
                 }
             }
             if self.table.shutting_down() {
+                self.table.report_shutdown(now);
                 // Connections not closed yet: read what came, close the drained and quiet.
                 for slot in self.table.slots() {
                     if self.table.get_mut(slot).is_some_and(|s| !s.conn.close_started && !s.conn.has_pending()) {
@@ -330,6 +331,12 @@ impl Shard {
         for slot in self.table.slots() {
             self.on_readable(slot, now);
         }
+    }
+}
+
+impl PeerAddr for TcpStream {
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        TcpStream::peer_addr(self).ok()
     }
 }
 

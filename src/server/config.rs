@@ -68,8 +68,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RICOCHET_SHARDS", value_name = "N")]
     pub shards: Option<String>,
     /// Do not pin shard threads to CPUs
-    #[arg(long, env = "RICOCHET_NO_PIN")]
+    #[arg(long, env = "RICOCHET_NO_PIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_pin: bool,
+    /// Start even when another process already listens on --listen, and split new connections with it (SO_REUSEPORT). Without it such a start is refused: a forgotten instance would silently take a share of the traffic
+    #[arg(long, env = "RICOCHET_SHARE_PORT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub share_port: bool,
     /// Listen backlog per shard; the kernel caps it at net.core.somaxconn [default: 4096]
     #[arg(long, env = "RICOCHET_BACKLOG", value_name = "N")]
     pub backlog: Option<String>,
@@ -80,7 +83,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RICOCHET_SNDBUF", value_name = "BYTES")]
     pub sndbuf: Option<String>,
     /// Leave Nagle's algorithm on (TCP_NODELAY is set on accepted sockets by default)
-    #[arg(long, env = "RICOCHET_NO_NODELAY")]
+    #[arg(long, env = "RICOCHET_NO_NODELAY", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_nodelay: bool,
     /// Upgraded connections per process; further handshakes get 503 [default: 100000]
     #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", value_name = "N")]
@@ -88,15 +91,18 @@ pub struct ServeArgs {
     /// Largest message (all its frames); larger fails with close 1009 [default: 16MiB]
     #[arg(long, env = "RICOCHET_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<String>,
-    /// Time allowed from accept to a complete upgrade request; then 408 [default: 10s]
+    /// Time allowed from accept to a complete upgrade request; then 408. Times are 500ms, 10s, 2m; a bare number is seconds [default: 10s]
     #[arg(long, env = "RICOCHET_HANDSHAKE_TIMEOUT", value_name = "TIME")]
     pub handshake_timeout: Option<String>,
     /// Close (1000) after this long without input; a ping goes out at half of it; 0 disables [default: 120s]
     #[arg(long, env = "RICOCHET_IDLE_TIMEOUT", value_name = "TIME")]
     pub idle_timeout: Option<String>,
-    /// Allowed Origin header value (repeatable); none given allows every origin
+    /// Allowed Origin header value, e.g. https://app.example (repeatable, or comma-separated); others get 403. None given allows every origin. Once set, a client that sends no Origin (a program; browsers always send one) is refused too, unless --allow-missing-origin
     #[arg(long = "allowed-origin", env = "RICOCHET_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// With --allowed-origin: also admit handshakes without an Origin header (non-browser clients)
+    #[arg(long, env = "RICOCHET_ALLOW_MISSING_ORIGIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_missing_origin: bool,
     /// The only path that upgrades (others get 404) [default: any path]
     #[arg(long, env = "RICOCHET_PATH", value_name = "PATH")]
     pub path: Option<String>,
@@ -141,6 +147,7 @@ struct FileSettings {
     listen: Option<String>,
     shards: Option<toml::Value>,
     pin: Option<bool>,
+    share_port: Option<bool>,
     backlog: Option<toml::Value>,
     rcvbuf: Option<toml::Value>,
     sndbuf: Option<toml::Value>,
@@ -149,7 +156,9 @@ struct FileSettings {
     max_message_size: Option<toml::Value>,
     handshake_timeout: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
+    #[serde(rename = "allowed-origin", alias = "allowed-origins")]
     allowed_origins: Option<Vec<String>>,
+    allow_missing_origin: Option<bool>,
     path: Option<String>,
     reply: Option<String>,
     shutdown_grace: Option<toml::Value>,
@@ -169,6 +178,8 @@ pub struct Settings {
     pub shards: usize,
     /// Pin each shard to a CPU.
     pub pin: bool,
+    /// Bind even where another process listens (SO_REUSEPORT on purpose).
+    pub share_port: bool,
     /// Listen backlog.
     pub backlog: i32,
     /// SO_RCVBUF, if set.
@@ -316,11 +327,21 @@ impl Settings {
         } else {
             args.allowed_origins.clone()
         };
+        // An empty entry would match no Origin at all and lock every browser out.
+        if let Some(bad) = allowed_origins.iter().find(|o| o.trim().is_empty() || o.trim() != o.as_str()) {
+            return Err(ConfigError::Invalid {
+                setting: "allowed-origin",
+                value: bad.clone(),
+                allowed: "an origin such as https://app.example, without spaces; leave the setting out to allow every origin",
+            });
+        }
+        let allow_missing_origin = args.allow_missing_origin || file.allow_missing_origin.unwrap_or(false);
         let defaults = ws::Config::default();
         Ok(Settings {
             listen,
             shards,
             pin: !args.no_pin && file.pin.unwrap_or(true),
+            share_port: args.share_port || file.share_port.unwrap_or(false),
             backlog,
             rcvbuf,
             sndbuf,
@@ -333,7 +354,7 @@ impl Settings {
             uring_buffers: uring_buffers as u16,
             uring_buffer_size,
             core: ws::Config {
-                handshake: HandshakePolicy { allowed_origins, path, ..defaults.handshake },
+                handshake: HandshakePolicy { allowed_origins, allow_missing_origin, path, ..defaults.handshake },
                 max_message_size,
                 reply,
                 handshake_timeout,
@@ -454,7 +475,7 @@ mod tests {
         let f = dir.join("r.toml");
         std::fs::write(
             &f,
-            "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origins = [\"https://a\"]\n",
+            "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origin = [\"https://a\"]\n",
         )
         .unwrap();
         let args = ServeArgs { config: Some(f.clone()), backlog: Some("256".into()), ..Default::default() };
@@ -463,9 +484,23 @@ mod tests {
         assert_eq!(s.core.idle_timeout, None);
         assert_eq!(s.core.reply, Reply::fixed_text("Pong"));
         assert_eq!(s.core.handshake.allowed_origins, vec!["https://a".to_string()]);
+        // The older key still works.
+        std::fs::write(&f, "allowed-origins = [\"https://b\"]\nallow-missing-origin = true\n").unwrap();
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.core.handshake.allowed_origins, vec!["https://b".to_string()]);
+        assert!(s.core.handshake.allow_missing_origin);
         std::fs::write(&f, "bogus = 1\n").unwrap();
         let e = Settings::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn an_empty_origin_is_refused() {
+        for o in ["", " ", " https://a"] {
+            let args = ServeArgs { allowed_origins: vec![o.into()], ..Default::default() };
+            let e = Settings::resolve(&args).unwrap_err().to_string();
+            assert!(e.starts_with("invalid allowed-origin"), "{e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,21 @@ pub struct ListenOptions {
     pub sndbuf: Option<usize>,
 }
 
+/// Fails with `AddrInUse` when another socket already listens on `addr`
+/// (another process, or a forgotten instance of this one). SO_REUSEPORT
+/// would otherwise let a second server bind the same port and silently take
+/// a share of new connections. The probe binds without SO_REUSEPORT (but
+/// with SO_REUSEADDR, so connections in TIME_WAIT from an earlier run do not
+/// count) and is closed at once. Port 0 needs no probe.
+pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+}
+
 /// Binds `n` non-blocking listeners to `addr`. With port 0 the first one picks
 /// a free port and the others bind to that same port.
 pub fn bind_all(addr: SocketAddr, n: usize, opts: ListenOptions) -> std::io::Result<Vec<TcpListener>> {

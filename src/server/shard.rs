@@ -49,6 +49,12 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another socket already listens on the address (and `--share-port` was not given).
+    #[error("{addr} is already in use by another process (another ricochet?); stop it, choose another --listen, or pass --share-port to split connections with it on purpose")]
+    InUse {
+        /// Address.
+        addr: SocketAddr,
+    },
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -101,8 +107,14 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     }
     let backend = choose_backend(settings.backend)?;
     let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
-    let listeners = listener::bind_all(settings.listen, settings.shards, opts)
-        .map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+    let bind_error = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::AddrInUse => ServeError::InUse { addr: settings.listen },
+        _ => ServeError::Bind { addr: settings.listen, source },
+    };
+    if !settings.share_port {
+        listener::ensure_unused(settings.listen).map_err(bind_error)?;
+    }
+    let listeners = listener::bind_all(settings.listen, settings.shards, opts).map_err(bind_error)?;
     let addr = listeners[0].local_addr().map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
@@ -187,24 +199,32 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     Ok(total)
 }
 
-/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once. SIGHUP
+/// (a closed terminal, a dropped ssh session, `systemctl reload`) is never
+/// fatal: it is logged and otherwise ignored.
+///
+/// Each action comes before its log line: logging may fail (standard error a
+/// closed pipe), and a shutdown must not depend on it.
 fn watch_signals(shared: Arc<Shared>, wakers: Vec<Box<dyn Fn() + Send>>) -> Result<(), ServeError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServeError::Signals)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    info!("SIGHUP: nothing to reload, still serving");
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
-                    info!(signal = sig, "shutting down gracefully (send again to exit at once)");
                     shared.request_shutdown();
                     for wake in &wakers {
                         wake();
                     }
+                    info!(signal = sig, "shutting down gracefully (send again to exit at once)");
                 } else {
-                    warn!(signal = sig, "second signal, exiting now");
                     std::process::exit(128 + sig);
                 }
             }

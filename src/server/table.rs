@@ -7,10 +7,36 @@ use crate::server::conn::Conn;
 use crate::server::shard::ShardContext;
 use crate::server::stats::Stats;
 use crate::server::timers::Timers;
-use crate::ws::{close, Ctx, Output, Progress, Session};
+use crate::ws::handshake::Rejection;
+use crate::ws::{close, Ctx, Output, Phase, Progress, Session};
 use slab::Slab;
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, info};
+
+/// A driver's per-connection I/O state can name the client, for logs.
+pub trait PeerAddr {
+    /// The client's address, if the socket still knows it.
+    fn peer_addr(&self) -> Option<SocketAddr>;
+}
+
+/// Shows a connection's client address in a log line, looked up only when
+/// the line is actually written (`getpeername` costs a system call, and
+/// nothing is stored per connection for it).
+struct Peer<'a, T>(&'a T);
+
+impl<T: PeerAddr> fmt::Display for Peer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.peer_addr() {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// How often a shutting-down shard says how many connections are still closing.
+pub const SHUTDOWN_REPORT: Duration = Duration::from_secs(1);
 
 /// During a shutdown, how long a drained connection must also have been
 /// quiet before its close goes out. An empty receive queue alone can be a
@@ -58,9 +84,11 @@ pub struct Table<T> {
     /// Output of the last `input`, `timer` or `shutdown_close` call.
     pub out: Output,
     grace_deadline: Option<Instant>,
+    /// During a shutdown, when to next log the connections still closing.
+    next_report: Option<Instant>,
 }
 
-impl<T> Table<T> {
+impl<T: PeerAddr> Table<T> {
     /// An empty table.
     pub fn new(ctx: ShardContext) -> Table<T> {
         Table {
@@ -71,6 +99,7 @@ impl<T> Table<T> {
             stats: Stats::default(),
             out: Output::new(),
             grace_deadline: None,
+            next_report: None,
         }
     }
 
@@ -138,12 +167,13 @@ impl<T> Table<T> {
             s.conn.admitted = true;
             self.stats.upgraded += 1;
         }
-        if p.rejected.is_some() {
+        if let Some(r) = &p.rejected {
             self.stats.rejected += 1;
+            debug!(shard = self.ctx.id, peer = %Peer(&s.io), status = r.status().0, reason = %r, "handshake refused");
         }
         if let Some(err) = p.error {
             self.stats.protocol_errors += 1;
-            debug!(error = %err, "protocol error");
+            debug!(shard = self.ctx.id, peer = %Peer(&s.io), close_code = err.close_code(), error = %err, "protocol error");
         }
         self.reschedule(slot);
         p
@@ -180,8 +210,14 @@ impl<T> Table<T> {
             s.conn.timer_at = None;
             self.out.clear();
             let ctx = core_ctx(&self.ctx, now);
+            let in_handshake = s.conn.session.phase() == Phase::Handshake;
             if s.conn.session.handle_timeout(&ctx, &mut self.out) {
                 return Some((f.slot, TimerAction::Drop));
+            }
+            if in_handshake && s.conn.session.is_closed() {
+                self.stats.rejected += 1;
+                let r = Rejection::Timeout;
+                debug!(shard = self.ctx.id, peer = %Peer(&s.io), status = r.status().0, reason = %r, "handshake refused");
             }
             self.reschedule(f.slot);
             return Some((f.slot, TimerAction::Send));
@@ -189,9 +225,27 @@ impl<T> Table<T> {
         None
     }
 
-    /// The earliest time the driver must wake for: a timer or the end of the grace period.
+    /// The earliest time the driver must wake for: a timer, the end of the
+    /// grace period, or the next shutdown progress line.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.timers.next_deadline(), self.grace_deadline].into_iter().flatten().min()
+        [self.timers.next_deadline(), self.grace_deadline, self.next_report].into_iter().flatten().min()
+    }
+
+    /// During a shutdown, once every [`SHUTDOWN_REPORT`]: logs how many
+    /// connections are still closing, so an operator waiting on a stop sees why.
+    pub fn report_shutdown(&mut self, now: Instant) {
+        let Some(at) = self.next_report else { return };
+        if now < at || self.slots.is_empty() {
+            return;
+        }
+        self.next_report = Some(now + SHUTDOWN_REPORT);
+        let left = self.grace_deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        info!(
+            shard = self.ctx.id,
+            connections = self.slots.len(),
+            grace_left = ?Duration::from_millis(left.as_millis() as u64),
+            "shutting down: connections still closing"
+        );
     }
 
     /// Starts a graceful shutdown (once); true if it started now.
@@ -200,6 +254,7 @@ impl<T> Table<T> {
             return false;
         }
         self.grace_deadline = Some(now + self.ctx.settings.shutdown_grace);
+        self.next_report = Some(now + SHUTDOWN_REPORT);
         true
     }
 
@@ -232,6 +287,11 @@ impl<T> Table<T> {
         s.conn.close_started = true;
         self.out.clear();
         let ctx = core_ctx(&self.ctx, now);
+        if s.conn.session.phase() == Phase::Handshake {
+            self.stats.rejected += 1;
+            let r = Rejection::ShuttingDown;
+            debug!(shard = self.ctx.id, peer = %Peer(&s.io), status = r.status().0, reason = %r, "handshake refused");
+        }
         s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);
         self.reschedule(slot);
         true

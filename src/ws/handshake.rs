@@ -24,13 +24,16 @@ pub struct HandshakePolicy {
     pub max_head_bytes: usize,
     /// Origins allowed to connect; empty allows every origin (and none).
     pub allowed_origins: Vec<String>,
+    /// With `allowed_origins` set, also admit a request without `Origin`
+    /// (RFC 6455 §10.2: only browsers are bound to send one).
+    pub allow_missing_origin: bool,
     /// The only path that upgrades (query string ignored); `None` allows any.
     pub path: Option<String>,
 }
 
 impl Default for HandshakePolicy {
     fn default() -> Self {
-        HandshakePolicy { max_head_bytes: 8 * 1024, allowed_origins: Vec::new(), path: None }
+        HandshakePolicy { max_head_bytes: 8 * 1024, allowed_origins: Vec::new(), allow_missing_origin: false, path: None }
     }
 }
 
@@ -62,8 +65,11 @@ pub enum Request {
         /// The `Sec-WebSocket-Accept` value.
         accept: [u8; ACCEPT_LEN],
     },
-    /// A plain `GET /healthz`: answer `200 ok`.
-    Health,
+    /// A plain `GET` or `HEAD /healthz` (HTTP/1.0 or 1.1): answer `200 ok`.
+    Health {
+        /// A `HEAD` request: the same status and headers, no body (RFC 9110 §9.3.2).
+        head: bool,
+    },
 }
 
 /// Why a handshake was refused; each maps to an HTTP status.
@@ -158,9 +164,14 @@ fn write_plain(out: &mut Vec<u8>, code: u16, phrase: &str, extra: &str, body: &s
     );
 }
 
-/// Appends the health check answer (`200 ok`) to `out`.
-pub fn write_health_response(out: &mut Vec<u8>) {
-    write_plain(out, 200, "OK", "", "ok\n");
+/// Appends the health check answer (`200 ok`) to `out`; for a `HEAD`
+/// request without the body but with its `Content-Length` (RFC 9110 §9.3.2).
+pub fn write_health_response(out: &mut Vec<u8>, head: bool) {
+    let body = "ok\n";
+    write_plain(out, 200, "OK", "", body);
+    if head {
+        out.truncate(out.len() - body.len());
+    }
 }
 
 /// Appends the 101 response that completes the handshake (RFC 6455 §4.2.2).
@@ -203,18 +214,21 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
         return Err(Rejection::HeadTooLarge(policy.max_head_bytes));
     }
     let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    // Health checks of load balancers (HAProxy's `option httpchk`,
+    // keepalived's HTTP_GET) send HTTP/1.0 and sometimes HEAD: answered
+    // before the WebSocket rules, which need GET over HTTP/1.1.
+    if path == HEALTH_PATH && !has("upgrade") && (method == "GET" || method == "HEAD") {
+        return Ok(Request::Health { head: method == "HEAD" });
+    }
     if method != "GET" {
         let shown: String = method.chars().take(16).collect();
         return Err(Rejection::MethodNotAllowed(shown));
     }
     if req.version != Some(1) {
         return Err(Rejection::NotHttp11);
-    }
-    let target = req.path.unwrap_or("/");
-    let path = target.split('?').next().unwrap_or(target);
-    let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
-    if path == HEALTH_PATH && !has("upgrade") {
-        return Ok(Request::Health);
     }
     if !has("host") {
         return Err(Rejection::MissingHost);
@@ -241,8 +255,10 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
         }
     }
     if !policy.allowed_origins.is_empty() {
-        let origin = single_header(req.headers, "origin").map(trim);
-        let ok = origin.is_some_and(|o| policy.allowed_origins.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)));
+        let ok = match single_header(req.headers, "origin").map(trim) {
+            Some(o) => policy.allowed_origins.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)),
+            None => policy.allow_missing_origin,
+        };
         if !ok {
             return Err(Rejection::OriginForbidden);
         }
@@ -352,6 +368,12 @@ mod tests {
         assert_eq!(parse_request(GOOD.as_bytes(), &p, &AdmitAll), Err(Rejection::OriginForbidden));
         let p = HandshakePolicy { allowed_origins: vec!["HTTP://example.com".into()], ..Default::default() };
         assert!(parse_request(GOOD.as_bytes(), &p, &AdmitAll).is_ok());
+        // No Origin at all: refused once a list is set, unless allowed.
+        let no_origin = GOOD.replace("Origin: http://example.com\r\n", "");
+        assert_eq!(parse_request(no_origin.as_bytes(), &p, &AdmitAll), Err(Rejection::OriginForbidden));
+        let p = HandshakePolicy { allow_missing_origin: true, ..p };
+        assert!(parse_request(no_origin.as_bytes(), &p, &AdmitAll).is_ok());
+        assert_eq!(parse_request(GOOD.replace("example.com", "evil.example").as_bytes(), &p, &AdmitAll), Err(Rejection::OriginForbidden));
         assert_eq!(parse_request(GOOD.as_bytes(), &HandshakePolicy::default(), &Deny), Err(Rejection::Overloaded));
     }
 
@@ -363,7 +385,32 @@ mod tests {
 
     #[test]
     fn health_check_without_upgrade() {
-        assert_eq!(parse("GET /healthz HTTP/1.1\r\n\r\n"), Ok(Request::Health));
+        assert_eq!(parse("GET /healthz HTTP/1.1\r\n\r\n"), Ok(Request::Health { head: false }));
+    }
+
+    #[test]
+    fn health_check_over_http_1_0_and_head() {
+        // HAProxy's `option httpchk GET /healthz` and keepalived's HTTP_GET send HTTP/1.0.
+        assert_eq!(parse("GET /healthz HTTP/1.0\r\n\r\n"), Ok(Request::Health { head: false }));
+        assert_eq!(parse("GET /healthz?x=1 HTTP/1.0\r\nHost: a\r\n\r\n"), Ok(Request::Health { head: false }));
+        assert_eq!(parse("HEAD /healthz HTTP/1.0\r\n\r\n"), Ok(Request::Health { head: true }));
+        assert_eq!(parse("HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(Request::Health { head: true }));
+        // Only the health check: elsewhere HEAD is 405 and HTTP/1.0 is 400.
+        assert_eq!(parse("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status().0, 405);
+        assert_eq!(parse("POST /healthz HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status().0, 405);
+        assert_eq!(parse("GET / HTTP/1.0\r\nHost: a\r\n\r\n").unwrap_err(), Rejection::NotHttp11);
+    }
+
+    #[test]
+    fn head_answer_has_no_body_but_its_length() {
+        let (mut get, mut head) = (Vec::new(), Vec::new());
+        write_health_response(&mut get, false);
+        write_health_response(&mut head, true);
+        let get = String::from_utf8(get).unwrap();
+        let head = String::from_utf8(head).unwrap();
+        assert!(get.ends_with("\r\n\r\nok\n"), "{get}");
+        assert!(head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"), "{head}");
+        assert_eq!(format!("{head}ok\n"), get);
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Harness {
         self.carry.extend_from_slice(&self.buf[HEADROOM + p.consumed..]);
         self.total.messages += p.messages;
         self.total.upgraded |= p.upgraded;
-        self.total.rejected = self.total.rejected.or(p.rejected);
+        self.total.rejected = self.total.rejected.take().or(p.rejected);
         self.total.error = self.total.error.or(p.error);
     }
 

@@ -64,7 +64,7 @@ pub struct Ctx<'a> {
 }
 
 /// What one [`Session::handle_input`] call did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Input bytes consumed from `start`. The rest (a partial request head,
     /// frame header or control frame) must be passed again, in front of the
@@ -74,8 +74,8 @@ pub struct Progress {
     pub messages: u64,
     /// The handshake completed in this call (the connection was admitted).
     pub upgraded: bool,
-    /// The HTTP status sent when the handshake was refused.
-    pub rejected: Option<u16>,
+    /// Why the handshake was refused (its HTTP status went out).
+    pub rejected: Option<Rejection>,
     /// The violation that failed the connection.
     pub error: Option<ProtocolError>,
 }
@@ -288,14 +288,14 @@ impl Session {
                 p.upgraded = true;
                 Some(head_len)
             }
-            Ok(Request::Health) => {
-                out.push_owned_with(handshake::write_health_response);
+            Ok(Request::Health { head }) => {
+                out.push_owned_with(|o| handshake::write_health_response(o, head));
                 self.enter_closed(ctx);
                 Some(input.len())
             }
             Err(r) => {
                 out.push_owned_with(|o| r.write_response(o));
-                p.rejected = Some(r.status().0);
+                p.rejected = Some(r);
                 self.enter_closed(ctx);
                 Some(input.len())
             }

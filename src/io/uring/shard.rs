@@ -17,7 +17,7 @@ use super::buf_ring::BufRing;
 use super::probe::new_ring;
 use crate::server::shard::{ShardContext, ShardReady};
 use crate::server::stats::Stats;
-use crate::server::table::{Table, TimerAction, SHUTDOWN_SWEEP};
+use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
@@ -80,6 +80,12 @@ struct Io {
     /// The input kept while backed up was handled once since receiving
     /// stopped (a partial frame left in it needs more bytes, not a retry).
     deferred_handled: bool,
+}
+
+impl PeerAddr for Io {
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
 }
 
 // SAFETY: the raw pointers in SendJob point into memory owned by the job or
@@ -218,7 +224,7 @@ impl Shard {
             }
             if self.table.shutdown_done(now) {
                 if !self.table.is_empty() {
-                    debug!(left = self.table.len(), "grace period over, dropping connections");
+                    warn!(shard = self.table.ctx.id, left = self.table.len(), "grace period over, dropping connections");
                 }
                 return Ok(());
             }
@@ -253,6 +259,7 @@ impl Shard {
                 }
             }
             if self.table.shutting_down() {
+                self.table.report_shutdown(now);
                 self.shutdown_sweep(now);
             }
             // Receives stopped for lack of buffers resume once some came back

@@ -1,0 +1,56 @@
+//! Logging set-up: `tracing` to standard error, where a failed write is
+//! dropped instead of panicking.
+//!
+//! `tracing-subscriber` reports a failed write with `eprintln!`, which panics
+//! when standard error is a pipe whose reader has gone (`ricochet serve 2>&1 |
+//! head -3`). A panic in the signal thread would leave the server unable to
+//! shut down, so every write to standard error goes through [`LossyStderr`].
+
+use std::io::{self, Write};
+
+/// Standard error that reports every write as done: a log line that cannot
+/// be written is lost, never an error or a panic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Installs the global subscriber: level from `RUST_LOG` (`info` by
+/// default), colours only when standard error is a terminal and `NO_COLOR`
+/// is unset.
+pub fn init() {
+    let colour = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(|| LossyStderr)
+        .with_ansi(colour)
+        .init();
+}
+
+/// Prints `ricochet: MESSAGE` on standard error, ignoring a failed write (a
+/// closed pipe must not turn a clean error exit into a panic).
+pub fn say_error(message: impl std::fmt::Display) {
+    let _ = writeln!(LossyStderr, "ricochet: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_always_reports_every_byte_taken() {
+        assert_eq!(LossyStderr.write(b"").unwrap(), 0);
+        assert_eq!(LossyStderr.write(b"x\n").unwrap(), 2);
+        LossyStderr.flush().unwrap();
+    }
+}
