@@ -30,6 +30,12 @@ fn each_bad_value_is_one_line_naming_the_setting() {
         (vec!["serve", "--config", bad_file], vec![], "backlog"),
         (vec!["serve", "--config", "/nonexistent/r.toml"], vec![], "config file"),
         (vec!["serve", "--no-such-flag"], vec![], "--no-such-flag"),
+        (vec!["serve", "--allowed-origin", ""], vec![], "allowed-origin"),
+        (vec!["serve"], vec![("RICOCHET_ALLOWED_ORIGIN", "")], "allowed-origin"),
+        (vec!["serve"], vec![("RICOCHET_NO_PIN", "maybe")], "RICOCHET_NO_PIN"),
+        // The useful part of clap's message, which it puts on later lines.
+        (vec!["bench"], vec![], "<URL>"),
+        (vec!["tune", "--format", "yaml"], vec![], "table, json"),
     ];
     for (args, env, name) in cases {
         let (code, stderr) = run(&args, &env);
@@ -57,6 +63,8 @@ fn help_lists_every_setting_with_its_default() {
         "--handshake-timeout",
         "--idle-timeout",
         "--allowed-origin",
+        "--allow-missing-origin",
+        "--share-port",
         "--path",
         "--reply",
         "--shutdown-grace",
@@ -65,4 +73,25 @@ fn help_lists_every_setting_with_its_default() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     assert!(help.contains("autotuning"), "--help should say why rcvbuf is unset");
+    assert!(help.contains("a bare number is seconds"), "--help should say what a bare time means");
+}
+
+#[test]
+fn boolean_variables_take_1_and_0() {
+    // `RICOCHET_NO_PIN=1` is accepted: the start fails only on the bad listen address after it.
+    for v in ["1", "0", "true", "false"] {
+        let (code, stderr) = run(&["serve", "--listen", "nowhere"], &[("RICOCHET_NO_PIN", v)]);
+        assert_eq!(code, 2);
+        assert!(stderr.contains("invalid listen"), "RICOCHET_NO_PIN={v}: {stderr}");
+    }
+}
+
+#[test]
+fn a_bare_ricochet_prints_the_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    for word in ["Usage: ricochet <COMMAND>", "serve", "bench", "tune", "--help"] {
+        assert!(text.contains(word), "{word} missing from: {text}");
+    }
 }

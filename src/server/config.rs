@@ -332,7 +332,8 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 setting: "allowed-origin",
                 value: bad.clone(),
-                allowed: "an origin such as https://app.example, without spaces; leave the setting out to allow every origin",
+                allowed:
+                    "an origin such as https://app.example, without spaces; leave the setting out to allow every origin",
             });
         }
         let allow_missing_origin = args.allow_missing_origin || file.allow_missing_origin.unwrap_or(false);
@@ -473,11 +474,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ricochet-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("r.toml");
-        std::fs::write(
-            &f,
-            "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origin = [\"https://a\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&f, "backlog = 128\nidle-timeout = \"0\"\nreply = \"pong\"\nallowed-origin = [\"https://a\"]\n")
+            .unwrap();
         let args = ServeArgs { config: Some(f.clone()), backlog: Some("256".into()), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.backlog, 256);

@@ -33,7 +33,12 @@ pub struct HandshakePolicy {
 
 impl Default for HandshakePolicy {
     fn default() -> Self {
-        HandshakePolicy { max_head_bytes: 8 * 1024, allowed_origins: Vec::new(), allow_missing_origin: false, path: None }
+        HandshakePolicy {
+            max_head_bytes: 8 * 1024,
+            allowed_origins: Vec::new(),
+            allow_missing_origin: false,
+            path: None,
+        }
     }
 }
 
@@ -373,7 +378,10 @@ mod tests {
         assert_eq!(parse_request(no_origin.as_bytes(), &p, &AdmitAll), Err(Rejection::OriginForbidden));
         let p = HandshakePolicy { allow_missing_origin: true, ..p };
         assert!(parse_request(no_origin.as_bytes(), &p, &AdmitAll).is_ok());
-        assert_eq!(parse_request(GOOD.replace("example.com", "evil.example").as_bytes(), &p, &AdmitAll), Err(Rejection::OriginForbidden));
+        assert_eq!(
+            parse_request(GOOD.replace("example.com", "evil.example").as_bytes(), &p, &AdmitAll),
+            Err(Rejection::OriginForbidden)
+        );
         assert_eq!(parse_request(GOOD.as_bytes(), &HandshakePolicy::default(), &Deny), Err(Rejection::Overloaded));
     }
 

@@ -42,6 +42,16 @@ impl Server {
         Server::spawn(Command::new(env!("CARGO_BIN_EXE_ricochet")).args(args))
     }
 
+    /// Like `start`, logging at `debug` (refusals, protocol errors).
+    pub fn start_debug(extra: &[&str]) -> Server {
+        let backend = std::env::var("RICOCHET_TEST_BACKEND").unwrap_or_else(|_| "epoll".into());
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend];
+        args.extend_from_slice(extra);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
+        cmd.args(&args);
+        Server::spawn_logging(&mut cmd, "debug")
+    }
+
     /// Like `start_raw`, with io_uring forbidden to the process by a seccomp filter.
     pub fn start_without_io_uring(args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
@@ -51,8 +61,12 @@ impl Server {
     }
 
     fn spawn(cmd: &mut Command) -> Server {
+        Server::spawn_logging(cmd, "info")
+    }
+
+    fn spawn_logging(cmd: &mut Command, level: &str) -> Server {
         let mut child = cmd
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -150,6 +164,19 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The test backend (`RICOCHET_TEST_BACKEND`, epoll if unset).
+pub fn backend() -> String {
+    std::env::var("RICOCHET_TEST_BACKEND").unwrap_or_else(|_| "epoll".into())
+}
+
+/// Sends `request` on a new connection and returns everything the server
+/// answers until it closes.
+pub fn http_exchange(addr: SocketAddr, request: &str) -> String {
+    let mut c = RawClient::connect(addr);
+    c.send_raw(request.as_bytes());
+    String::from_utf8_lossy(&c.read_to_end()).into_owned()
 }
 
 /// Makes `io_uring_setup` fail with EPERM in the child, as a container's

@@ -224,7 +224,11 @@ impl Shard {
             }
             if self.table.shutdown_done(now) {
                 if !self.table.is_empty() {
-                    warn!(shard = self.table.ctx.id, left = self.table.len(), "grace period over, dropping connections");
+                    warn!(
+                        shard = self.table.ctx.id,
+                        left = self.table.len(),
+                        "grace period over, dropping connections"
+                    );
                 }
                 return Ok(());
             }

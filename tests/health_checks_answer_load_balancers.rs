@@ -1,0 +1,113 @@
+//! `GET` and `HEAD /healthz` answer `200` over HTTP/1.0 and 1.1, as load
+//! balancers send them (HAProxy's `option httpchk`, keepalived's HTTP_GET
+//! use HTTP/1.0), and a real HAProxy running the configuration the tuning
+//! guide ships (`tuning/haproxy.cfg`) marks the server up and carries
+//! WebSocket traffic to it.
+
+mod common;
+
+use common::{http_exchange, Server};
+use futures_util::{SinkExt, StreamExt};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+#[test]
+fn get_and_head_over_http_1_0_and_1_1() {
+    let server = Server::start(&["--path", "/ws"]);
+    for version in ["HTTP/1.0", "HTTP/1.1"] {
+        let get = http_exchange(server.addr, &format!("GET /healthz {version}\r\n\r\n"));
+        assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
+        assert!(get.ends_with("\r\n\r\nok\n"), "{get}");
+        let head = http_exchange(server.addr, &format!("HEAD /healthz {version}\r\nHost: a\r\n\r\n"));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 3\r\n") && head.ends_with("\r\n\r\n"), "{head}");
+    }
+    // The upgrade itself stays HTTP/1.1 only; HEAD elsewhere is still 405.
+    let r = http_exchange(server.addr, &common::upgrade_request("/ws").replace("HTTP/1.1", "HTTP/1.0"));
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    let r = http_exchange(server.addr, "HEAD /ws HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+}
+
+/// HAProxy in the foreground; killed when dropped.
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `show stat` over HAProxy's admin socket: the CSV line of `backend/server`.
+fn server_stat(socket: &std::path::Path, server: &str) -> Option<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"show stat\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines().find(|l| l.starts_with(&format!("ricochet,{server},"))).map(str::to_string)
+}
+
+#[test]
+fn haproxy_with_the_guides_configuration_marks_the_server_up() {
+    let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("haproxy is not installed: run scripts/install-deps.sh (Debian package haproxy)");
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let front = free_port();
+    // The shipped file with only its addresses changed (and an admin socket
+    // for the test to read the check's verdict).
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/haproxy.cfg")).unwrap();
+    assert!(shipped.contains("option httpchk GET /healthz"));
+    let cfg: String = shipped
+        .lines()
+        .filter(|l| !l.contains("server ricochet2 "))
+        .map(|l| {
+            l.replace("bind :80", &format!("bind 127.0.0.1:{front}"))
+                .replace("192.0.2.11:8080", &server.addr.to_string())
+                .replace("global", &format!("global\n    stats socket {}", socket.display()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg + "\n").unwrap();
+    let _proxy = Haproxy(
+        Command::new(haproxy)
+            .args(["-db", "-f"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy"),
+    );
+    // Wait for a passed layer-7 check (L7OK) and the server UP.
+    let t0 = Instant::now();
+    let mut last = None;
+    while t0.elapsed() < Duration::from_secs(20) {
+        last = server_stat(&socket, "ricochet1");
+        if last.as_deref().is_some_and(|l| l.contains(",UP,") && l.contains("L7OK")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stat = last.unwrap_or_default();
+    assert!(stat.contains(",UP,") && stat.contains("L7OK"), "HAProxy's check did not pass: {stat}");
+    // And WebSocket traffic through it echoes.
+    common::tokio_runtime().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{front}/")).await.unwrap();
+        ws.send(Message::text("through haproxy")).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m, Message::text("through haproxy"));
+    });
+}
