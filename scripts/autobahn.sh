@@ -6,7 +6,9 @@
 set -euo pipefail
 BIN=${1:?usage: scripts/autobahn.sh PATH/TO/ricochet [serve flags...]}; shift
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-SUITE=${AUTOBAHN_DIR:-$HERE/../shared/autobahn}
+# The suite's runner ships in scripts/autobahn/ (built from PyPI packages on
+# first use, cached under ~/.cache/autobahn-py3); AUTOBAHN_DIR picks another.
+SUITE=${AUTOBAHN_DIR:-$HERE/scripts/autobahn}
 OUT=${AUTOBAHN_OUT:-$HERE/autobahn-reports}
 LOG=$(mktemp)
 "$BIN" serve --listen 127.0.0.1:0 "$@" > "$LOG.out" 2> "$LOG" &
