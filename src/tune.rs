@@ -43,6 +43,12 @@ pub struct TuneArgs {
     /// table (for people) or json (an object: the load and a list of findings)
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Which host this is: server (runs `ricochet serve`), load-generator (runs `ricochet bench` or other clients: wide source port range, TIME_WAIT reuse), or both on one host
+    #[arg(long, value_enum, default_value_t = Role::Server)]
+    pub role: Role,
+    /// The server's listen port, kept out of the ephemeral port range (ip_local_reserved_ports) so outgoing connections cannot take it (repeatable)
+    #[arg(long = "listen-port", value_name = "PORT", default_value = "8080", value_delimiter = ',')]
+    pub listen_ports: Vec<u16>,
     /// Write the recommended sysctls to /etc/sysctl.d/99-ricochet-tune.conf and load them (root only)
     #[arg(long)]
     pub apply: bool,
@@ -78,6 +84,23 @@ pub enum TuneError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Which side of the traffic a host is on; each has its own settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Runs `ricochet serve`.
+    Server,
+    /// Opens many outgoing connections (`ricochet bench`, test clients).
+    LoadGenerator,
+    /// Both on one host.
+    Both,
+}
+
+impl Role {
+    fn includes(self, side: Role) -> bool {
+        self == Role::Both || self == side
+    }
 }
 
 /// What to do about a setting.
@@ -118,10 +141,12 @@ pub struct Finding {
     pub why: String,
     /// For sysctls: the value `--apply` writes.
     pub sysctl_value: Option<String>,
+    /// The side it matters to: [`Role::Server`] or [`Role::LoadGenerator`].
+    pub side: Role,
 }
 
 /// The load the host is audited for.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Load {
     /// Concurrent connections.
     pub connections: u64,
@@ -129,6 +154,10 @@ pub struct Load {
     pub bandwidth_bps: f64,
     /// Round-trip time.
     pub rtt: Duration,
+    /// Which side of the traffic this host is on.
+    pub role: Role,
+    /// The server's listen ports, to keep out of the ephemeral range.
+    pub listen_ports: Vec<u16>,
 }
 
 impl Load {
@@ -277,7 +306,14 @@ fn sysctl_finding(key: &str, cur: Option<String>, rec: String, status: Status, w
         fix,
         why: why.into(),
         sysctl_value: Some(rec),
+        side: Role::Server,
     }
+}
+
+/// The same finding, as advice for the load generator's host.
+fn for_load_generator(mut f: Finding) -> Finding {
+    f.side = Role::LoadGenerator;
+    f
 }
 
 /// Rounds up to a power of two (buffer sizes read better that way).
@@ -306,8 +342,15 @@ pub fn audit(host: &Host, load: &Load) -> Vec<Finding> {
         at_least(host, "fs.nr_open", files, "per-process file limit ceiling: one per connection plus slack"),
         at_least(host, "fs.file-max", files + 65536, "system-wide open files"),
         nofile(host, files),
-        port_range(host, n),
-        exactly(host, "net.ipv4.tcp_tw_reuse", 1, "load generator side: reuse TIME_WAIT ports for new connections"),
+        // Reserve before widening: `--apply` writes in this order.
+        reserved_ports(host, load),
+        for_load_generator(port_range(host, n)),
+        for_load_generator(exactly(
+            host,
+            "net.ipv4.tcp_tw_reuse",
+            1,
+            "load generator side: reuse TIME_WAIT ports for new connections",
+        )),
         at_most(
             host,
             "net.ipv4.tcp_notsent_lowat",
@@ -320,6 +363,51 @@ pub fn audit(host: &Host, load: &Load) -> Vec<Finding> {
     ];
     f.extend(io_uring(host));
     f.extend(nics(host));
+    f.retain(|x| load.role.includes(x.side) || x.side == Role::Both);
+    f
+}
+
+/// Port ranges of `ip_local_reserved_ports` (`8080,9000-9010`).
+fn port_ranges(v: &str) -> Vec<(u16, u16)> {
+    v.split([',', ' ', '\t'])
+        .filter_map(|p| {
+            let (lo, hi) = p.split_once('-').unwrap_or((p, p));
+            Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The listen ports must be kept out of the ephemeral range: an outgoing
+/// connection that takes port 8080 as its source port would stop the server
+/// from binding it. Needed wherever the range covers a listen port, and
+/// always for a load generator, whose range this audit widens to 1024-65535.
+/// Judged against the range as it is now and as `--apply` would leave it.
+fn reserved_ports(host: &Host, load: &Load) -> Finding {
+    let key = "net.ipv4.ip_local_reserved_ports";
+    let cur = read_sysctl(&host.root, key);
+    let mut ranges = cur.as_deref().map(port_ranges).unwrap_or_default();
+    let range = read_sysctl(&host.root, "net.ipv4.ip_local_port_range").map(|v| numbers(&v)).unwrap_or_default();
+    let in_range = |p: u16| match range.as_slice() {
+        [lo, hi] => (*lo..=*hi).contains(&u64::from(p)),
+        _ => false,
+    };
+    let exposed = load.listen_ports.iter().any(|&p| in_range(p) || load.role.includes(Role::LoadGenerator));
+    let missing: Vec<u16> =
+        load.listen_ports.iter().copied().filter(|&p| !ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&p))).collect();
+    ranges.extend(missing.iter().map(|&p| (p, p)));
+    ranges.sort_unstable();
+    ranges.dedup();
+    let rec =
+        ranges.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect::<Vec<_>>();
+    let status = if missing.is_empty() || !exposed { Status::Ok } else { Status::Raise };
+    let mut f = sysctl_finding(
+        key,
+        cur,
+        rec.join(","),
+        status,
+        "the server's listen ports, kept out of the ephemeral range so outgoing connections cannot take them",
+    );
+    f.side = Role::Both;
     f
 }
 
@@ -373,6 +461,7 @@ fn nofile(host: &Host, want: u64) -> Finding {
         },
         why: "open files per process: one per connection".into(),
         sysctl_value: None,
+        side: Role::Both,
     }
 }
 
@@ -416,6 +505,7 @@ fn io_uring(host: &Host) -> Vec<Finding> {
             fix: if ok { String::new() } else { "allow io_uring (sysctl, seccomp) or run Linux 6.0+".into() },
             why: "ring setup, provided buffer ring and multishot receive, tried for real".into(),
             sysctl_value: None,
+            side: Role::Server,
         });
     }
     out
@@ -431,6 +521,7 @@ fn cpus(host: &Host) -> Finding {
         fix: String::new(),
         why: "one shard per CPU by default (affinity mask: taskset, cpusets, CPUAffinity=)".into(),
         sysctl_value: None,
+        side: Role::Server,
     }
 }
 
@@ -462,6 +553,7 @@ fn nics(host: &Host) -> Vec<Finding> {
                 },
                 why: "one receive queue per shard CPU (RSS), IRQs pinned to match".into(),
                 sysctl_value: None,
+                side: Role::Both,
             })
         })
         .collect()
@@ -478,6 +570,7 @@ pub fn table(findings: &[Finding], load: &Load) -> String {
         load.rtt,
         load.bdp_bytes()
     );
+    let _ = writeln!(out, "role: {} (--role server, load-generator or both)", role_name(load.role));
     let w = |f: &dyn Fn(&Finding) -> usize, h: usize| findings.iter().map(f).max().unwrap_or(0).max(h);
     let (w1, w2, w3) = (w(&|f| f.setting.len(), 7), w(&|f| f.current.len(), 7), w(&|f| f.recommended.len(), 11));
     let _ = writeln!(out, "{:w1$}  {:w2$}  {:w3$}  {:6}  fix", "setting", "current", "recommended", "status");
@@ -495,7 +588,17 @@ pub fn table(findings: &[Finding], load: &Load) -> String {
     out
 }
 
-/// Renders findings as a JSON array (hand-written: a handful of string fields).
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Server => "server",
+        Role::LoadGenerator => "load-generator",
+        Role::Both => "both",
+    }
+}
+
+/// Renders the audit as a JSON object: the load (with the role) and the
+/// findings, each with the side it matters to (hand-written: a handful of
+/// string fields).
 pub fn json(findings: &[Finding], load: &Load) -> String {
     let esc = |s: &str| {
         let mut o = String::with_capacity(s.len() + 2);
@@ -514,11 +617,12 @@ pub fn json(findings: &[Finding], load: &Load) -> String {
         o
     };
     let mut out = format!(
-        "{{\"load\":{{\"connections\":{},\"bandwidth_bps\":{},\"rtt_us\":{},\"bdp_bytes\":{}}},\"findings\":[",
+        "{{\"load\":{{\"connections\":{},\"bandwidth_bps\":{},\"rtt_us\":{},\"bdp_bytes\":{},\"role\":\"{}\"}},\"findings\":[",
         load.connections,
         load.bandwidth_bps,
         load.rtt.as_micros(),
-        load.bdp_bytes()
+        load.bdp_bytes(),
+        role_name(load.role)
     );
     for (i, f) in findings.iter().enumerate() {
         if i > 0 {
@@ -526,13 +630,14 @@ pub fn json(findings: &[Finding], load: &Load) -> String {
         }
         let _ = write!(
             out,
-            "{{\"setting\":{},\"current\":{},\"recommended\":{},\"status\":{},\"fix\":{},\"why\":{}}}",
+            "{{\"setting\":{},\"current\":{},\"recommended\":{},\"status\":{},\"fix\":{},\"why\":{},\"side\":\"{}\"}}",
             esc(&f.setting),
             esc(&f.current),
             esc(&f.recommended),
             esc(f.status.as_str()),
             esc(&f.fix),
-            esc(&f.why)
+            esc(&f.why),
+            role_name(f.side)
         );
     }
     out.push_str("]}\n");
@@ -558,21 +663,38 @@ pub fn apply(root: &Path, findings: &[Finding]) -> Result<Vec<(String, String, S
         let _ = writeln!(conf, "# {}\n{} = {}", f.why, f.setting, f.sysctl_value.as_deref().unwrap_or_default());
     }
     let file = root.join(APPLY_FILE);
-    let write = |path: &Path, text: &str| {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| TuneError::Write { path: path.to_owned(), source })?;
-        }
-        std::fs::write(path, text).map_err(|source| TuneError::Write { path: path.to_owned(), source })
-    };
-    write(&file, &conf)?;
+    write_atomically(&file, &conf).map_err(|source| TuneError::Write { path: file.clone(), source })?;
     let mut changed = Vec::new();
     for f in todo {
         let value = f.sysctl_value.clone().unwrap_or_default();
         // Loading is what `sysctl -p` does: write the value to /proc/sys.
-        write(&sysctl_path(root, &f.setting), &format!("{value}\n"))?;
+        let path = sysctl_path(root, &f.setting);
+        std::fs::write(&path, format!("{value}\n")).map_err(|source| TuneError::Write { path, source })?;
         changed.push((f.setting.clone(), f.current.clone(), value));
     }
     Ok(changed)
+}
+
+/// Replaces `path` with `text` so that a reader (or a boot) sees the old file
+/// or the new one, never a part: written beside it, synced, then renamed over it.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable once the directory is synced.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Runs `ricochet tune`: prints the audit; returns whether everything was ok.
@@ -583,7 +705,13 @@ pub fn run(args: &TuneArgs) -> Result<bool, TuneError> {
         allowed: "a rate in bits per second such as 10Gbit, 1Gbit, 100Mbit",
     })?;
     let rtt = parse_duration("rtt", &args.rtt, false)?;
-    let load = Load { connections: args.connections, bandwidth_bps, rtt };
+    let load = Load {
+        connections: args.connections,
+        bandwidth_bps,
+        rtt,
+        role: args.role,
+        listen_ports: args.listen_ports.clone(),
+    };
     let host = Host::live(&args.root);
     let findings = audit(&host, &load);
     match args.format {

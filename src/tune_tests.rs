@@ -30,6 +30,7 @@ fn stock() -> tempfile::TempDir {
         ("net.core.busy_poll", "0"),
         ("net.core.busy_read", "0"),
         ("kernel.io_uring_disabled", "0"),
+        ("net.ipv4.ip_local_reserved_ports", ""),
     ] {
         set(k, v);
     }
@@ -44,8 +45,15 @@ fn host(d: &tempfile::TempDir) -> Host {
     Host { root: d.path().to_owned(), nofile: 1024, cpus: 4, page_size: 4096, mem_bytes: 16 * GIB, uring: None }
 }
 
+/// A load for a host that runs both the server and the load generator.
 fn load(connections: u64, bandwidth: &str, rtt_us: u64) -> Load {
-    Load { connections, bandwidth_bps: parse_rate(bandwidth).unwrap(), rtt: Duration::from_micros(rtt_us) }
+    Load {
+        connections,
+        bandwidth_bps: parse_rate(bandwidth).unwrap(),
+        rtt: Duration::from_micros(rtt_us),
+        role: Role::Both,
+        listen_ports: vec![8080],
+    }
 }
 
 fn find<'a>(f: &'a [Finding], key: &str) -> &'a Finding {
@@ -215,6 +223,71 @@ fn apply_writes_the_file_and_the_live_values() {
     let after = audit(&h, &l);
     let left: Vec<_> = after.iter().filter(|x| x.status != Status::Ok && x.sysctl_value.is_some()).collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn load_generator_advice_is_apart_from_the_servers() {
+    let d = stock();
+    let server = Load { role: Role::Server, ..load(100_000, "1Gbit", 1000) };
+    let f = audit(&host(&d), &server);
+    for key in ["net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"] {
+        assert!(!f.iter().any(|x| x.setting == key), "{key} is load generator advice");
+    }
+    assert!(f.iter().any(|x| x.setting == "net.core.somaxconn"));
+    let generator = Load { role: Role::LoadGenerator, ..server.clone() };
+    let f = audit(&host(&d), &generator);
+    assert!(f.iter().any(|x| x.setting == "net.ipv4.tcp_tw_reuse"));
+    assert!(!f.iter().any(|x| x.setting == "net.ipv4.tcp_notsent_lowat"), "server advice");
+    // Files and NIC queues matter to both.
+    assert!(f.iter().any(|x| x.setting == "RLIMIT_NOFILE"));
+}
+
+#[test]
+fn widening_the_port_range_reserves_the_listen_ports() {
+    let d = stock();
+    let l = Load { listen_ports: vec![8080, 9090], ..load(100_000, "1Gbit", 1000) };
+    let f = audit(&host(&d), &l);
+    assert_eq!(find(&f, "net.ipv4.ip_local_port_range").status, Status::Raise);
+    let r = find(&f, "net.ipv4.ip_local_reserved_ports");
+    assert_eq!((r.status, r.recommended.as_str()), (Status::Raise, "8080,9090"));
+    // Reserved first, so no moment has the wide range without the reservation.
+    let pos = |k: &str| f.iter().position(|x| x.setting == k).unwrap();
+    assert!(pos("net.ipv4.ip_local_reserved_ports") < pos("net.ipv4.ip_local_port_range"));
+    // Existing reservations are kept.
+    set(&d, "net.ipv4.ip_local_reserved_ports", "9000-9010,22");
+    let r = audit(&host(&d), &l).into_iter().find(|x| x.setting == "net.ipv4.ip_local_reserved_ports").unwrap();
+    assert_eq!(r.recommended, "22,8080,9000-9010,9090");
+    set(&d, "net.ipv4.ip_local_reserved_ports", "8000-9999");
+    let r = audit(&host(&d), &l).into_iter().find(|x| x.setting == "net.ipv4.ip_local_reserved_ports").unwrap();
+    assert_eq!(r.status, Status::Ok);
+    // A server host whose range does not cover its port needs no reservation;
+    // one whose range does, needs it.
+    set(&d, "net.ipv4.ip_local_reserved_ports", "");
+    let server = Load { role: Role::Server, ..l.clone() };
+    assert_eq!(find(&audit(&host(&d), &server), "net.ipv4.ip_local_reserved_ports").status, Status::Ok);
+    set(&d, "net.ipv4.ip_local_port_range", "1024\t65535");
+    assert_eq!(find(&audit(&host(&d), &server), "net.ipv4.ip_local_reserved_ports").status, Status::Raise);
+}
+
+#[test]
+fn apply_reserves_the_port_and_replaces_the_file_whole() {
+    let d = stock();
+    let h = host(&d);
+    let l = load(100_000, "1Gbit", 1000);
+    let file = d.path().join(APPLY_FILE);
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "old contents\n").unwrap();
+    apply(d.path(), &audit(&h, &l)).expect("tests run as root");
+    assert_eq!(read_sysctl(d.path(), "net.ipv4.ip_local_port_range").as_deref(), Some("1024 65535"));
+    assert_eq!(read_sysctl(d.path(), "net.ipv4.ip_local_reserved_ports").as_deref(), Some("8080"));
+    let conf = fs::read_to_string(&file).unwrap();
+    assert!(!conf.contains("old contents") && conf.ends_with('\n'), "{conf}");
+    // sysctl --system loads files in order; the reservation comes before the wide range.
+    let reserved = conf.find("net.ipv4.ip_local_reserved_ports = 8080").expect("reservation written");
+    assert!(reserved < conf.find("net.ipv4.ip_local_port_range = 1024 65535").unwrap());
+    // Nothing but the file is left in the directory (no temporary file).
+    let names: Vec<_> = fs::read_dir(file.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![file.file_name().unwrap().to_owned()]);
 }
 
 #[test]

@@ -61,3 +61,21 @@ fn bad_values_are_one_line_with_exit_2() {
         assert!(stderr.contains(&args[0][2..]), "{stderr}");
     }
 }
+
+#[test]
+fn roles_keep_load_generator_advice_apart() {
+    let names = |role: &str| -> Vec<String> {
+        let (_, stdout, stderr) = tune(&["--format", "json", "--role", role]);
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(v["load"]["role"], role);
+        v["findings"].as_array().unwrap().iter().map(|f| f["setting"].as_str().unwrap().to_string()).collect()
+    };
+    let server = names("server");
+    assert!(!server.iter().any(|n| n == "net.ipv4.tcp_tw_reuse" || n == "net.ipv4.ip_local_port_range"), "{server:?}");
+    let generator = names("load-generator");
+    for key in ["net.ipv4.tcp_tw_reuse", "net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"] {
+        assert!(generator.iter().any(|n| n == key), "{key} missing: {generator:?}");
+    }
+    assert!(!generator.iter().any(|n| n == "net.core.somaxconn"), "{generator:?}");
+    assert!(names("both").len() > server.len());
+}

@@ -3,7 +3,7 @@
 //! example config and systemd unit match the server's defaults.
 
 use ricochet::server::config::{ServeArgs, Settings};
-use ricochet::tune::{audit, Host, Load, Status};
+use ricochet::tune::{audit, Host, Load, Role, Status};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -54,7 +54,13 @@ fn the_file_passes_the_audit_for_the_load_it_names() {
     }
     let host =
         Host { root: dir.path().into(), nofile: 1_048_576, cpus: 8, page_size: 4096, mem_bytes: 64 << 30, uring: None };
-    let load = Load { connections: 100_000, bandwidth_bps: 10e9, rtt: Duration::from_millis(1) };
+    let load = Load {
+        connections: 100_000,
+        bandwidth_bps: 10e9,
+        rtt: Duration::from_millis(1),
+        role: Role::Both,
+        listen_ports: vec![8080],
+    };
     for f in audit(&host, &load) {
         assert_eq!(f.status, Status::Ok, "{}: file has {}, audit wants {}", f.setting, f.current, f.recommended);
         if f.sysctl_value.is_some() && f.setting != "kernel.io_uring_disabled" {
@@ -98,6 +104,13 @@ fn example_config_is_exactly_the_defaults() {
     ] {
         assert!(text.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))), "{key} missing");
     }
+}
+
+#[test]
+fn the_file_reserves_the_port_before_widening_the_range() {
+    let text = std::fs::read_to_string(format!("{DIR}/sysctl.d/99-ricochet.conf")).unwrap();
+    let at = |k: &str| text.find(&format!("\n{k} =")).unwrap_or_else(|| panic!("{k} missing"));
+    assert!(at("net.ipv4.ip_local_reserved_ports") < at("net.ipv4.ip_local_port_range"));
 }
 
 #[test]
