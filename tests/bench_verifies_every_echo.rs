@@ -123,10 +123,49 @@ fn open_loop_sends_at_the_requested_rate_and_json_reports_it() {
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["mode"], "echo");
-    assert_eq!(v["mismatched"], 0);
-    assert_eq!(v["missing"], 0);
+    assert_eq!(v["mismatched_echoes"], 0);
+    assert_eq!(v["missing_echoes"], 0);
+    assert_eq!(v["failed_connections"], 0);
     let sent = v["messages"].as_u64().unwrap();
     // 2,000 per second for one second: the schedule, not the server, sets the count.
     assert!((1500..=2001).contains(&sent), "{sent} messages for 2000/s over 1 s");
-    assert_eq!(v["latency_us"].as_array().unwrap().len(), 5);
+    let rate = v["messages_per_second"].as_f64().unwrap();
+    assert!((1500.0..=2100.0).contains(&rate), "{rate}/s");
+    // Every field says its unit; percentiles by name.
+    for p in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(v["latency_us"][p].is_number(), "latency_us.{p} missing: {v}");
+    }
+    for f in ["window_seconds", "client_cpu_seconds", "server_cpu_seconds", "message_bytes", "connections"] {
+        assert!(v[f].is_number(), "{f} missing: {v}");
+    }
+}
+
+#[test]
+fn cpu_is_measured_over_the_window_alone() {
+    // 1000 connections of 64 KiB take a while to open and to drain; none of
+    // it may count against the window: a client thread pinned to one CPU
+    // never reports more than that CPU.
+    let server = Server::start(&[]);
+    let cpu = core_affinity::get_core_ids().unwrap().last().unwrap().id.to_string();
+    let (ok, out) =
+        bench(&server, &["--connections", "1000", "--size", "64K", "--duration", "1s", "--cpu", &cpu, "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let secs = v["window_seconds"].as_f64().unwrap();
+    assert!((1.0..1.2).contains(&secs), "window {secs} s for --duration 1s");
+    let client = v["client_cpu_seconds"].as_f64().unwrap();
+    let server_cpu = v["server_cpu_seconds"].as_f64().unwrap();
+    assert!(client <= secs, "client CPU {client} s in a {secs} s window on one CPU");
+    assert!(client > 0.0 && server_cpu > 0.0, "{v}");
+}
+
+#[test]
+fn zero_connections_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["bench", "ws://127.0.0.1:9/", "--connections", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid connections \"0\"") && err.lines().count() == 1, "{err}");
 }

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod progress;
+pub mod window;
 
 use crate::server::config::{parse_duration, parse_size};
 use clap::{Args, ValueEnum};
@@ -21,6 +22,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use window::{Turn, Window};
 
 /// What the load generator does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,39 +99,60 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
 }
 
-/// What a run measured.
+/// Latency percentiles of a run, in microseconds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p99_9: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+/// What a run measured. Every figure but the errors covers the measured
+/// window alone (connection set-up and the final drain are outside it); the
+/// JSON names carry their units.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// echo, idle or connect.
     pub mode: String,
-    /// Echoes completed and checked (handshakes completed, in connect mode).
-    pub messages: u64,
-    /// Measured wall time.
-    pub seconds: f64,
-    /// Message size in bytes.
-    pub size: usize,
-    /// Latency percentiles in microseconds: p50, p90, p99, p99.9, max.
-    pub latency_us: [f64; 5],
-    /// Echoes whose bytes or type differ from what was sent.
-    pub mismatched: u64,
-    /// Messages never echoed.
-    pub missing: u64,
-    /// Connections that failed.
-    pub failed: u64,
-    /// Client CPU seconds over the run.
-    pub client_cpu: f64,
-    /// Server CPU seconds over the run, when its pid was given.
-    pub server_cpu: Option<f64>,
-    /// Server RSS in KiB before and after opening the connections (idle mode).
-    pub server_rss_kib: Option<(u64, u64)>,
     /// Connections established.
-    pub connected: usize,
+    pub connections: usize,
+    /// Message size in bytes.
+    pub message_bytes: usize,
+    /// Echoes completed and checked within the window (handshakes, in connect mode).
+    pub messages: u64,
+    /// Length of the measured window.
+    pub window_seconds: f64,
+    /// `messages` / `window_seconds`.
+    pub messages_per_second: f64,
+    /// Latency in microseconds (from the intended send time, in open loop).
+    pub latency_us: Percentiles,
+    /// CPU seconds the client's load threads used within the window.
+    pub client_cpu_seconds: f64,
+    /// CPU seconds the server used within the window, when its pid was given.
+    pub server_cpu_seconds: Option<f64>,
+    /// Server resident memory before opening the connections (idle mode).
+    pub server_rss_kib_before: Option<u64>,
+    /// Server resident memory with the connections open (idle mode).
+    pub server_rss_kib_after: Option<u64>,
+    /// Echoes whose bytes or type differ from what was sent.
+    pub mismatched_echoes: u64,
+    /// Messages never echoed, even after the drain.
+    pub missing_echoes: u64,
+    /// Connections that failed.
+    pub failed_connections: u64,
 }
 
 impl Report {
     /// True when every echo was right and no connection failed.
     pub fn clean(&self) -> bool {
-        self.mismatched == 0 && self.failed == 0 && self.missing == 0
+        self.mismatched_echoes == 0 && self.failed_connections == 0 && self.missing_echoes == 0
     }
 }
 
@@ -162,13 +185,19 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         return Err(BenchError::RawEmpty);
     }
     let duration = parse_duration("duration", &args.duration, false)?;
+    if args.connections == 0 {
+        return Err(crate::server::config::ConfigError::Invalid {
+            setting: "connections",
+            value: "0".into(),
+            allowed: "a whole number of at least 1",
+        }
+        .into());
+    }
     // Idle runs hold many sockets.
     crate::tune::raise_nofile_limit();
-    let threads = args.threads.clamp(1, args.connections.max(1));
-    let cpu0 = process_cpu_seconds();
-    let srv0 = args.server_pid.and_then(pid_cpu_seconds);
+    let threads = args.threads.clamp(1, args.connections);
     let rss0 = args.server_pid.and_then(pid_rss_kib);
-    let t0 = Instant::now();
+    let window = Window::new(threads, args.server_pid);
     let progress = Progress::new(duration, !args.json);
     let results: Vec<Result<ThreadResult, BenchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -177,6 +206,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 let cpu = (!args.cpu.is_empty()).then(|| args.cpu[t % args.cpu.len()]);
                 let target = &target;
                 let progress = &progress;
+                let window = &window;
                 s.spawn(move || {
                     if let Some(c) = cpu {
                         core_affinity::set_for_current(core_affinity::CoreId { id: c });
@@ -189,11 +219,17 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                         rate: args.rate.map(|r| r / threads as f64),
                         progress,
                     };
-                    match args.mode {
-                        Mode::Echo => run_echo(target, &plan, duration),
-                        Mode::Idle => run_idle(target, &plan, duration, args.server_pid),
-                        Mode::Connect => run_connect(target, &plan, duration),
+                    let mut turn = Turn::new(window);
+                    let mut r = match args.mode {
+                        Mode::Echo => run_echo(target, &plan, duration, &mut turn),
+                        Mode::Idle => run_idle(target, &plan, duration, args.server_pid, &mut turn),
+                        Mode::Connect => run_connect(target, &plan, duration, &mut turn),
+                    };
+                    turn.close();
+                    if let Ok(r) = &mut r {
+                        r.cpu = turn.cpu_seconds();
                     }
+                    r
                 })
             })
             .collect::<Vec<_>>();
@@ -204,34 +240,32 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
     });
     progress.finish();
-    let seconds = t0.elapsed().as_secs_f64();
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mode = format!("{:?}", args.mode).to_lowercase();
-    let mut report = Report { size, mode, ..Default::default() };
-    let mut measured = 0.0f64;
+    let mut report = Report { message_bytes: size, mode, ..Default::default() };
     for r in results {
         let r = r?;
         hist.add(&r.hist).expect("histogram add");
         report.messages += r.messages;
-        report.mismatched += r.errors.mismatched;
-        report.failed += r.errors.failed;
-        report.missing += r.errors.missing;
-        report.connected += r.connected;
-        measured = measured.max(r.seconds);
+        report.mismatched_echoes += r.errors.mismatched;
+        report.failed_connections += r.errors.failed;
+        report.missing_echoes += r.errors.missing;
+        report.connections += r.connected;
+        report.client_cpu_seconds += r.cpu;
         if let Some(rss) = r.rss_kib {
-            report.server_rss_kib = Some((rss0.unwrap_or(0), rss));
+            report.server_rss_kib_before = rss0;
+            report.server_rss_kib_after = Some(rss);
         }
     }
-    report.seconds = if measured > 0.0 { measured } else { seconds };
+    let (seconds, server_cpu) = window.result();
+    report.window_seconds = seconds;
+    report.server_cpu_seconds = server_cpu;
+    report.messages_per_second = report.messages as f64 / seconds.max(1e-9);
     if !hist.is_empty() {
         let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
-        report.latency_us = [q(0.5), q(0.9), q(0.99), q(0.999), hist.max() as f64 / 1000.0];
+        report.latency_us =
+            Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999), max: hist.max() as f64 / 1000.0 };
     }
-    report.client_cpu = process_cpu_seconds() - cpu0;
-    report.server_cpu = match (srv0, args.server_pid.and_then(pid_cpu_seconds)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
     Ok(report)
 }
 
@@ -247,11 +281,13 @@ struct Plan<'a> {
 
 struct ThreadResult {
     hist: Histogram<u64>,
+    /// Completed within the window.
     messages: u64,
     errors: Errors,
-    seconds: f64,
     connected: usize,
     rss_kib: Option<u64>,
+    /// This thread's CPU seconds within the window (set from its [`Turn`]).
+    cpu: f64,
 }
 
 /// Handshakes in flight at once while opening connections. More would only
@@ -323,14 +359,15 @@ fn open_all(
     Ok(conns)
 }
 
-fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadResult, BenchError> {
+fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -> Result<ThreadResult, BenchError> {
     let mut poll = Poll::new()?;
     let mut errors = Errors::default();
     let mut conns = open_all(target, plan, &mut poll, &mut errors)?;
     let connected = conns.iter().filter(|c| c.state == State::Running).count();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
     let mut messages = 0u64;
-    let t0 = Instant::now();
+    let mut in_window = 0u64;
+    let t0 = turn.open();
     plan.progress.start_measuring(t0);
     let end = t0 + duration;
     if plan.rate.is_none() {
@@ -351,12 +388,19 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
     loop {
         let now = Instant::now();
         if sending && now >= end {
+            // The window ends here; what completes during the drain is
+            // checked but not counted.
             sending = false;
+            in_window = messages;
+            turn.close();
         }
         if !sending && (now >= drain_until || conns.iter().all(|c| c.in_flight() == 0 || c.state == State::Done)) {
             break;
         }
         let mut timeout = Duration::from_millis(50);
+        if sending {
+            timeout = timeout.min(end.saturating_duration_since(now));
+        }
         if let (Some(gap), true) = (interval, sending) {
             // Send every message whose time has come, stamped with that time:
             // a stalled server then shows as latency, not as fewer samples.
@@ -412,22 +456,21 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadRe
         }
         plan.progress.add_messages(messages - before);
     }
-    let seconds = t0.elapsed().min(duration).as_secs_f64();
     errors.missing += conns.iter().map(|c| c.in_flight() as u64).sum::<u64>();
     for c in conns.iter_mut().filter(|c| c.state == State::Running) {
         c.queue_close();
         let _ = c.flush();
     }
-    Ok(ThreadResult { hist, messages, errors, seconds, connected, rss_kib: None })
+    Ok(ThreadResult { hist, messages: in_window, errors, connected, rss_kib: None, cpu: 0.0 })
 }
 
 /// Connect mode: each slot connects, upgrades, closes and starts over;
 /// latency is connect-to-101.
-fn run_connect(target: &Target, plan: &Plan, duration: Duration) -> Result<ThreadResult, BenchError> {
+fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -> Result<ThreadResult, BenchError> {
     let mut poll = Poll::new()?;
     let mut errors = Errors::default();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
-    let t0 = Instant::now();
+    let t0 = turn.open();
     plan.progress.start_measuring(t0);
     let end = t0 + duration;
     let mut next_id = plan.first_id;
@@ -451,7 +494,8 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration) -> Result<Threa
         *slot = start(i, &mut next_id, &poll, &mut errors);
     }
     while Instant::now() < end {
-        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        let wait = end.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+        poll.poll(&mut events, Some(wait))?;
         for ev in events.iter() {
             let i = ev.token().0;
             let Some((c, t)) = slots[i].as_mut() else { continue };
@@ -489,8 +533,8 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration) -> Result<Threa
             }
         }
     }
-    let seconds = t0.elapsed().as_secs_f64().min(duration.as_secs_f64());
-    Ok(ThreadResult { hist, messages: done, errors, seconds, connected: plan.conns, rss_kib: None })
+    turn.close();
+    Ok(ThreadResult { hist, messages: done, errors, connected: plan.conns, rss_kib: None, cpu: 0.0 })
 }
 
 fn run_idle(
@@ -498,22 +542,17 @@ fn run_idle(
     plan: &Plan,
     duration: Duration,
     server_pid: Option<u32>,
+    turn: &mut Turn,
 ) -> Result<ThreadResult, BenchError> {
     let mut poll = Poll::new()?;
     let mut errors = Errors::default();
     let conns = open_all(target, plan, &mut poll, &mut errors)?;
     let connected = conns.iter().filter(|c| c.state == State::Running).count();
-    plan.progress.start_measuring(Instant::now());
+    plan.progress.start_measuring(turn.open());
     std::thread::sleep(duration);
     let rss_kib = server_pid.and_then(pid_rss_kib);
-    Ok(ThreadResult {
-        hist: Histogram::new(3).expect("histogram"),
-        messages: 0,
-        errors,
-        seconds: duration.as_secs_f64(),
-        connected,
-        rss_kib,
-    })
+    turn.close();
+    Ok(ThreadResult { hist: Histogram::new(3).expect("histogram"), messages: 0, errors, connected, rss_kib, cpu: 0.0 })
 }
 
 /// Prints the report as a table, or as one JSON object.
@@ -522,69 +561,69 @@ pub fn print_report(r: &Report, mode: Mode, json: bool) {
         println!("{}", serde_json::to_string(r).expect("report serialises"));
         return;
     }
-    println!("connections    {}", r.connected);
+    let secs = r.window_seconds.max(1e-9);
+    println!("connections    {}", r.connections);
+    let l = r.latency_us;
+    let percentiles =
+        format!("p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.p99_9, l.max);
     if mode == Mode::Idle {
-        if let Some((before, after)) = r.server_rss_kib {
-            let per = (after.saturating_sub(before) as f64 * 1024.0) / r.connected.max(1) as f64;
+        if let (Some(before), Some(after)) = (r.server_rss_kib_before, r.server_rss_kib_after) {
+            let per = (after.saturating_sub(before) as f64 * 1024.0) / r.connections.max(1) as f64;
             println!("server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
         }
     } else if mode == Mode::Connect {
-        println!(
-            "handshakes     {} in {:.2}s ({:.0} per second)",
-            r.messages,
-            r.seconds,
-            r.messages as f64 / r.seconds
-        );
-        let l = r.latency_us;
-        println!(
-            "connect-to-101 (us)  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-            l[0], l[1], l[2], l[3], l[4]
-        );
-        if let Some(s) = r.server_cpu {
-            println!("server CPU     {:.2}s ({:.0}% of one CPU)", s, 100.0 * s / r.seconds);
+        println!("handshakes     {} in {:.2}s ({:.0} per second)", r.messages, secs, r.messages_per_second);
+        println!("connect-to-101 (us)  {percentiles}");
+        if let Some(s) = r.server_cpu_seconds {
+            println!("server CPU     {:.3}s ({:.0}% of one CPU)", s, 100.0 * s / secs);
         }
     } else {
-        let rate = r.messages as f64 / r.seconds;
-        println!("messages       {} in {:.2}s", r.messages, r.seconds);
-        println!("throughput     {:.0} msgs/s, {:.1} MB/s each way", rate, rate * r.size as f64 / 1e6);
-        let l = r.latency_us;
+        println!("messages       {} in {:.2}s", r.messages, secs);
         println!(
-            "latency (us)   p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-            l[0], l[1], l[2], l[3], l[4]
+            "throughput     {:.0} msgs/s, {:.1} MB/s each way",
+            r.messages_per_second,
+            r.messages_per_second * r.message_bytes as f64 / 1e6
         );
+        println!("latency (us)   {percentiles}");
         let per_msg = |cpu: f64| cpu * 1e9 / r.messages.max(1) as f64;
-        println!(
-            "client CPU     {:.2}s ({:.0}% of one CPU, {:.0} ns per message)",
-            r.client_cpu,
-            100.0 * r.client_cpu / r.seconds,
-            per_msg(r.client_cpu)
-        );
-        if let Some(s) = r.server_cpu {
+        let c = r.client_cpu_seconds;
+        println!("client CPU     {:.3}s ({:.0}% of one CPU, {:.0} ns per message)", c, 100.0 * c / secs, per_msg(c));
+        if let Some(s) = r.server_cpu_seconds {
             println!(
-                "server CPU     {:.2}s ({:.0}% of one CPU, {:.0} ns per message)",
+                "server CPU     {:.3}s ({:.0}% of one CPU, {:.0} ns per message)",
                 s,
-                100.0 * s / r.seconds,
+                100.0 * s / secs,
                 per_msg(s)
             );
             println!("per server CPU-second  {:.0} msgs", r.messages as f64 / s.max(1e-9));
-            if r.client_cpu > s {
+            if c > s {
                 println!("note: the client used more CPU than the server: it may be the bottleneck");
             }
         }
     }
-    println!("errors         {} wrong echoes, {} missing, {} failed connections", r.mismatched, r.missing, r.failed);
+    println!(
+        "errors         {} wrong echoes, {} missing, {} failed connections",
+        r.mismatched_echoes, r.missing_echoes, r.failed_connections
+    );
 }
 
-fn process_cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct passed.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
+/// CPU seconds of a process: its CPU-time clock (nanoseconds, every thread,
+/// living or ended), else utime + stime from /proc/PID/stat (10 ms ticks).
+pub fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: both calls only write the values passed.
+    let ok = unsafe {
+        libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) == 0 && libc::clock_gettime(clock, &mut ts) == 0
+    };
+    if ok {
+        return Some(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9);
+    }
+    pid_stat_cpu_seconds(pid)
 }
 
 /// utime + stime of a process, from /proc/PID/stat.
-pub fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+fn pid_stat_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();

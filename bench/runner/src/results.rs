@@ -59,38 +59,38 @@ pub struct Sample {
 impl Sample {
     /// Messages (or handshakes) per second.
     pub fn rate(&self) -> Option<f64> {
-        self.clean().map(|r| r.messages as f64 / r.seconds.max(1e-9))
+        self.clean().map(|r| r.messages as f64 / r.window_seconds.max(1e-9))
     }
 
     /// Messages per second of server CPU time: the figure that stays fair
     /// when the load generator, not the server, is the bottleneck.
     pub fn per_server_cpu_second(&self) -> Option<f64> {
         let r = self.clean()?;
-        Some(r.messages as f64 / r.server_cpu?.max(1e-9))
+        Some(r.messages as f64 / r.server_cpu_seconds?.max(1e-9))
     }
 
     /// Server CPU time over wall time (1.0 = one CPU busy all along).
     pub fn server_share(&self) -> Option<f64> {
         let r = self.clean()?;
-        Some(r.server_cpu? / r.seconds.max(1e-9))
+        Some(r.server_cpu_seconds? / r.window_seconds.max(1e-9))
     }
 
     /// Load generator CPU time over wall time, per client thread.
     pub fn client_share(&self, client_threads: usize) -> Option<f64> {
         let r = self.clean()?;
-        Some(r.client_cpu / r.seconds.max(1e-9) / client_threads.max(1) as f64)
+        Some(r.client_cpu_seconds / r.window_seconds.max(1e-9) / client_threads.max(1) as f64)
     }
 
     /// Server RSS growth per idle connection, in bytes.
     pub fn bytes_per_idle_connection(&self) -> Option<f64> {
         let r = self.clean()?;
-        let (before, after) = r.server_rss_kib?;
-        Some(after.saturating_sub(before) as f64 * 1024.0 / r.connected.max(1) as f64)
+        let (before, after) = (r.server_rss_kib_before?, r.server_rss_kib_after?);
+        Some(after.saturating_sub(before) as f64 * 1024.0 / r.connections.max(1) as f64)
     }
 
     /// Median connect-to-101 latency in microseconds (connect points).
     pub fn p50_us(&self) -> Option<f64> {
-        self.clean().map(|r| r.latency_us[0])
+        self.clean().map(|r| r.latency_us.p50)
     }
 
     fn clean(&self) -> Option<&Report> {
@@ -192,7 +192,10 @@ impl Results {
                 let why = s.error.clone().or_else(|| {
                     let r = s.report.as_ref()?;
                     (!r.clean()).then(|| {
-                        format!("{} wrong, {} missing, {} failed connections", r.mismatched, r.missing, r.failed)
+                        format!(
+                            "{} wrong, {} missing, {} failed connections",
+                            r.mismatched_echoes, r.missing_echoes, r.failed_connections
+                        )
                     })
                 })?;
                 Some(format!("{} {:?} {} conns {} B x{}: {why}", s.server, s.kind, s.connections, s.size, s.pipeline))
@@ -214,8 +217,8 @@ mod tests {
 
     #[test]
     fn a_failed_sample_spoils_its_point() {
-        let ok = Report { messages: 100, seconds: 1.0, server_cpu: Some(0.5), ..Default::default() };
-        let bad = Report { missing: 1, ..ok.clone() };
+        let ok = Report { messages: 100, window_seconds: 1.0, server_cpu_seconds: Some(0.5), ..Default::default() };
+        let bad = Report { missing_echoes: 1, ..ok.clone() };
         let sample = |r: Report| Sample {
             kind: Kind::Echo,
             server: "s".into(),

@@ -53,7 +53,10 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         assert!(s["error"].is_null(), "sample failed: {s}");
         let r = &s["report"];
         assert!(r["messages"].as_u64().unwrap() > 0 || s["kind"] == "idle", "nothing measured: {s}");
-        assert!(r["server_cpu"].is_number(), "server CPU not read: {s}");
+        assert!(r["server_cpu_seconds"].is_number(), "server CPU not read: {s}");
+        // CPU is sampled at the window's edges: no share of a pinned thread passes one CPU.
+        let secs = r["window_seconds"].as_f64().unwrap();
+        assert!(r["server_cpu_seconds"].as_f64().unwrap() <= secs * 1.01, "server CPU over the window: {s}");
     }
 
     let md = std::fs::read_to_string(find("md")).unwrap();
