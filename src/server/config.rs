@@ -121,7 +121,7 @@ pub struct ServeArgs {
     /// io_uring: submission queue entries per shard ring [default: 4096]
     #[arg(long, env = "RICOCHET_RING_ENTRIES", value_name = "N")]
     pub ring_entries: Option<String>,
-    /// io_uring: provided receive buffers per shard, a power of two; idle connections hold none. Too few for the receives that complete at once and receives stall (the `recv_starved` counter at exit): 1000 busy connections on one shard needed 128 [default: 128]
+    /// io_uring: the most provided receive buffers per shard, a power of two; idle connections hold none. A shard starts with 256 KiB of buffers and doubles them when receives find none free, up to this. Too few and receives stall (the `recv_starved` counter at exit): 1000 busy connections on one shard needed 128 [default: 128]
     #[arg(long, env = "RICOCHET_URING_BUFFERS", value_name = "N")]
     pub uring_buffers: Option<String>,
     /// io_uring: size of each provided receive buffer; a message that fits one is received and echoed in one piece [default: 128K]

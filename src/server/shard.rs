@@ -188,6 +188,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
                     bytes_in = s.bytes_in,
                     bytes_out = s.bytes_out,
                     recv_starved = s.recv_starved,
+                    ring_buffers = s.ring_buffers,
                     "shard stopped"
                 );
                 total.add(&s);

@@ -20,6 +20,9 @@ pub struct Stats {
     /// io_uring: receives that found no free buffer (ENOBUFS) and were re-armed
     /// later; many mean `--uring-buffers` is too small for the load.
     pub recv_starved: u64,
+    /// io_uring: receive buffers the shard's ring grew to (it starts small
+    /// and doubles on starvation, up to `--uring-buffers`).
+    pub ring_buffers: u64,
 }
 
 impl Stats {
@@ -33,5 +36,6 @@ impl Stats {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.recv_starved += o.recv_starved;
+        self.ring_buffers += o.ring_buffers;
     }
 }

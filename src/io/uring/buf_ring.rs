@@ -2,12 +2,20 @@
 //! the kernel picks from for each multishot receive, so an idle connection
 //! holds no buffer at all.
 //!
+//! The ring has room for the most buffers it may ever hold, but starts with
+//! a few and grows when receives find none free (ENOBUFS): memory follows
+//! the load instead of being held from the start. Each growth doubles the
+//! buffers with one new block of memory; blocks are never given back while
+//! the ring lives (the kernel may hold any buffer at any time).
+//!
 //! Invariants (this is shared memory with the kernel):
 //! - the ring of entries is page-aligned and outlives its registration: the
 //!   owner must drop the `IoUring` (which unregisters it) before this;
 //! - only the tail is written by us, published with a release store after
 //!   the entry it exposes is filled in; the kernel owns the head;
-//! - a buffer id handed out in a completion belongs to us until `recycle`.
+//! - a buffer id handed out in a completion belongs to us until `recycle`;
+//! - at most `entries` buffers exist, so the published entries (buffers not
+//!   handed out) never outnumber the ring's slots.
 
 use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
@@ -15,19 +23,21 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// A registered ring of `entries` buffers of `buf_size` bytes each, each
-/// preceded by `reserve` bytes of our own (the kernel writes after them) so
-/// data can be worked on in place with room in front of it.
+/// A registered ring of up to `entries` buffers of `buf_size` bytes each,
+/// each preceded by `reserve` bytes of our own (the kernel writes after
+/// them) so data can be worked on in place with room in front of it.
 pub struct BufRing {
     ring: *mut BufRingEntry,
     ring_layout: Layout,
-    bufs: *mut u8,
-    bufs_layout: Layout,
+    /// The blocks of buffers allocated so far, with their layouts.
+    blocks: Vec<(*mut u8, Layout)>,
+    /// Where buffer `bid`'s reserve starts, for every buffer allocated so far.
+    base: Vec<*mut u8>,
     entries: u16,
     buf_size: usize,
     reserve: usize,
-    /// Distance between buffers: reserve plus size, rounded up so every
-    /// buffer starts `ECHO_ALIGN`-aligned (the shard's reserve padding
+    /// Distance between buffers in a block: reserve plus size, rounded up so
+    /// every buffer starts `ECHO_ALIGN`-aligned (the shard's reserve padding
     /// counts on it).
     stride: usize,
     /// Our copy of the tail (the kernel reads the shared one).
@@ -37,10 +47,12 @@ pub struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates and registers a ring; `entries` must be a power of two (at most 32768).
+    /// Registers a ring with room for `entries` buffers (a power of two, at
+    /// most 32768) and provides the first `initial` of them.
     pub fn new(
         submitter: &Submitter<'_>,
         entries: u16,
+        initial: u16,
         buf_size: usize,
         reserve: usize,
         bgid: u16,
@@ -48,35 +60,30 @@ impl BufRing {
         if !entries.is_power_of_two() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer ring entries must be a power of two"));
         }
-        let page = 4096;
-        let ring_layout = Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), page)
+        let ring_layout = Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), PAGE)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let stride = (reserve + buf_size).next_multiple_of(crate::io::ECHO_ALIGN);
-        let bufs_layout = Layout::from_size_align(entries as usize * stride, page)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: both layouts have nonzero size (entries >= 1, buf_size checked by caller's use).
+        // SAFETY: the layout has nonzero size (entries >= 1).
         let ring = unsafe { alloc_zeroed(ring_layout) } as *mut BufRingEntry;
-        let bufs = unsafe { alloc_zeroed(bufs_layout) };
-        if ring.is_null() || bufs.is_null() {
+        if ring.is_null() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        // Fault every page in now: the ring is a fixed cost of the shard, so
-        // it shows in RSS from the start, and no page fault lands on the hot
-        // path later. Volatile, because a plain write of zeros to zeroed
-        // memory may be optimised away.
-        for off in (0..bufs_layout.size()).step_by(page) {
-            // SAFETY: off is within the allocation just made.
-            unsafe { std::ptr::write_volatile(bufs.add(off), 0) };
-        }
-        let mut me =
-            BufRing { ring, ring_layout, bufs, bufs_layout, entries, buf_size, reserve, stride, tail: 0, bgid };
+        let mut me = BufRing {
+            ring,
+            ring_layout,
+            blocks: Vec::new(),
+            base: Vec::with_capacity(entries as usize),
+            entries,
+            buf_size,
+            reserve,
+            stride,
+            tail: 0,
+            bgid,
+        };
         // SAFETY: the ring is page-aligned, sized for `entries`, and lives
         // until after the IoUring is dropped (struct invariant above).
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, bgid, 0)? };
-        for bid in 0..entries {
-            me.push(bid);
-        }
-        me.publish();
+        me.add(initial.clamp(1, entries))?;
         Ok(me)
     }
 
@@ -85,14 +92,61 @@ impl BufRing {
         self.buf_size
     }
 
+    /// Buffers provided so far.
+    pub fn len(&self) -> u16 {
+        self.base.len() as u16
+    }
+
+    /// True before any buffer exists (never, once `new` returned).
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    /// Doubles the buffers (up to `entries`) after receives found none free;
+    /// returns false when the ring is already at its size.
+    pub fn grow(&mut self) -> io::Result<bool> {
+        let have = self.len();
+        if have >= self.entries {
+            return Ok(false);
+        }
+        self.add(have.min(self.entries - have))?;
+        Ok(true)
+    }
+
+    /// Allocates `n` more buffers in one block, faults its pages in (so no
+    /// page fault lands on the hot path later) and provides them.
+    fn add(&mut self, n: u16) -> io::Result<()> {
+        let layout = Layout::from_size_align(n as usize * self.stride, PAGE)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has nonzero size (n >= 1, stride >= 64).
+        let block = unsafe { alloc_zeroed(layout) };
+        if block.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        // Volatile, because a plain write of zeros to zeroed memory may be optimised away.
+        for off in (0..layout.size()).step_by(PAGE) {
+            // SAFETY: off is within the allocation just made.
+            unsafe { std::ptr::write_volatile(block.add(off), 0) };
+        }
+        self.blocks.push((block, layout));
+        for i in 0..n as usize {
+            let bid = self.base.len() as u16;
+            // SAFETY: i * stride is within the block.
+            self.base.push(unsafe { block.add(i * self.stride) });
+            self.push(bid);
+        }
+        self.publish();
+        Ok(())
+    }
+
     /// Buffer `bid` with its reserve: `reserve` bytes of ours, then the
     /// first `len` bytes a completion filled.
     ///
     /// # Safety
     /// `bid` must have been handed out by a completion and not recycled yet.
     pub unsafe fn slot_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        debug_assert!(bid < self.entries && len <= self.buf_size);
-        std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * self.stride), self.reserve + len)
+        debug_assert!((bid as usize) < self.base.len() && len <= self.buf_size);
+        std::slice::from_raw_parts_mut(self.base[bid as usize], self.reserve + len)
     }
 
     /// Hands buffer `bid` back to the kernel.
@@ -106,7 +160,7 @@ impl BufRing {
         // SAFETY: idx < entries; the kernel does not read entries past the
         // published tail, so writing this one races with nothing.
         let e = unsafe { &mut *self.ring.add(idx) };
-        e.set_addr(self.bufs as u64 + (bid as usize * self.stride + self.reserve) as u64);
+        e.set_addr(self.base[bid as usize] as u64 + self.reserve as u64);
         e.set_len(self.buf_size as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -122,13 +176,17 @@ impl BufRing {
     }
 }
 
+const PAGE: usize = 4096;
+
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the IoUring that
-        // had it registered is gone (struct invariant).
+        // SAFETY: allocated in `new` and `add` with these layouts; the
+        // IoUring that had it registered is gone (struct invariant).
         unsafe {
             dealloc(self.ring as *mut u8, self.ring_layout);
-            dealloc(self.bufs, self.bufs_layout);
+            for &(block, layout) in &self.blocks {
+                dealloc(block, layout);
+            }
         }
     }
 }

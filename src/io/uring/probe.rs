@@ -45,7 +45,7 @@ pub fn probe() -> Result<Support, Unavailable> {
     let (mut ring, defer_taskrun) = new_ring(8).map_err(Unavailable::Setup)?;
     // Field order matters for drop: `ring` must go before `bufs` (BufRing
     // invariant), so keep `bufs` declared after and drop `ring` explicitly.
-    let bufs = BufRing::new(&ring.submitter(), 4, 64, 0, 0).map_err(Unavailable::BufRing)?;
+    let bufs = BufRing::new(&ring.submitter(), 4, 4, 64, 0, 0).map_err(Unavailable::BufRing)?;
     let (mut a, b) = std::os::unix::net::UnixStream::pair().map_err(Unavailable::Multishot)?;
     a.write_all(b"x").map_err(Unavailable::Multishot)?;
     let sqe = opcode::RecvMulti::new(types::Fd(b.as_raw_fd()), bufs.bgid).build().user_data(1);

