@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: build run test bench bench-quick bench-build bench-core fuzz lint autobahn venv clean
+.PHONY: build run test bench bench-quick bench-build bench-core fuzz lint autobahn venv deps clean
 
 build:
 	$(CARGO) build --release
@@ -20,9 +20,14 @@ $(PYTHON): tests/python/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $(PYTHON)
 
+# Debian packages the tests use (python3-venv, python3-lib2to3, haproxy);
+# quick when they are there.
+deps:
+	scripts/install-deps.sh
+
 # Unit tests once; the tests over real sockets once per backend; then the
 # `make bench` runner end to end on a tiny matrix.
-test: venv
+test: deps venv
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll $(CARGO) test --all-targets
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring $(CARGO) test --test '*'
 	$(CARGO) build -p ricochet-peers --bin peer-raw-echo
