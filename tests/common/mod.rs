@@ -31,10 +31,15 @@ impl Server {
     /// plus `extra` (later flags win over these). B is `RICOCHET_TEST_BACKEND`
     /// (`make test` runs the suite once per backend), epoll if unset.
     pub fn start(extra: &[&str]) -> Server {
-        let backend = std::env::var("RICOCHET_TEST_BACKEND").unwrap_or_else(|_| "epoll".into());
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend];
-        args.extend_from_slice(extra);
-        Server::start_raw(&args)
+        Server::spawn(&mut Server::command(extra))
+    }
+
+    /// The command `start` runs.
+    fn command(extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend()]);
+        cmd.args(extra);
+        cmd
     }
 
     /// Starts the binary with exactly `args`; waits for `listening on`.
@@ -44,12 +49,7 @@ impl Server {
 
     /// Like `start`, logging at `debug` (refusals, protocol errors).
     pub fn start_debug(extra: &[&str]) -> Server {
-        let backend = std::env::var("RICOCHET_TEST_BACKEND").unwrap_or_else(|_| "epoll".into());
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend];
-        args.extend_from_slice(extra);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
-        cmd.args(&args);
-        Server::spawn_logging(&mut cmd, "debug")
+        Server::spawn_logging(&mut Server::command(extra), "debug")
     }
 
     /// Like `start_raw`, with io_uring forbidden to the process by a seccomp filter.
