@@ -59,7 +59,9 @@ fn main() -> ExitCode {
             };
             match shard::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e @ (shard::ServeError::Uring(_) | shard::ServeError::InUse { .. })) => {
+                Err(
+                    e @ (shard::ServeError::Uring(_) | shard::ServeError::InUse { .. } | shard::ServeError::Tls(_)),
+                ) => {
                     say_error(e);
                     ExitCode::from(2)
                 }

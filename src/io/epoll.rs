@@ -21,9 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
-const FIRST_CONN: usize = 2;
+/// Connections are `Token(slot)`; the waker and the listeners take the top
+/// of the token space, far from any slot.
+const WAKER: Token = Token(usize::MAX);
+/// Listener `i` is `Token(FIRST_LISTENER - i)`.
+const FIRST_LISTENER: usize = usize::MAX - 1;
+/// At most this many listeners per shard (a plain and a few TLS addresses).
+const MAX_LISTENERS: usize = 1024;
 /// Reads per readiness event before other connections get a turn.
 const READ_BUDGET: usize = 16;
 /// Slices per writev call (well under IOV_MAX).
@@ -34,7 +38,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 struct Shard {
     table: Table<TcpStream>,
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// Listeners and whether each speaks TLS; emptied at shutdown.
+    listeners: Vec<(TcpListener, bool)>,
     /// Receive buffer: `reserve` bytes for headroom and carried bytes, then the read area.
     buf: Vec<u8>,
     reserve: usize,
@@ -44,29 +49,32 @@ struct Shard {
 }
 
 /// The reserve in front of each read: headroom for a server header plus the
-/// largest carry (a request head just under its limit, or a control frame).
+/// largest carry (a request head just under its limit, or a control frame;
+/// with TLS listeners, part of a TLS record).
 pub fn read_reserve(ctx: &ShardContext) -> usize {
-    HEADROOM + ctx.settings.core.handshake.max_head_bytes.max(256)
+    let tls = if ctx.tls.is_some() { crate::ws::tls::MAX_RECORD_LEN } else { 0 };
+    HEADROOM + ctx.settings.core.handshake.max_head_bytes.max(256).max(tls)
 }
 
 /// Runs one shard until shutdown completes; returns its counters.
-pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnce(ShardReady)) -> io::Result<Stats> {
+pub fn run(
+    ctx: ShardContext,
+    listeners: Vec<(std::net::TcpListener, bool)>,
+    ready: impl FnOnce(ShardReady),
+) -> io::Result<Stats> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let mut listener = TcpListener::from_std(listener);
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    assert!(listeners.len() <= MAX_LISTENERS, "too many listeners");
+    let mut listeners: Vec<(TcpListener, bool)> =
+        listeners.into_iter().map(|(l, tls)| (TcpListener::from_std(l), tls)).collect();
+    for (i, (l, _)) in listeners.iter_mut().enumerate() {
+        poll.registry().register(l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
+    }
     let base = read_reserve(&ctx);
     let buf = vec![0; base + super::ECHO_ALIGN + ctx.settings.read_buffer];
     let reserve = base + super::aligned_echo_pad(buf.as_ptr() as usize + base);
-    let mut shard = Shard {
-        buf,
-        reserve,
-        table: Table::new(ctx),
-        poll,
-        listener: Some(listener),
-        again: Vec::new(),
-        accept_paused_until: None,
-    };
+    let mut shard =
+        Shard { buf, reserve, table: Table::new(ctx), poll, listeners, again: Vec::new(), accept_paused_until: None };
     ready(ShardReady { wake: Box::new(move || drop(waker.wake())) });
     shard.event_loop()?;
     Ok(shard.table.stats)
@@ -102,10 +110,9 @@ impl Shard {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(now),
                     WAKER => {}
-                    Token(t) => {
-                        let slot = t - FIRST_CONN;
+                    Token(t) if t > FIRST_LISTENER - MAX_LISTENERS => self.accept(FIRST_LISTENER - t, now),
+                    Token(slot) => {
                         if ev.is_writable() {
                             self.on_writable(slot, now);
                         }
@@ -120,7 +127,9 @@ impl Shard {
             }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
-                self.accept(now);
+                for i in 0..self.listeners.len() {
+                    self.accept(i, now);
+                }
             }
             while let Some((slot, action)) = self.table.next_timer(now) {
                 match action {
@@ -154,14 +163,15 @@ impl Shard {
         wait
     }
 
-    fn accept(&mut self, now: Instant) {
+    /// Accepts what listener `i` has waiting.
+    fn accept(&mut self, i: usize, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
         }
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(&(ref listener, tls)) = self.listeners.get(i) else { return };
             match listener.accept() {
-                Ok((stream, _peer)) => self.add_conn(stream, now),
+                Ok((stream, _peer)) => self.add_conn(stream, tls, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) =>
@@ -176,15 +186,14 @@ impl Shard {
         }
     }
 
-    fn add_conn(&mut self, stream: TcpStream, now: Instant) {
+    fn add_conn(&mut self, stream: TcpStream, tls: bool, now: Instant) {
         if self.table.ctx.settings.nodelay {
             let _ = stream.set_nodelay(true);
         }
-        let slot = self.table.insert(stream, now);
+        let slot = self.table.insert(stream, now, tls);
         let registry = self.poll.registry();
         let s = self.table.get_mut(slot).expect("just inserted");
-        if let Err(e) = registry.register(&mut s.io, Token(slot + FIRST_CONN), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = registry.register(&mut s.io, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             warn!(error = %e, "cannot register connection");
             self.table.remove(slot);
         }
@@ -329,7 +338,7 @@ impl Shard {
     /// once more and gets its close when drained (`on_drained`); one whose
     /// output is backed up gets it once that output has gone out.
     fn begin_shutdown(&mut self, now: Instant) {
-        if let Some(mut l) = self.listener.take() {
+        for (mut l, _) in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l);
         }
         for slot in self.table.slots() {

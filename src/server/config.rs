@@ -1,6 +1,7 @@
 //! Server settings from flags, `RICOCHET_*` environment variables and a TOML
 //! file, in that order of precedence, over built-in defaults.
 
+use crate::server::tls::CertSource;
 use crate::ws::{self, handshake::HandshakePolicy, Reply};
 use clap::Args;
 use serde::Deserialize;
@@ -61,9 +62,21 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (kebab-case keys); flags and environment win over it.
     #[arg(long, env = "RICOCHET_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address every shard listens on (SO_REUSEPORT); port 0 picks one free port for all [default: 0.0.0.0:8080]
+    /// Address every shard listens on for plain ws:// (SO_REUSEPORT); port 0 picks one free port for all [default: 0.0.0.0:8080, or none when --tls-listen is given]
     #[arg(long, env = "RICOCHET_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address for wss:// (TLS), repeatable; every shard listens on each. Needs --tls-cert and --tls-key, or --tls-self-signed
+    #[arg(long = "tls-listen", env = "RICOCHET_TLS_LISTEN", value_name = "ADDR", value_delimiter = ',')]
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain, repeatable, paired in order with --tls-key; chosen by the client's SNI, the first for clients that send none
+    #[arg(long = "tls-cert", env = "RICOCHET_TLS_CERT", value_name = "FILE", value_delimiter = ',')]
+    pub tls_cert: Vec<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1) of the --tls-cert in the same position; re-read with the certificates on SIGHUP
+    #[arg(long = "tls-key", env = "RICOCHET_TLS_KEY", value_name = "FILE", value_delimiter = ',')]
+    pub tls_key: Vec<PathBuf>,
+    /// For trying wss:// out only: a certificate for localhost and 127.0.0.1 made at start (its SHA-256 fingerprint is logged); browsers will warn
+    #[arg(long, env = "RICOCHET_TLS_SELF_SIGNED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tls_self_signed: bool,
     /// Number of shards (threads, one event loop each) [default: one per CPU this process may run on]
     #[arg(long, env = "RICOCHET_SHARDS", value_name = "N")]
     pub shards: Option<String>,
@@ -145,6 +158,10 @@ pub enum Backend {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileSettings {
     listen: Option<String>,
+    tls_listen: Option<Vec<String>>,
+    tls_cert: Option<Vec<PathBuf>>,
+    tls_key: Option<Vec<PathBuf>>,
+    tls_self_signed: Option<bool>,
     shards: Option<toml::Value>,
     pin: Option<bool>,
     share_port: Option<bool>,
@@ -172,8 +189,12 @@ struct FileSettings {
 /// Resolved, validated server settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Listen address (port 0: pick one).
-    pub listen: SocketAddr,
+    /// Plain listen address (port 0: pick one); none when only TLS is served.
+    pub listen: Option<SocketAddr>,
+    /// TLS listen addresses.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Where the TLS certificates come from, when there are TLS listeners.
+    pub tls: Option<CertSource>,
     /// Number of shards.
     pub shards: usize,
     /// Pin each shard to a CPU.
@@ -217,12 +238,26 @@ impl Settings {
         let pick = |flag: &Option<String>, file: &Option<toml::Value>| -> Option<String> {
             flag.clone().or_else(|| file.as_ref().map(value_text))
         };
-        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
-            setting: "listen",
-            value: listen_text.clone(),
-            allowed: "an IP address and port, e.g. 0.0.0.0:8080 or [::1]:9001",
-        })?;
+        let address = |setting: &'static str, text: &str| -> Result<SocketAddr, ConfigError> {
+            text.trim().parse().map_err(|_| ConfigError::Invalid {
+                setting,
+                value: text.into(),
+                allowed: "an IP address and port, e.g. 0.0.0.0:8080 or [::1]:9001",
+            })
+        };
+        let tls_listen_text =
+            if args.tls_listen.is_empty() { file.tls_listen.unwrap_or_default() } else { args.tls_listen.clone() };
+        let tls_listen = tls_listen_text.iter().map(|t| address("tls-listen", t)).collect::<Result<Vec<_>, _>>()?;
+        // With TLS listeners and no plain one asked for, only TLS is served.
+        let listen = match args.listen.clone().or(file.listen) {
+            Some(t) => Some(address("listen", &t)?),
+            None if tls_listen.is_empty() => Some(address("listen", DEFAULT_LISTEN)?),
+            None => None,
+        };
+        let tls_cert = if args.tls_cert.is_empty() { file.tls_cert.unwrap_or_default() } else { args.tls_cert.clone() };
+        let tls_key = if args.tls_key.is_empty() { file.tls_key.unwrap_or_default() } else { args.tls_key.clone() };
+        let self_signed = args.tls_self_signed || file.tls_self_signed.unwrap_or(false);
+        let tls = tls_source(&tls_listen, tls_cert, tls_key, self_signed)?;
         let shards = match pick(&args.shards, &file.shards) {
             Some(v) => parse_int("shards", &v, 1, 4096, "a whole number from 1 to 4096")? as usize,
             None => available_cpus().max(1),
@@ -340,6 +375,8 @@ impl Settings {
         let defaults = ws::Config::default();
         Ok(Settings {
             listen,
+            tls_listen,
+            tls,
             shards,
             pin: !args.no_pin && file.pin.unwrap_or(true),
             share_port: args.share_port || file.share_port.unwrap_or(false),
@@ -364,6 +401,44 @@ impl Settings {
             },
         })
     }
+}
+
+/// Checks the TLS settings fit together; the files are read at start.
+fn tls_source(
+    listen: &[SocketAddr],
+    certs: Vec<PathBuf>,
+    keys: Vec<PathBuf>,
+    self_signed: bool,
+) -> Result<Option<CertSource>, ConfigError> {
+    let invalid = |setting, value: String, allowed| Err(ConfigError::Invalid { setting, value, allowed });
+    if listen.is_empty() {
+        if self_signed || !certs.is_empty() || !keys.is_empty() {
+            return invalid(
+                "tls-listen",
+                String::new(),
+                "an address such as 0.0.0.0:8443: TLS certificates were given but no TLS listener",
+            );
+        }
+        return Ok(None);
+    }
+    if self_signed {
+        if !certs.is_empty() || !keys.is_empty() {
+            return invalid(
+                "tls-self-signed",
+                "true".into(),
+                "either --tls-self-signed or --tls-cert/--tls-key, not both",
+            );
+        }
+        return Ok(Some(CertSource::SelfSigned));
+    }
+    if certs.is_empty() || certs.len() != keys.len() {
+        return invalid(
+            "tls-cert",
+            format!("{} certificate(s), {} key(s)", certs.len(), keys.len()),
+            "--tls-listen needs --tls-cert FILE and --tls-key FILE in pairs (or --tls-self-signed to try it out)",
+        );
+    }
+    Ok(Some(CertSource::Files(certs.into_iter().zip(keys).collect())))
 }
 
 /// CPUs this process may run on (its affinity mask, so taskset and cpuset
@@ -446,7 +521,8 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert!(s.tls_listen.is_empty() && s.tls.is_none());
         assert_eq!(s.backlog, 4096);
         assert_eq!((s.rcvbuf, s.sndbuf), (None, None));
         assert!(s.nodelay && s.pin);
@@ -490,6 +566,36 @@ mod tests {
         std::fs::write(&f, "bogus = 1\n").unwrap();
         let e = Settings::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("unknown field") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_fit_together() {
+        let tls = |l: &[&str], c: &[&str], k: &[&str], ss: bool| ServeArgs {
+            tls_listen: l.iter().map(|s| s.to_string()).collect(),
+            tls_cert: c.iter().map(PathBuf::from).collect(),
+            tls_key: k.iter().map(PathBuf::from).collect(),
+            tls_self_signed: ss,
+            ..Default::default()
+        };
+        let s = Settings::resolve(&tls(&["127.0.0.1:8443"], &["a.pem"], &["a.key"], false)).unwrap();
+        assert_eq!(s.listen, None, "TLS only when no --listen is given");
+        assert_eq!(s.tls, Some(CertSource::Files(vec![("a.pem".into(), "a.key".into())])));
+        let s = Settings::resolve(&ServeArgs {
+            listen: Some("127.0.0.1:8080".into()),
+            ..tls(&["127.0.0.1:8443"], &[], &[], true)
+        })
+        .unwrap();
+        assert!(s.listen.is_some() && s.tls == Some(CertSource::SelfSigned));
+        for (args, setting) in [
+            (tls(&["127.0.0.1:8443"], &[], &[], false), "invalid tls-cert"),
+            (tls(&["127.0.0.1:8443"], &["a.pem", "b.pem"], &["a.key"], false), "invalid tls-cert"),
+            (tls(&[], &["a.pem"], &["a.key"], false), "invalid tls-listen"),
+            (tls(&["127.0.0.1:8443"], &["a.pem"], &["a.key"], true), "invalid tls-self-signed"),
+            (tls(&["nowhere"], &[], &[], true), "invalid tls-listen"),
+        ] {
+            let e = Settings::resolve(&args).unwrap_err().to_string();
+            assert!(e.starts_with(setting), "{e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! allocated for an idle connection: `carry` holds at most a request head or
 //! a control frame, `pending` exists only after a short write.
 
+use crate::ws::tls::TlsConn;
 use crate::ws::{Output, Progress, Session};
 use std::time::Instant;
 
@@ -28,6 +29,9 @@ pub struct Conn {
     pub peer_eof: bool,
     /// The server-side close (shutdown) was started.
     pub close_started: bool,
+    /// The TLS layer, on a `--tls-listen` connection; `carry` then holds
+    /// ciphertext (part of a record) and the layer the plaintext carry.
+    pub tls: Option<Box<TlsConn>>,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -46,6 +50,7 @@ impl Conn {
             write_shut: false,
             peer_eof: false,
             close_started: false,
+            tls: None,
         }
     }
 

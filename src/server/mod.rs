@@ -9,3 +9,4 @@ pub mod shared;
 pub mod stats;
 pub mod table;
 pub mod timers;
+pub mod tls;

@@ -6,6 +6,7 @@ use crate::server::config::{Backend, Settings};
 use crate::server::listener::{self, ListenOptions};
 use crate::server::shared::Shared;
 use crate::server::stats::Stats;
+use crate::server::tls::{self, Certificates, TlsError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -22,6 +23,8 @@ pub struct ShardContext {
     pub settings: Arc<Settings>,
     /// Connection limit and shutdown flag.
     pub shared: Arc<Shared>,
+    /// The TLS configuration every shard shares, when there are TLS listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Sent by a shard once its event loop is about to run.
@@ -58,6 +61,9 @@ pub enum ServeError {
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The TLS certificates or configuration cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// `--backend uring` where io_uring cannot be used.
     #[error("--backend uring: {0}")]
     Uring(#[from] uring::probe::Unavailable),
@@ -106,23 +112,51 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         warn!("{w}");
     }
     let backend = choose_backend(settings.backend)?;
-    let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
-    let bind_error = |source: std::io::Error| match source.kind() {
-        std::io::ErrorKind::AddrInUse => ServeError::InUse { addr: settings.listen },
-        _ => ServeError::Bind { addr: settings.listen, source },
+    // Certificates first: a bad file stops the start before any port is taken.
+    let (certs, tls) = match &settings.tls {
+        Some(source) => {
+            let (certs, loaded) = Certificates::load(source.clone())?;
+            for line in loaded {
+                info!("{line}");
+            }
+            let config = tls::server_config(certs.clone())?;
+            (Some(certs), Some(config))
+        }
+        None => (None, None),
     };
-    if !settings.share_port {
-        listener::ensure_unused(settings.listen).map_err(bind_error)?;
+    let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
+    let wanted: Vec<(SocketAddr, bool)> =
+        settings.listen.iter().map(|&a| (a, false)).chain(settings.tls_listen.iter().map(|&a| (a, true))).collect();
+    // Per address, one listener per shard; then per shard, one of each.
+    let mut bound = Vec::new();
+    let mut ready_lines = Vec::new();
+    for &(addr, is_tls) in &wanted {
+        let bind_error = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
+            _ => ServeError::Bind { addr, source },
+        };
+        if !settings.share_port {
+            listener::ensure_unused(addr).map_err(bind_error)?;
+        }
+        let ls = listener::bind_all(addr, settings.shards, opts).map_err(bind_error)?;
+        let actual = ls[0].local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        ready_lines.push(if is_tls {
+            format!("listening on {actual} (tls)")
+        } else {
+            format!("listening on {actual}")
+        });
+        bound.push((ls.into_iter(), is_tls));
     }
-    let listeners = listener::bind_all(settings.listen, settings.shards, opts).map_err(bind_error)?;
-    let addr = listeners[0].local_addr().map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+    let per_shard: Vec<Vec<(std::net::TcpListener, bool)>> = (0..settings.shards)
+        .map(|_| bound.iter_mut().map(|(ls, is_tls)| (ls.next().expect("one per shard"), *is_tls)).collect())
+        .collect();
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
     let shared = Arc::new(Shared::new(settings.max_connections));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
-    for (id, l) in listeners.into_iter().enumerate() {
-        let ctx = ShardContext { id, settings: settings.clone(), shared: shared.clone() };
+    for (id, l) in per_shard.into_iter().enumerate() {
+        let ctx = ShardContext { id, settings: settings.clone(), shared: shared.clone(), tls: tls.clone() };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let tx = ready_tx.clone();
         let t = std::thread::Builder::new()
@@ -162,17 +196,20 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
             Err(_) => break,
         }
     }
-    watch_signals(shared.clone(), wakers)?;
+    watch_signals(shared.clone(), wakers, certs)?;
     {
+        // One write, so a reader sees every ready line together.
+        let text: String = ready_lines.iter().map(|l| format!("{l}\n")).collect();
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on {addr}");
+        let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
+    let addr = ready_lines.iter().map(|l| l.trim_start_matches("listening on ")).collect::<Vec<_>>().join(", ");
     lines.sort();
     for (id, cpu) in lines {
         let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
         let backend = if backend == Chosen::Uring { "io_uring" } else { "epoll" };
-        info!(shard = id, cpu = %cpu, backend, %addr, "shard accepting");
+        info!(shard = id, cpu = %cpu, backend, addr = %addr, "shard accepting");
     }
     let mut total = Stats::default();
     for (id, t) in threads.into_iter().enumerate() {
@@ -189,6 +226,8 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
                     bytes_out = s.bytes_out,
                     recv_starved = s.recv_starved,
                     ring_buffers = s.ring_buffers,
+                    tls_handshakes = s.tls_handshakes,
+                    tls_failures = s.tls_failures,
                     "shard stopped"
                 );
                 total.add(&s);
@@ -202,11 +241,15 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once. SIGHUP
 /// (a closed terminal, a dropped ssh session, `systemctl reload`) is never
-/// fatal: it is logged and otherwise ignored.
+/// fatal: it re-reads the TLS certificates, if any, and is logged.
 ///
 /// Each action comes before its log line: logging may fail (standard error a
 /// closed pipe), and a shutdown must not depend on it.
-fn watch_signals(shared: Arc<Shared>, wakers: Vec<Box<dyn Fn() + Send>>) -> Result<(), ServeError> {
+fn watch_signals(
+    shared: Arc<Shared>,
+    wakers: Vec<Box<dyn Fn() + Send>>,
+    certs: Option<Arc<Certificates>>,
+) -> Result<(), ServeError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServeError::Signals)?;
     std::thread::Builder::new()
@@ -215,7 +258,17 @@ fn watch_signals(shared: Arc<Shared>, wakers: Vec<Box<dyn Fn() + Send>>) -> Resu
             let mut seen = 0;
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    info!("SIGHUP: nothing to reload, still serving");
+                    match &certs {
+                        None => info!("SIGHUP: nothing to reload, still serving"),
+                        Some(c) => match c.reload() {
+                            Ok(lines) => {
+                                for l in lines {
+                                    info!("SIGHUP: {l}");
+                                }
+                            }
+                            Err(e) => warn!("SIGHUP: keeping the certificates in use: {e}"),
+                        },
+                    }
                     continue;
                 }
                 seen += 1;

@@ -23,6 +23,10 @@ pub struct Stats {
     /// io_uring: receive buffers the shard's ring grew to (it starts small
     /// and doubles on starvation, up to `--uring-buffers`).
     pub ring_buffers: u64,
+    /// TLS handshakes completed (full or resumed).
+    pub tls_handshakes: u64,
+    /// TLS connections failed: a bad handshake or record, or not TLS at all.
+    pub tls_failures: u64,
 }
 
 impl Stats {
@@ -37,5 +41,7 @@ impl Stats {
         self.bytes_out += o.bytes_out;
         self.recv_starved += o.recv_starved;
         self.ring_buffers += o.ring_buffers;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_failures += o.tls_failures;
     }
 }

@@ -8,7 +8,8 @@ use crate::server::shard::ShardContext;
 use crate::server::stats::Stats;
 use crate::server::timers::Timers;
 use crate::ws::handshake::Rejection;
-use crate::ws::{close, Ctx, Output, Phase, Progress, Session};
+use crate::ws::tls::{Sniff, TlsConn};
+use crate::ws::{close, Ctx, Output, Phase, Progress, Session, HEADROOM};
 use slab::Slab;
 use std::fmt;
 use std::net::SocketAddr;
@@ -83,6 +84,10 @@ pub struct Table<T> {
     pub stats: Stats,
     /// Output of the last `input`, `timer` or `shutdown_close` call.
     pub out: Output,
+    /// TLS connections: the session's output before it is encrypted into `out`.
+    plain_out: Output,
+    /// TLS connections: headroom, carried plaintext, then a read's plaintext.
+    plain: Vec<u8>,
     grace_deadline: Option<Instant>,
     /// During a shutdown, when to next log the connections still closing.
     next_report: Option<Instant>,
@@ -98,17 +103,33 @@ impl<T: PeerAddr> Table<T> {
             timers: Timers::new(),
             stats: Stats::default(),
             out: Output::new(),
+            plain_out: Output::new(),
+            plain: Vec::new(),
             grace_deadline: None,
             next_report: None,
         }
     }
 
-    /// Adds an accepted connection; returns its slot.
-    pub fn insert(&mut self, io: T, now: Instant) -> usize {
+    /// Adds an accepted connection (from a TLS listener if `tls`); returns its slot.
+    pub fn insert(&mut self, io: T, now: Instant, tls: bool) -> usize {
         self.stats.accepted += 1;
         self.next_generation = self.next_generation.wrapping_add(1);
         let session = Session::new(&self.ctx.settings.core, now);
-        let slot = self.slots.insert(Slot { io, conn: Conn::new(session), generation: self.next_generation });
+        let mut conn = Conn::new(session);
+        if tls {
+            let config = self.ctx.tls.clone().expect("a TLS listener comes with a TLS configuration");
+            match TlsConn::new(config) {
+                Ok(t) => conn.tls = Some(Box::new(t)),
+                Err(e) => {
+                    // Only a configuration rustls refuses can fail here; the
+                    // connection is closed as soon as it sends anything.
+                    self.stats.tls_failures += 1;
+                    debug!(error = %e, "cannot start TLS");
+                    conn.session.abort(&core_ctx(&self.ctx, now));
+                }
+            }
+        }
+        let slot = self.slots.insert(Slot { io, conn, generation: self.next_generation });
         self.reschedule(slot);
         slot
     }
@@ -157,11 +178,17 @@ impl<T: PeerAddr> Table<T> {
     /// `self.out` then holds what to send, resolved against `buf`.
     pub fn input(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
         self.out.clear();
-        let ctx = core_ctx(&self.ctx, now);
+        let p = if self.slots[slot].conn.tls.is_some() {
+            self.input_tls(slot, buf, start, now)
+        } else {
+            let ctx = core_ctx(&self.ctx, now);
+            let s = &mut self.slots[slot];
+            let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
+            self.out.coalesce(buf);
+            p
+        };
         let s = &mut self.slots[slot];
-        let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
         s.conn.keep_carry(buf, start, &p);
-        self.out.coalesce(buf);
         self.stats.messages += p.messages;
         if p.upgraded {
             s.conn.admitted = true;
@@ -177,6 +204,79 @@ impl<T: PeerAddr> Table<T> {
         }
         self.reschedule(slot);
         p
+    }
+
+    /// The TLS half of [`Table::input`]: `buf[start..]` is ciphertext (a
+    /// carried partial record first). Records are decrypted, their plaintext
+    /// gathered behind the carried plaintext in `self.plain` and handed to the
+    /// session in one call; its output is encrypted into `self.out` after any
+    /// handshake messages. `consumed` counts ciphertext.
+    fn input_tls(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
+        self.plain_out.clear();
+        let ctx = core_ctx(&self.ctx, now);
+        let s = &mut self.slots[slot];
+        let tls = s.conn.tls.as_mut().expect("checked by the caller");
+        self.plain.clear();
+        self.plain.resize(HEADROOM, 0);
+        self.plain.extend_from_slice(&tls.plain_carry);
+        let handshaking = tls.is_handshaking();
+        let mut p = Progress::default();
+        let all = buf.len() - start;
+        match tls.read(&mut buf[start..], &mut self.plain, &mut self.out) {
+            Ok(r) => {
+                p.consumed = r.consumed;
+                if handshaking && !tls.is_handshaking() {
+                    self.stats.tls_handshakes += 1;
+                }
+                if r.plaintext > 0 && !s.conn.session.is_closed() {
+                    let sp = s.conn.session.handle_input(&ctx, &mut self.plain, HEADROOM, &mut self.plain_out);
+                    tls.plain_carry.clear();
+                    tls.plain_carry.extend_from_slice(&self.plain[HEADROOM + sp.consumed..]);
+                    if tls.plain_carry.is_empty() && tls.plain_carry.capacity() > 256 {
+                        tls.plain_carry = Vec::new();
+                    }
+                    self.plain_out.coalesce(&mut self.plain);
+                    p = Progress { consumed: p.consumed, ..sp };
+                }
+                let close = s.conn.session.is_closed();
+                if let Err(e) = tls.seal(&self.plain_out, &self.plain, close, &mut self.out) {
+                    if !self.plain_out.is_empty() {
+                        self.stats.tls_failures += 1;
+                        debug!(shard = self.ctx.id, peer = %Peer(&s.io), error = %e, "TLS failed");
+                        s.conn.session.abort(&ctx);
+                        p.consumed = all;
+                    }
+                }
+            }
+            Err(e) => {
+                p.consumed = all;
+                if tls.sniff() == Sniff::PlainHttp {
+                    s.conn.session.refuse(&ctx, &Rejection::NotTls, &mut self.out);
+                    p.rejected = Some(Rejection::NotTls);
+                } else {
+                    self.stats.tls_failures += 1;
+                    debug!(shard = self.ctx.id, peer = %Peer(&s.io), error = %e, "TLS failed");
+                    s.conn.session.abort(&ctx);
+                }
+            }
+        }
+        p
+    }
+
+    /// On a TLS connection, encrypts `self.out` (owned bytes only: a timer's
+    /// or a shutdown's output) in place; false when it cannot be (the TLS
+    /// handshake is not complete), and `self.out` is then empty.
+    fn seal_out(&mut self, slot: usize) -> bool {
+        let s = &mut self.slots[slot];
+        let Some(tls) = s.conn.tls.as_mut() else { return true };
+        std::mem::swap(&mut self.out, &mut self.plain_out);
+        self.out.clear();
+        let close = s.conn.session.is_closed();
+        let sealed = tls.seal(&self.plain_out, &[], close, &mut self.out).is_ok();
+        if !sealed {
+            self.out.clear();
+        }
+        sealed
     }
 
     /// After output went out (or was queued): a closed session gives back its
@@ -218,6 +318,10 @@ impl<T: PeerAddr> Table<T> {
                 self.stats.rejected += 1;
                 let r = Rejection::Timeout;
                 debug!(shard = self.ctx.id, peer = %Peer(&s.io), status = r.status().0, reason = %r, "handshake refused");
+            }
+            if !self.seal_out(f.slot) {
+                // A TLS handshake that did not finish in time: nothing can be said.
+                return Some((f.slot, TimerAction::Drop));
             }
             self.reschedule(f.slot);
             return Some((f.slot, TimerAction::Send));
@@ -293,6 +397,7 @@ impl<T: PeerAddr> Table<T> {
             debug!(shard = self.ctx.id, peer = %Peer(&s.io), status = r.status().0, reason = %r, "handshake refused");
         }
         s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);
+        self.seal_out(slot);
         self.reschedule(slot);
         true
     }

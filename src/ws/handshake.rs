@@ -125,6 +125,9 @@ pub enum Rejection {
     /// The server is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
+    /// A plain HTTP request on a port that speaks TLS.
+    #[error("this port speaks TLS: use https:// or wss://")]
+    NotTls,
 }
 
 impl Rejection {

@@ -11,6 +11,7 @@ pub mod harness;
 pub mod mask;
 pub mod output;
 pub mod session;
+pub mod tls;
 pub mod utf8;
 
 pub use config::{Config, Reply};

@@ -146,6 +146,9 @@ impl Output {
         let start = self.owned.len();
         f(&mut self.owned);
         let end = self.owned.len();
+        if end == start {
+            return;
+        }
         if let Some(Chunk::Owned { end: last_end, .. }) = self.chunks.last_mut() {
             if *last_end == start {
                 *last_end = end;

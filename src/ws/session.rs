@@ -252,6 +252,19 @@ impl Session {
         false
     }
 
+    /// Refuses the connection before its handshake with `r`'s HTTP response
+    /// (the TLS layer found a plain HTTP request on a TLS port).
+    pub fn refuse(&mut self, ctx: &Ctx<'_>, r: &Rejection, out: &mut Output) {
+        out.push_owned_with(|o| r.write_response(o));
+        self.enter_closed(ctx);
+    }
+
+    /// Ends the connection with nothing more to send (the TLS layer failed
+    /// it): input is discarded until the peer closes or the linger passes.
+    pub fn abort(&mut self, ctx: &Ctx<'_>) {
+        self.enter_closed(ctx);
+    }
+
     /// Starts a server-side close with `code` (1001 at shutdown). A message
     /// whose echo is under way is finished first, so nothing the client sent
     /// before is lost; [`Session::force_close`] does not wait. A connection

@@ -98,8 +98,9 @@ struct Shard {
     ring: IoUring,
     bufs: BufRing,
     table: Table<Io>,
-    listener: Option<std::net::TcpListener>,
-    accept_armed: bool,
+    /// Listeners, whether each speaks TLS, and whether its multishot
+    /// accept is armed; emptied at shutdown.
+    listeners: Vec<(std::net::TcpListener, bool, bool)>,
     accept_paused_until: Option<Instant>,
     wake_fd: OwnedFd,
     /// For a carry too big for a buffer's reserve.
@@ -123,7 +124,11 @@ fn initial_buffers(buf_size: usize) -> u16 {
 }
 
 /// Runs one shard on io_uring until shutdown completes; returns its counters.
-pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnce(ShardReady)) -> io::Result<Stats> {
+pub fn run(
+    ctx: ShardContext,
+    listeners: Vec<(std::net::TcpListener, bool)>,
+    ready: impl FnOnce(ShardReady),
+) -> io::Result<Stats> {
     let s = &ctx.settings;
     let (ring, _defer) = new_ring(s.ring_entries)?;
     let bufs = BufRing::new(
@@ -145,8 +150,7 @@ pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnc
         ring,
         bufs,
         table: Table::new(ctx),
-        listener: Some(listener),
-        accept_armed: false,
+        listeners: listeners.into_iter().map(|(l, tls)| (l, tls, false)).collect(),
         accept_paused_until: None,
         wake_fd,
         scratch: Vec::new(),
@@ -155,7 +159,9 @@ pub fn run(ctx: ShardContext, listener: std::net::TcpListener, ready: impl FnOnc
         spare_jobs: Vec::new(),
         cqes: Vec::new(),
     };
-    shard.arm_accept()?;
+    for i in 0..shard.listeners.len() {
+        shard.arm_accept(i)?;
+    }
     shard.arm_wake()?;
     ready(ShardReady {
         wake: Box::new(move || {
@@ -187,10 +193,11 @@ impl Shard {
         self.recycled = true;
     }
 
-    fn arm_accept(&mut self) -> io::Result<()> {
-        let Some(l) = &self.listener else { return Ok(()) };
-        let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, 0, 0));
-        self.accept_armed = true;
+    /// Arms listener `i`'s multishot accept (its index rides in the user data).
+    fn arm_accept(&mut self, i: usize) -> io::Result<()> {
+        let Some((l, _, armed)) = self.listeners.get_mut(i) else { return Ok(()) };
+        let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, i, 0));
+        *armed = true;
         self.push(sqe)
     }
 
@@ -271,7 +278,11 @@ impl Shard {
             self.cqes = cqes;
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
-                let _ = self.arm_accept();
+                for i in 0..self.listeners.len() {
+                    if !self.listeners[i].2 {
+                        let _ = self.arm_accept(i);
+                    }
+                }
             }
             while let Some((slot, action)) = self.table.next_timer(now) {
                 match action {
@@ -299,7 +310,7 @@ impl Shard {
     fn on_completion(&mut self, ud: u64, res: i32, flags: u32, now: Instant) {
         let (op, slot, generation) = split_user_data(ud);
         match op {
-            OP_ACCEPT => self.on_accept(res, flags, now),
+            OP_ACCEPT => self.on_accept(slot, res, flags, now),
             OP_WAKE => {
                 let mut v = 0u64;
                 // SAFETY: reads 8 bytes into a live u64 (resets the eventfd).
@@ -315,16 +326,23 @@ impl Shard {
         }
     }
 
-    fn on_accept(&mut self, res: i32, flags: u32, now: Instant) {
-        if !cqueue::more(flags) {
-            self.accept_armed = false;
+    /// An accept on listener `i`.
+    fn on_accept(&mut self, i: usize, res: i32, flags: u32, now: Instant) {
+        let more = cqueue::more(flags);
+        let Some((_, tls, armed)) = self.listeners.get_mut(i) else {
+            if res >= 0 {
+                // SAFETY: a successful accept hands us a descriptor; shutting down, so close it.
+                drop(unsafe { TcpStream::from_raw_fd(res as RawFd) });
+            }
+            return;
+        };
+        let tls = *tls;
+        if !more {
+            *armed = false;
         }
         if res >= 0 {
             // SAFETY: a successful accept completion hands us a new descriptor.
             let stream = unsafe { TcpStream::from_raw_fd(res as RawFd) };
-            if self.listener.is_none() {
-                return; // shutting down: dropping closes it
-            }
             if self.table.ctx.settings.nodelay {
                 let _ = stream.set_nodelay(true);
             }
@@ -337,15 +355,15 @@ impl Shard {
                 throttled: false,
                 deferred_handled: false,
             };
-            let slot = self.table.insert(io, now);
+            let slot = self.table.insert(io, now, tls);
             self.arm_recv(slot);
         } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
             warn!(error = %io::Error::from_raw_os_error(-res), "cannot accept, pausing for 100ms (raise LimitNOFILE / ulimit -n)");
             self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
             return;
         }
-        if !self.accept_armed && self.accept_paused_until.is_none() && self.listener.is_some() {
-            let _ = self.arm_accept();
+        if !self.listeners[i].2 && self.accept_paused_until.is_none() {
+            let _ = self.arm_accept(i);
         }
     }
 
@@ -726,12 +744,14 @@ impl Shard {
 
     /// Stops accepting; `shutdown_sweep` closes each connection once drained.
     fn begin_shutdown(&mut self) {
-        if self.accept_armed {
-            let sqe =
-                opcode::AsyncCancel::new(user_data(OP_ACCEPT, 0, 0)).build().user_data(user_data(OP_CANCEL, 0, 0));
-            let _ = self.push(sqe);
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].2 {
+                let sqe =
+                    opcode::AsyncCancel::new(user_data(OP_ACCEPT, i, 0)).build().user_data(user_data(OP_CANCEL, 0, 0));
+                let _ = self.push(sqe);
+            }
         }
-        self.listener = None;
+        self.listeners.clear();
     }
 }
 
