@@ -28,7 +28,7 @@ fn flood_without_reading_is_held_back_and_fully_echoed() {
     let server = Server::start(&[]);
     let client = RawClient::open(server.addr);
     let baseline = server.rss_kib();
-    let mut writer = client.stream.try_clone().unwrap();
+    let mut writer = client.stream.tcp().try_clone().unwrap();
     let mut reader = client.stream;
     let sent = Arc::new(AtomicU64::new(0));
     let sent_w = sent.clone();

@@ -59,7 +59,7 @@ fn every_client_gets_its_echoes_then_1001_and_the_server_exits_0() {
 fn a_backed_up_client_gets_every_byte_before_1001() {
     let mut server = Server::start(&["--shutdown-grace", "20s"]);
     let client = RawClient::open(server.addr);
-    let mut writer = client.stream.try_clone().unwrap();
+    let mut writer = client.stream.tcp().try_clone().unwrap();
     let total: usize = 32 << 20;
     let w = std::thread::spawn(move || {
         let payload = vec![0x5a; 64 * 1024];

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -20,7 +20,7 @@ const SIZES: [usize; 7] = [0, 1, 125, 126, 127, 65535, 65536];
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn connect(server: &Server) -> Ws {
-    timeout(LIMIT, connect_async(server.url())).await.expect("connect timeout").expect("connect").0
+    common::ws_connect(&server.url()).await
 }
 
 async fn next(ws: &mut Ws) -> Message {
@@ -124,7 +124,7 @@ fn two_hundred_concurrent_connections_each_get_their_own_echoes() {
         for id in 0..200u32 {
             let url = url.clone();
             tasks.push(local.spawn_local(async move {
-                let (mut ws, _) = timeout(LIMIT, connect_async(url)).await.unwrap().unwrap();
+                let mut ws = common::ws_connect(&url).await;
                 for i in 0..20u32 {
                     let msg = format!("conn {id} msg {i}");
                     ws.send(Message::text(msg.clone())).await.unwrap();

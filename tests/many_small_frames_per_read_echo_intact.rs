@@ -11,7 +11,6 @@ use ricochet::ws::client::{encode_masked, Event};
 use ricochet::ws::frame::OpCode;
 use std::io::Write;
 use tokio::time::timeout;
-use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode as TOpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +23,7 @@ const MESSAGE: usize = 4 << 20;
 /// writes) while reading the echo, as Autobahn 9.3.1/9.4.1 do.
 fn echo_fragmented(server: &Server, opcode: Data, payload: Vec<u8>) -> Message {
     tokio_runtime().block_on(async {
-        let (ws, _) = timeout(IO_TIMEOUT, connect_async(server.url())).await.unwrap().unwrap();
+        let ws = common::ws_connect(&server.url()).await;
         let (mut tx, mut rx) = ws.split();
         let send = async {
             let n = payload.len() / FRAGMENT;
@@ -81,7 +80,7 @@ fn fixed_replies_between_pongs_all_arrive() {
         encode_masked(&mut burst, true, OpCode::Text, b"hi", [1, 2, 3, 4]);
         encode_masked(&mut burst, true, OpCode::Ping, &(i as u16).to_be_bytes(), [5, 6, 7, 8]);
     }
-    let mut w = c.stream.try_clone().unwrap();
+    let mut w = c.stream.tcp().try_clone().unwrap();
     let writer = std::thread::spawn(move || w.write_all(&burst).unwrap());
     for i in 0..PAIRS {
         match c.next_event() {

@@ -12,7 +12,6 @@ mod common;
 use common::{tokio_runtime, Server, IO_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::timeout;
-use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
@@ -96,7 +95,7 @@ fn script(seed: u64) -> (Vec<Message>, Vec<Expect>) {
 /// One connection: sends seed's script while checking every echo.
 async fn exchange(url: String, seed: u64) {
     let (frames, expect) = script(seed);
-    let (ws, _) = timeout(IO_TIMEOUT, connect_async(url)).await.unwrap().unwrap();
+    let ws = common::ws_connect(&url).await;
     let (mut tx, mut rx) = ws.split();
     let send = async {
         for f in frames {

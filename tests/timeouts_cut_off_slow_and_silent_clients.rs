@@ -51,7 +51,7 @@ fn answering_pings_keeps_a_connection_open() {
 fn idle_timeout_zero_disables_it() {
     let server = Server::start(&["--idle-timeout", "0"]);
     let mut c = RawClient::open(server.addr);
-    c.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    c.stream.tcp().set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
     let mut b = [0u8; 1];
     let r = std::io::Read::read(&mut c.stream, &mut b);
     assert!(matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock), "{r:?}");

@@ -2,6 +2,8 @@
 //! loopback port, talk to it over real sockets, read its memory and logs.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use ricochet::ws::client::{decode_server_frames, encode_masked, events, Event, ServerFrame};
 use ricochet::ws::frame::{parse_header, HeaderStatus, OpCode};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,11 +20,20 @@ pub fn tokio_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// True when the transport tests run over TLS (`RICOCHET_TEST_TLS=1`, set
+/// by `make test` for its third pass): `Server::start` then serves wss://
+/// only, with a certificate from the test CA, and the clients verify it.
+pub fn over_tls() -> bool {
+    std::env::var("RICOCHET_TEST_TLS").is_ok_and(|v| v == "1")
+}
+
 /// A running server process; killed when dropped.
 pub struct Server {
     child: Child,
-    /// Where it listens.
+    /// Where it listens (the first ready line's address).
     pub addr: SocketAddr,
+    /// Every ready line's address, with whether it is TLS.
+    pub listeners: Vec<(SocketAddr, bool)>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -34,12 +45,23 @@ impl Server {
         Server::spawn(&mut Server::command(extra))
     }
 
-    /// The command `start` runs.
+    /// The command `start` runs: plain, or TLS only when [`over_tls`].
     fn command(extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend()]);
+        cmd.args(["serve", "--shards", "1", "--no-pin", "--backend", &backend()]);
+        if over_tls() {
+            let (_, cert, key) = tls::shared();
+            cmd.args(["--tls-listen", "127.0.0.1:0", "--tls-cert"]).arg(cert).arg("--tls-key").arg(key);
+        } else {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         cmd.args(extra);
         cmd
+    }
+
+    /// True when the server was started to speak TLS on `addr`.
+    pub fn is_tls(&self) -> bool {
+        self.listeners.first().is_some_and(|l| l.1)
     }
 
     /// Starts the binary with exactly `args`; waits for `listening on`.
@@ -86,19 +108,30 @@ impl Server {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Every line to the channel; this also keeps stdout drained.
             let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the server never blocks on stdout.
-            let mut rest = Vec::new();
-            let _ = out.read_to_end(&mut rest);
+            while out.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let _ = tx.send(std::mem::take(&mut line));
+            }
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let addr = line.strip_prefix("listening on ").and_then(|a| a.trim().parse().ok()).unwrap_or_else(|| {
+        // The ready lines come in one write: the first, then any right behind it.
+        let mut lines = vec![rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default()];
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+        let listeners: Vec<(SocketAddr, bool)> = lines
+            .iter()
+            .filter_map(|l| {
+                let a = l.strip_prefix("listening on ")?.trim();
+                let (a, tls) = a.strip_suffix(" (tls)").map_or((a, false), |a| (a, true));
+                Some((a.parse().ok()?, tls))
+            })
+            .collect();
+        let Some(&(addr, _)) = listeners.first() else {
             let _ = child.kill();
-            panic!("server did not start: {line:?}\n{}", stderr.lock().unwrap());
-        });
-        Server { child, addr, stderr }
+            panic!("server did not start: {lines:?}\n{}", stderr.lock().unwrap());
+        };
+        Server { child, addr, listeners, stderr }
     }
 
     /// The server's process id.
@@ -153,9 +186,9 @@ impl Server {
         }
     }
 
-    /// `ws://ADDR/`.
+    /// `ws://ADDR/`, or `wss://ADDR/` on a TLS server.
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        format!("{}://{}/", if self.is_tls() { "wss" } else { "ws" }, self.addr)
     }
 }
 
@@ -216,20 +249,74 @@ pub fn upgrade_request(path: &str) -> String {
     )
 }
 
-/// A client over a plain TCP socket that can send anything, valid or not.
+/// A client's byte stream: plain TCP, or TLS over it.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS (the test CA verified).
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Its local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(b),
+            Stream::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(b),
+            Stream::Tls(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A client that can send anything, valid or not, over plain TCP or (when
+/// [`over_tls`]) inside TLS.
 pub struct RawClient {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection.
+    pub stream: Stream,
     buf: Vec<u8>,
 }
 
 impl RawClient {
-    /// Connects without a handshake.
+    /// Connects without a WebSocket handshake (TLS is set up when [`over_tls`]).
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
+        let stream = if over_tls() {
+            let s = tls::connect(addr, "127.0.0.1");
+            Stream::Tls(Box::new(s))
+        } else {
+            Stream::Plain(TcpStream::connect(addr).expect("connect"))
+        };
+        let tcp = stream.tcp();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_nodelay(true).unwrap();
         RawClient { stream, buf: Vec::new() }
     }
 
@@ -262,6 +349,8 @@ impl RawClient {
                 n
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => 0,
+            // A TLS peer that closed without close_notify after its last bytes.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof) => 0,
             Err(e) => panic!("read: {e}"),
         }
     }
@@ -327,6 +416,17 @@ impl RawClient {
         }
         None
     }
+}
+
+/// Opens a WebSocket with tokio-tungstenite: `ws://` as it is, `wss://`
+/// with a rustls client that trusts only the test CA.
+pub async fn ws_connect(
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let connector =
+        url.starts_with("wss://").then(|| tokio_tungstenite::Connector::Rustls(tls::shared().0.client_config()));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+    tokio::time::timeout(IO_TIMEOUT, connect).await.expect("connect timeout").expect("connect").0
 }
 
 /// The Python interpreter of the venv `make venv` builds.

@@ -1,14 +1,18 @@
 """Interop checks with an independent client (Python `websockets`).
 
-Usage: interop.py ws://127.0.0.1:PORT/
+Usage: interop.py ws://127.0.0.1:PORT/   (or wss://, verifying the CA in $RICOCHET_TEST_CA)
 Prints one line per check and "N passed, N failed"; exit status 1 on any failure.
 """
 import asyncio
+import os
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
 
 URL = sys.argv[1]
+# wss:// verifies the server against the test CA only (never the system's).
+TLS = {"ssl": ssl.create_default_context(cafile=os.environ["RICOCHET_TEST_CA"])} if URL.startswith("wss://") else {}
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 16 * 1024 * 1024]
 LIMIT = 60
 results = []
@@ -20,7 +24,7 @@ def check(name, ok, detail=""):
 
 
 async def sizes():
-    async with connect(URL, max_size=None, ping_interval=None) as ws:
+    async with connect(URL, **TLS, max_size=None, ping_interval=None) as ws:
         for n in SIZES:
             data = bytes(i % 251 for i in range(n)) if n < 70000 else bytes(range(256)) * (n // 256)
             await ws.send(data)
@@ -35,7 +39,7 @@ async def sizes():
 
 
 async def fragmented():
-    async with connect(URL, max_size=None, ping_interval=None) as ws:
+    async with connect(URL, **TLS, max_size=None, ping_interval=None) as ws:
         parts = ["frag", "ment", "ed ✓"]
         await ws.send(parts)  # an iterable is sent as one fragmented message
         got = await asyncio.wait_for(ws.recv(), LIMIT)
@@ -47,7 +51,7 @@ async def fragmented():
 
 
 async def ping_and_close():
-    ws = await connect(URL, ping_interval=None)
+    ws = await connect(URL, **TLS, ping_interval=None)
     latency = await asyncio.wait_for(await ws.ping(b"are you there"), LIMIT)
     check("ping answered", latency >= 0)
     await ws.close(code=4000, reason="done")
@@ -57,7 +61,7 @@ async def ping_and_close():
 
 async def concurrent(n=200):
     async def one(i):
-        async with connect(URL, ping_interval=None) as ws:
+        async with connect(URL, **TLS, ping_interval=None) as ws:
             for k in range(10):
                 msg = f"conn {i} msg {k}"
                 await ws.send(msg)

@@ -1,0 +1,83 @@
+//! Test certificates, made at test time (rcgen): a CA and a leaf for
+//! localhost and 127.0.0.1 signed by it, written to a temporary folder for
+//! the server; client configurations that trust that CA.
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// A CA, and certificates it signed.
+pub struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+    /// Where the files are.
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// A new CA in a new temporary folder.
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Ricochet test CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki { ca, ca_key, dir }
+    }
+
+    /// The CA certificate's PEM file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A leaf for `names` signed by the CA, written as `<stem>.pem` and
+    /// `<stem>.key`; returns both paths.
+    pub fn leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, stem);
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let (c, k) = (self.dir.join(format!("{stem}.pem")), self.dir.join(format!("{stem}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    /// A rustls client configuration that trusts only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca.der().to_vec())).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// The PKI every test of a process shares, with one leaf for localhost and 127.0.0.1.
+pub fn shared() -> &'static (Pki, PathBuf, PathBuf) {
+    static PKI: OnceLock<(Pki, PathBuf, PathBuf)> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let pki = Pki::new();
+        let (c, k) = pki.leaf("localhost", &["localhost", "127.0.0.1"]);
+        (pki, c, k)
+    })
+}
+
+/// A blocking TLS client stream to `addr`, verifying the shared CA; `name`
+/// is the name checked (and sent as SNI, unless it is an IP address).
+pub fn connect(
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let config = shared().0.client_config();
+    let conn = rustls::ClientConnection::new(config, ServerName::try_from(name.to_string()).unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    rustls::StreamOwned::new(conn, tcp)
+}
