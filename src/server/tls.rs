@@ -212,7 +212,10 @@ fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loade
     let certified = CertifiedKey::from_der(chain.clone(), key_der, provider).map_err(|e| TlsError::BadKey {
         cert: cert.to_owned(),
         key: key.to_owned(),
-        reason: e.to_string(),
+        reason: match e {
+            rustls::Error::InconsistentKeys(_) => "the private key does not match the certificate".into(),
+            other => other.to_string(),
+        },
     })?;
     Ok(Loaded { key: Arc::new(certified), names: dns_names(&chain[0]) })
 }
