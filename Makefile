@@ -46,11 +46,14 @@ test: deps venv
 	$(CARGO) build -p ricochet-peers --bin peer-raw-echo
 	$(CARGO) test -p ricochet-bench-runner
 
-# Autobahn|Testsuite cases 1-10 against a release build; every case must be OK.
+# Autobahn|Testsuite cases 1-10 against a release build, ws:// and wss:// on
+# each backend; every case must be OK.
 autobahn: build
 	scripts/install-deps.sh
 	AUTOBAHN_OUT=autobahn-reports/epoll scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_OUT=autobahn-reports/uring scripts/autobahn.sh ./target/release/ricochet --backend uring
+	AUTOBAHN_TLS=1 AUTOBAHN_OUT=autobahn-reports/epoll-tls scripts/autobahn.sh ./target/release/ricochet --backend epoll
+	AUTOBAHN_TLS=1 AUTOBAHN_OUT=autobahn-reports/uring-tls scripts/autobahn.sh ./target/release/ricochet --backend uring
 
 # Ricochet against peer servers, side by side (README "Performance"): 6 to 9
 # minutes on 2 cores; bench-quick under 2. Results: bench/results/.

@@ -80,6 +80,10 @@ fn example_config_is_exactly_the_defaults() {
     let text = std::fs::read_to_string(format!("{DIR}/ricochet.toml")).unwrap();
     for key in [
         "listen",
+        "tls-listen",
+        "tls-cert",
+        "tls-key",
+        "tls-self-signed",
         "shards",
         "pin",
         "backlog",
