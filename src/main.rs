@@ -92,7 +92,12 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-            Err(e @ (bench::BenchError::Url(_) | bench::BenchError::Setting(_) | bench::BenchError::RawEmpty)) => {
+            Err(
+                e @ (bench::BenchError::Url(_)
+                | bench::BenchError::Setting(_)
+                | bench::BenchError::RawEmpty
+                | bench::BenchError::Tls(_)),
+            ) => {
                 say_error(e);
                 ExitCode::from(2)
             }

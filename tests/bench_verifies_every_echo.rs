@@ -169,3 +169,52 @@ fn zero_connections_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid connections \"0\"") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn wss_echoes_are_checked_and_resumed_handshakes_counted() {
+    let (pki, cert, key) = common::tls::shared();
+    let server = Server::start_raw(&[
+        "serve",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--shards",
+        "1",
+        "--no-pin",
+        "--backend",
+        &common::backend(),
+    ]);
+    let url = format!("wss://127.0.0.1:{}/", server.addr.port());
+    let ca = pki.ca_file();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+            .args(["bench", &url, "--ca", ca.to_str().unwrap(), "--connections", "4", "--duration", "500ms"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for size in ["20", "70000"] {
+        let (code, out, err) = run(&["--size", size, "--pipeline", "2"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.contains("0 wrong echoes, 0 missing, 0 failed connections"), "{out}");
+    }
+    let (code, out, err) = run(&["--mode", "connect", "--resume"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("TLS resumed"), "{out}");
+    let (_, out, _) = run(&["--mode", "connect"]);
+    assert!(!out.contains("TLS resumed"), "full handshakes only without --resume: {out}");
+    // A certificate the client does not trust fails the run.
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["bench", &url, "--ca", common::tls::Pki::new().ca_file().to_str().unwrap(), "--duration", "200ms"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -229,7 +229,11 @@ impl<S: Read + Write> Conn<S> {
         }
         self.out.clear();
         self.out_pos = 0;
-        Ok(true)
+        // A TLS stream may still hold records the socket did not take.
+        match self.stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(true),
+        }
     }
 
     /// Drops `n` written bytes from the front of the queue.

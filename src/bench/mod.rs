@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod progress;
+pub mod tls;
 pub mod window;
 
 use crate::server::config::{parse_duration, parse_size};
@@ -20,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use progress::Progress;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use window::{Turn, Window};
@@ -72,14 +74,79 @@ pub struct BenchArgs {
     /// Print the report as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// wss://: trust the CA certificates in this PEM file [default: /etc/ssl/certs/ca-certificates.crt]
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// wss://: accept any server certificate (encrypted, not authenticated; for self-signed test servers)
+    #[arg(long)]
+    pub insecure: bool,
+    /// wss://: keep TLS session tickets, so reconnections resume (--mode connect then measures resumed handshakes)
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// A load-generator connection's byte stream: plain TCP or TLS over it.
+pub enum Stream {
+    /// ws:// and tcp://.
+    Plain(TcpStream),
+    /// wss://.
+    Tls(Box<tls::TlsStream>),
+}
+
+impl Stream {
+    /// The socket, for the event loop's (de)registration.
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &mut s.tcp,
+        }
+    }
+
+    /// True on a TLS connection that resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.resumed())
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(b),
+            Stream::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(b),
+            Stream::Tls(s) => s.write(b),
+        }
+    }
+    fn write_vectored(&mut self, b: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(b),
+            Stream::Tls(s) => s.write_vectored(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// Why a run could not be done or failed.
 #[derive(Debug, Error)]
 pub enum BenchError {
-    /// The URL is not ws://HOST:PORT/PATH or tcp://HOST:PORT.
-    #[error("invalid URL {0:?}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT")]
+    /// The URL is not ws://HOST:PORT/PATH, wss://HOST:PORT/PATH or tcp://HOST:PORT.
+    #[error("invalid URL {0:?}: expected ws://HOST:PORT/PATH, wss://HOST:PORT/PATH or tcp://HOST:PORT")]
     Url(String),
+    /// The TLS client could not be set up (`--ca`).
+    #[error("{0}")]
+    Tls(String),
     /// Raw mode needs messages of at least one byte.
     #[error("a raw TCP echo needs --size of at least 1")]
     RawEmpty,
@@ -147,6 +214,8 @@ pub struct Report {
     pub missing_echoes: u64,
     /// Connections that failed.
     pub failed_connections: u64,
+    /// wss:// connect mode: handshakes that resumed a TLS session.
+    pub resumed_handshakes: u64,
 }
 
 impl Report {
@@ -161,25 +230,50 @@ struct Target {
     host: String,
     path: String,
     raw: bool,
+    /// wss://: the client configuration and the name to verify.
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
-fn parse_url(url: &str) -> Result<Target, BenchError> {
-    let (raw, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("tcp://")) {
-        (Some(r), _) => (false, r),
-        (None, Some(r)) => (true, r),
-        _ => return Err(BenchError::Url(url.into())),
+impl Target {
+    /// Wraps a connected (and registered) socket for this target.
+    fn stream(&self, s: TcpStream) -> io::Result<Stream> {
+        Ok(match &self.tls {
+            Some((config, name)) => Stream::Tls(Box::new(tls::TlsStream::new(s, config.clone(), name.clone())?)),
+            None => Stream::Plain(s),
+        })
+    }
+}
+
+fn parse_url(url: &str, args: &BenchArgs) -> Result<Target, BenchError> {
+    let (raw, secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
+        (false, false, r)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (false, true, r)
+    } else if let Some(r) = url.strip_prefix("tcp://") {
+        (true, false, r)
+    } else {
+        return Err(BenchError::Url(url.into()));
     };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let addr = hostport.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| BenchError::Url(url.into()))?;
-    Ok(Target { addr, host: hostport.into(), path: path.into(), raw })
+    let tls = if secure {
+        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| BenchError::Url(url.into()))?;
+        let config = tls::client_config(args.ca.as_deref(), args.insecure, args.resume).map_err(BenchError::Tls)?;
+        Some((config, name))
+    } else {
+        None
+    };
+    Ok(Target { addr, host: hostport.into(), path: path.into(), raw, tls })
 }
 
 /// Runs the benchmark described by `args`.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
-    let target = parse_url(&args.url)?;
+    let target = parse_url(&args.url, args)?;
     let size = parse_size("size", &args.size, 0, 64 << 20)?;
     if target.raw && size == 0 && args.mode == Mode::Echo {
         return Err(BenchError::RawEmpty);
@@ -252,6 +346,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         report.missing_echoes += r.errors.missing;
         report.connections += r.connected;
         report.client_cpu_seconds += r.cpu;
+        report.resumed_handshakes += r.resumed;
         if let Some(rss) = r.rss_kib {
             report.server_rss_kib_before = rss0;
             report.server_rss_kib_after = Some(rss);
@@ -288,6 +383,8 @@ struct ThreadResult {
     rss_kib: Option<u64>,
     /// This thread's CPU seconds within the window (set from its [`Turn`]).
     cpu: f64,
+    /// Handshakes that resumed a TLS session (connect mode).
+    resumed: u64,
 }
 
 /// Handshakes in flight at once while opening connections. More would only
@@ -303,14 +400,14 @@ fn open_all(
     plan: &Plan,
     poll: &mut Poll,
     errors: &mut Errors,
-) -> Result<Vec<Conn<TcpStream>>, BenchError> {
+) -> Result<Vec<Conn<Stream>>, BenchError> {
     let mut conns = Vec::with_capacity(plan.conns);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut events = Events::with_capacity(1024);
     let mut opening = 0usize;
     let registry = poll.registry().try_clone()?;
     // Waits for events once and moves finished handshakes on.
-    let mut turn = |conns: &mut Vec<Conn<TcpStream>>, opening: &mut usize, errors: &mut Errors| -> io::Result<()> {
+    let mut turn = |conns: &mut Vec<Conn<Stream>>, opening: &mut usize, errors: &mut Errors| -> io::Result<()> {
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
@@ -340,6 +437,7 @@ fn open_all(
         std.set_nonblocking(true)?;
         let mut s = TcpStream::from_std(std);
         registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        let s = target.stream(s)?;
         let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.raw);
         c.flush()?;
         if c.state == State::Handshake {
@@ -461,7 +559,7 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -
         c.queue_close();
         let _ = c.flush();
     }
-    Ok(ThreadResult { hist, messages: in_window, errors, connected, rss_kib: None, cpu: 0.0 })
+    Ok(ThreadResult { hist, messages: in_window, errors, connected, rss_kib: None, cpu: 0.0, resumed: 0 })
 }
 
 /// Connect mode: each slot connects, upgrades, closes and starts over;
@@ -474,10 +572,11 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
     plan.progress.start_measuring(t0);
     let end = t0 + duration;
     let mut next_id = plan.first_id;
-    let mut slots: Vec<Option<(Conn<TcpStream>, Instant)>> = (0..plan.conns).map(|_| None).collect();
+    let mut slots: Vec<Option<(Conn<Stream>, Instant)>> = (0..plan.conns).map(|_| None).collect();
     let mut done = 0u64;
+    let mut resumed = 0u64;
     let mut events = Events::with_capacity(1024);
-    let start = |i: usize, next_id: &mut u64, poll: &Poll, errors: &mut Errors| -> Option<(Conn<TcpStream>, Instant)> {
+    let start = |i: usize, next_id: &mut u64, poll: &Poll, errors: &mut Errors| -> Option<(Conn<Stream>, Instant)> {
         *next_id += 1;
         let t = Instant::now();
         let mut s = match TcpStream::connect(target.addr) {
@@ -488,6 +587,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
             }
         };
         poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).ok()?;
+        let s = target.stream(s).ok()?;
         Some((Conn::new(s, *next_id, &target.host, &target.path, 0, false), t))
     };
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -513,6 +613,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
                 Some(true) => {
                     let _ = hist.record(t.elapsed().as_nanos() as u64);
                     done += 1;
+                    resumed += u64::from(c.stream.resumed());
                     plan.progress.add_messages(1);
                     c.queue_close();
                     let _ = c.flush();
@@ -520,7 +621,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
                 Some(false) => errors.failed += 1,
             }
             if let Some((mut c, _)) = slots[i].take() {
-                let _ = poll.registry().deregister(&mut c.stream);
+                let _ = poll.registry().deregister(c.stream.tcp_mut());
             }
             if Instant::now() < end {
                 slots[i] = start(i, &mut next_id, &poll, &mut errors);
@@ -534,7 +635,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
         }
     }
     turn.close();
-    Ok(ThreadResult { hist, messages: done, errors, connected: plan.conns, rss_kib: None, cpu: 0.0 })
+    Ok(ThreadResult { hist, messages: done, errors, connected: plan.conns, rss_kib: None, cpu: 0.0, resumed })
 }
 
 fn run_idle(
@@ -552,7 +653,15 @@ fn run_idle(
     std::thread::sleep(duration);
     let rss_kib = server_pid.and_then(pid_rss_kib);
     turn.close();
-    Ok(ThreadResult { hist: Histogram::new(3).expect("histogram"), messages: 0, errors, connected, rss_kib, cpu: 0.0 })
+    Ok(ThreadResult {
+        hist: Histogram::new(3).expect("histogram"),
+        messages: 0,
+        errors,
+        connected,
+        rss_kib,
+        cpu: 0.0,
+        resumed: 0,
+    })
 }
 
 /// Prints the report as a table, or as one JSON object.
@@ -573,6 +682,9 @@ pub fn print_report(r: &Report, mode: Mode, json: bool) {
         }
     } else if mode == Mode::Connect {
         println!("handshakes     {} in {:.2}s ({:.0} per second)", r.messages, secs, r.messages_per_second);
+        if r.resumed_handshakes > 0 {
+            println!("TLS resumed    {} of them", r.resumed_handshakes);
+        }
         println!("connect-to-101 (us)  {percentiles}");
         if let Some(s) = r.server_cpu_seconds {
             println!("server CPU     {:.3}s ({:.0}% of one CPU)", s, 100.0 * s / secs);

@@ -1,0 +1,179 @@
+//! The load generator's TLS: a non-blocking rustls client stream over a mio
+//! socket, so a `Conn` runs over wss:// exactly as over ws://.
+//!
+//! Reads keep the contract the plain socket gives the event loop: a read
+//! shorter than the buffer means the socket is drained (edge-triggered
+//! epoll reports the next arrival anew), so a read pulls records from the
+//! socket until it would block or the buffer is full.
+
+use mio::net::TcpStream;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The CA bundle used when neither `--ca` nor `--insecure` is given.
+pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A client configuration: trusting the CAs in `ca` (PEM), or, with
+/// `insecure`, any certificate at all; `resume` keeps session tickets so
+/// later handshakes resume.
+pub fn client_config(ca: Option<&Path>, insecure: bool, resume: bool) -> Result<Arc<ClientConfig>, String> {
+    let provider = crate::server::tls::provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let mut config = if insecure {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
+    } else {
+        let path = ca.unwrap_or(Path::new(SYSTEM_CA));
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca {}: {e}", path.display()))?;
+        for c in certs {
+            roots.add(c.map_err(|e| format!("--ca {}: {e}", path.display()))?).map_err(|e| e.to_string())?;
+        }
+        if roots.is_empty() {
+            return Err(format!("--ca {}: no certificate in it", path.display()));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(Arc::new(config))
+}
+
+/// A TLS client connection over a non-blocking socket.
+pub struct TlsStream {
+    /// The socket (registered with the event loop).
+    pub tcp: TcpStream,
+    conn: ClientConnection,
+}
+
+impl TlsStream {
+    /// Starts a TLS client on `tcp` for `name`.
+    pub fn new(tcp: TcpStream, config: Arc<ClientConfig>, name: ServerName<'static>) -> io::Result<TlsStream> {
+        let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Ok(TlsStream { tcp, conn })
+    }
+
+    /// True once the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    /// Sends what rustls has to send, until the socket would block.
+    fn send_pending(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.tcp) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        loop {
+            match self.conn.reader().read(&mut buf[filled..]) {
+                Ok(0) => return Ok(filled), // close_notify
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Ok(filled);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed without close_notify: end of stream all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(e) => return Err(e),
+            }
+            match self.conn.read_tls(&mut self.tcp) {
+                Ok(0) => return Ok(filled),
+                Ok(_) => {
+                    self.conn.process_new_packets().map_err(io::Error::other)?;
+                    self.send_pending()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return if filled > 0 { Ok(filled) } else { Err(e) };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.conn.writer().write(buf)?;
+        self.send_pending()?;
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.conn.writer().write_vectored(bufs)?;
+        self.send_pending()?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    /// Sends what rustls still holds (called on every writable event).
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_pending()
+    }
+}
+
+/// `--insecure`: accepts any certificate, but still checks the handshake
+/// signatures, so the connection is encrypted, only not authenticated.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
