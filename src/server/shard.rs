@@ -115,9 +115,13 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     // Certificates first: a bad file stops the start before any port is taken.
     let (certs, tls) = match &settings.tls {
         Some(source) => {
-            let (certs, loaded) = Certificates::load(source.clone())?;
-            for line in loaded {
-                info!("{line}");
+            let (certs, notes) = Certificates::load(source.clone())?;
+            for n in notes {
+                if n.warn {
+                    warn!("{}", n.text);
+                } else {
+                    info!("{}", n.text);
+                }
             }
             let config = tls::server_config(certs.clone())?;
             (Some(certs), Some(config))
@@ -261,9 +265,13 @@ fn watch_signals(
                     match &certs {
                         None => info!("SIGHUP: nothing to reload, still serving"),
                         Some(c) => match c.reload() {
-                            Ok(lines) => {
-                                for l in lines {
-                                    info!("SIGHUP: {l}");
+                            Ok(notes) => {
+                                for n in notes {
+                                    if n.warn {
+                                        warn!("SIGHUP: {}", n.text);
+                                    } else {
+                                        info!("SIGHUP: {}", n.text);
+                                    }
                                 }
                             }
                             Err(e) => warn!("SIGHUP: keeping the certificates in use: {e}"),

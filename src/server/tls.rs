@@ -74,11 +74,21 @@ pub enum CertSource {
 }
 
 /// One loaded certificate: its key, the names it serves (from its
-/// subjectAltName DNS entries) and what to log about it.
+/// subjectAltName DNS entries) and when it expires.
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
     names: Vec<String>,
+    not_after: Option<std::time::SystemTime>,
+}
+
+/// A line to log about what was loaded; `warn` for an expired certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Log as a warning.
+    pub warn: bool,
+    /// The line.
+    pub text: String,
 }
 
 /// The certificates in force: chosen by SNI, the first for clients without it.
@@ -137,16 +147,16 @@ impl Certificates {
     /// Loads every certificate of `source`; returns one line per
     /// certificate to log (its names and, for a self-signed one, its
     /// SHA-256 fingerprint).
-    pub fn load(source: CertSource) -> Result<(Arc<Certificates>, Vec<String>), TlsError> {
+    pub fn load(source: CertSource) -> Result<(Arc<Certificates>, Vec<Note>), TlsError> {
         let (loaded, lines) = load_all(&source)?;
         Ok((Arc::new(Certificates { source, store: RwLock::new(Arc::new(Store::new(loaded))) }), lines))
     }
 
     /// Re-reads the files (SIGHUP): new handshakes use the new certificates,
     /// established connections keep theirs. A bad file keeps the old ones.
-    pub fn reload(&self) -> Result<Vec<String>, TlsError> {
+    pub fn reload(&self) -> Result<Vec<Note>, TlsError> {
         if self.source == CertSource::SelfSigned {
-            return Ok(vec!["self-signed certificate kept (nothing to re-read)".into()]);
+            return Ok(vec![Note { warn: false, text: "self-signed certificate kept (nothing to re-read)".into() }]);
         }
         let (loaded, lines) = load_all(&self.source)?;
         *self.store.write().expect("certificate lock") = Arc::new(Store::new(loaded));
@@ -175,7 +185,7 @@ pub fn server_config(certs: Arc<Certificates>) -> Result<Arc<rustls::ServerConfi
     Ok(Arc::new(config))
 }
 
-fn load_all(source: &CertSource) -> Result<(Vec<Loaded>, Vec<String>), TlsError> {
+fn load_all(source: &CertSource) -> Result<(Vec<Loaded>, Vec<Note>), TlsError> {
     let provider = provider();
     let mut loaded = Vec::new();
     let mut lines = Vec::new();
@@ -183,14 +193,21 @@ fn load_all(source: &CertSource) -> Result<(Vec<Loaded>, Vec<String>), TlsError>
         CertSource::SelfSigned => {
             let (l, line) = self_signed(&provider)?;
             loaded.push(l);
-            lines.push(line);
+            lines.push(Note { warn: false, text: line });
         }
         CertSource::Files(pairs) => {
             for (i, (cert, key)) in pairs.iter().enumerate() {
                 let l = load_pair(cert, key, &provider)?;
                 let names = if l.names.is_empty() { "no DNS names".to_string() } else { l.names.join(", ") };
                 let default = if i == 0 { ", the default for clients without SNI" } else { "" };
-                lines.push(format!("loaded {} ({names}{default})", cert.display()));
+                let (warn, expiry) = match l.not_after {
+                    Some(t) if t < std::time::SystemTime::now() => {
+                        (true, format!("EXPIRED on {}: clients will refuse it", humantime::format_rfc3339_seconds(t)))
+                    }
+                    Some(t) => (false, format!("expires {}", humantime::format_rfc3339_seconds(t))),
+                    None => (false, "expiry unreadable".into()),
+                };
+                lines.push(Note { warn, text: format!("loaded {} ({names}{default}); {expiry}", cert.display()) });
                 loaded.push(l);
             }
         }
@@ -217,7 +234,14 @@ fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loade
             other => other.to_string(),
         },
     })?;
-    Ok(Loaded { key: Arc::new(certified), names: dns_names(&chain[0]) })
+    Ok(Loaded { key: Arc::new(certified), names: dns_names(&chain[0]), not_after: not_after(&chain[0]) })
+}
+
+/// The end of a certificate's validity period (RFC 5280 §4.1.2.5).
+fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let secs = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// DNS names of a certificate's subjectAltName, read with webpki's parser.
@@ -239,11 +263,63 @@ fn self_signed(provider: &CryptoProvider) -> Result<(Loaded, String), TlsError> 
     let line = format!(
         "self-signed certificate for localhost, 127.0.0.1 and ::1 made at start (for trying out only), SHA-256 fingerprint {fingerprint}"
     );
-    Ok((Loaded { key: Arc::new(certified), names: vec!["localhost".into()] }, line))
+    Ok((Loaded { key: Arc::new(certified), names: vec!["localhost".into()], not_after: None }, line))
 }
 
 /// SHA-256 of `bytes` as colon-separated hex, as browsers show fingerprints.
 fn sha256_hex(bytes: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     d.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, not_after: (i32, u8, u8)) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn loading_says_when_a_certificate_expires_and_warns_when_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = write_pair(dir.path(), (2099, 1, 2));
+        let (_, notes) = Certificates::load(CertSource::Files(vec![pair])).unwrap();
+        assert!(
+            !notes[0].warn && notes[0].text.contains("a.test") && notes[0].text.contains("expires 2099-01-02"),
+            "{notes:?}"
+        );
+        let pair = write_pair(dir.path(), (2021, 6, 1));
+        let (_, notes) = Certificates::load(CertSource::Files(vec![pair])).unwrap();
+        assert!(notes[0].warn && notes[0].text.contains("EXPIRED on 2021-06-01"), "{notes:?}");
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_default() {
+        let provider = provider();
+        let make = |n: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![n.to_string()]).unwrap().self_signed(&key).unwrap();
+            let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+            Arc::new(CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).unwrap())
+        };
+        let (a, w) = (make("a.test"), make("*.w.test"));
+        let store = Store::new(vec![
+            Loaded { key: a.clone(), names: vec!["A.test".into()], not_after: None },
+            Loaded { key: w.clone(), names: vec!["*.w.test".into()], not_after: None },
+        ]);
+        assert!(Arc::ptr_eq(&store.pick(Some("a.TEST")).unwrap(), &a));
+        assert!(Arc::ptr_eq(&store.pick(Some("x.w.test")).unwrap(), &w));
+        // A wildcard covers one label only; unknown names get the default.
+        assert!(Arc::ptr_eq(&store.pick(Some("y.x.w.test")).unwrap(), &a));
+        assert!(Arc::ptr_eq(&store.pick(None).unwrap(), &a));
+    }
 }
