@@ -18,7 +18,7 @@ fn main() {
     let mut poll = Poll::new().unwrap();
     let mut listener = TcpListener::bind(ricochet_peers::listen_addr()).unwrap();
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE).unwrap();
-    ricochet_peers::announce(listener.local_addr().unwrap());
+    ricochet_peers::announce(listener.local_addr().unwrap(), false);
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next = 0usize;
     let mut buf = vec![0u8; 128 * 1024];
