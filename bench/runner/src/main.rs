@@ -42,6 +42,9 @@ struct Args {
     /// Message sizes of the echo matrix (one message in flight per connection)
     #[arg(long, value_delimiter = ',', default_value = "20,1K,16K,64K")]
     sizes: Vec<String>,
+    /// Message sizes of the wss:// matrix (over --connections, one in flight); empty leaves TLS out
+    #[arg(long, value_delimiter = ',', default_value = "20,1K,16K")]
+    tls_sizes: Vec<String>,
     /// Extra pipelined points: these sizes over the first connection count, --pipeline messages in flight each
     #[arg(long, value_delimiter = ',', default_value = "20,1K")]
     pipelined_sizes: Vec<String>,
@@ -226,6 +229,15 @@ fn measure(args: &Args) -> Result<Results, String> {
         None => None,
     };
     let mut specs: Vec<Spec> = servers::specs(&args.bin_dir, gorilla, shards);
+    // wss://: the same certificate for every server, from a CA the load generator trusts.
+    let tls_sizes = sizes("--tls-sizes", &args.tls_sizes)?;
+    let ca = if tls_sizes.is_empty() {
+        None
+    } else {
+        let (ca, cert, key) = servers::test_certificate(&args.out.join(".tls"))?;
+        specs.extend(servers::tls_specs(&args.bin_dir, &cert, &key));
+        Some(ca)
+    };
     if !args.only.is_empty() {
         let known = |o: &String| specs.iter().any(|s| &s.name == o) || skipped.iter().any(|(n, _)| n == o);
         if let Some(bad) = args.only.iter().find(|o| !known(o)) {
@@ -263,10 +275,21 @@ fn measure(args: &Args) -> Result<Results, String> {
             ));
         }
     }
+    let plain: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].tls).collect();
+    let tls: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].tls).collect();
     for &(connections, size, pipeline) in &points {
         for _ in 0..args.repeat {
-            for i in 0..specs.len() {
+            for &i in &plain {
                 jobs.push((Job { kind: Kind::Echo, connections, size, pipeline, duration: d }, i));
+            }
+        }
+    }
+    for &connections in &args.connections {
+        for &size in &tls_sizes {
+            for _ in 0..args.repeat {
+                for &i in &tls {
+                    jobs.push((Job { kind: Kind::Echo, connections, size, pipeline: 1, duration: d }, i));
+                }
             }
         }
     }
@@ -294,7 +317,7 @@ fn measure(args: &Args) -> Result<Results, String> {
             running[*i] = Running::start(&specs[*i], &pin(&specs[*i])).map_err(|e| e.to_string())?;
         }
         let threads = client_cpus.len().min(job.connections.max(1));
-        let sample = sample(&args.bin_dir, &running[*i], job, &client_list, threads);
+        let sample = sample(&args.bin_dir, &running[*i], job, &client_list, threads, ca.as_deref());
         if bar.is_hidden() {
             let got = match (&sample.error, job.kind) {
                 (Some(e), _) => Some(format!("error: {e}")),
@@ -338,11 +361,18 @@ fn sizes(flag: &'static str, list: &[String]) -> Result<Vec<usize>, String> {
 }
 
 /// Runs the load generator once against `server`.
-fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize) -> Sample {
+fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, ca: Option<&Path>) -> Sample {
     let mut cmd = Command::new(bin.join("ricochet"));
-    cmd.args(["bench", &server.url, "--json", "--cpu", cpus])
-        .args(["--threads", &threads.to_string(), "--server-pid", &server.pid().to_string()])
-        .args(["--connections", &job.connections.to_string(), "--duration", job.duration]);
+    cmd.args(["bench", &server.url, "--json", "--cpu", cpus]);
+    if let (true, Some(ca)) = (server.spec.tls, ca) {
+        cmd.arg("--ca").arg(ca);
+    }
+    cmd.args(["--threads", &threads.to_string(), "--server-pid", &server.pid().to_string()]).args([
+        "--connections",
+        &job.connections.to_string(),
+        "--duration",
+        job.duration,
+    ]);
     match job.kind {
         Kind::Echo => cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string()]),
         Kind::Connect => cmd.args(["--mode", "connect"]),

@@ -175,8 +175,13 @@ impl Results {
 
     /// The echo points in the order they were run.
     pub fn echo_points(&self) -> Vec<Point> {
+        self.echo_points_of(&self.servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>())
+    }
+
+    /// The echo points measured for any of `servers`, in order of first appearance.
+    pub fn echo_points_of(&self, servers: &[&str]) -> Vec<Point> {
         let mut v: Vec<Point> = Vec::new();
-        for s in self.samples.iter().filter(|s| s.kind == Kind::Echo) {
+        for s in self.samples.iter().filter(|s| s.kind == Kind::Echo && servers.contains(&s.server.as_str())) {
             if !v.contains(&(s.connections, s.size, s.pipeline)) {
                 v.push((s.connections, s.size, s.pipeline));
             }

@@ -27,6 +27,9 @@ pub struct Spec {
     /// Extra environment, e.g. GOMAXPROCS.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Serves wss:// (its rows go to the TLS tables).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn one() -> usize {
@@ -77,6 +80,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
             .map(String::from)
             .collect(),
         env: vec![],
+        tls: false,
     };
     let peer = |name: &str, exe: String, raw: bool| Spec {
         name: name.into(),
@@ -85,6 +89,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         threads: 1,
         argv: vec![exe, "--listen".into(), "127.0.0.1:0".into()],
         env: vec![],
+        tls: false,
     };
     let mut v = vec![
         ricochet("ricochet-epoll", "epoll", 1),
@@ -102,6 +107,72 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         v.push(ricochet(&format!("ricochet-epoll-{shards}-shards"), "epoll", shards));
     }
     v
+}
+
+/// The wss:// servers: Ricochet on both backends, and fastwebsockets and
+/// tokio-tungstenite behind tokio-rustls, all with the certificate and key
+/// in `cert` and `key` (same provider, ring, and the same rustls defaults).
+pub fn tls_specs(bin: &Path, cert: &Path, key: &Path) -> Vec<Spec> {
+    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    let files =
+        || ["--tls-cert".to_string(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()];
+    let ricochet = |name: &str, backend: &str| Spec {
+        name: name.into(),
+        ricochet: true,
+        raw: false,
+        threads: 1,
+        argv: [
+            path("ricochet"),
+            "serve".into(),
+            "--tls-listen".into(),
+            "127.0.0.1:0".into(),
+            "--shards".into(),
+            "1".into(),
+        ]
+        .into_iter()
+        .chain(["--backend".to_string(), backend.into()])
+        .chain(files())
+        .collect(),
+        env: vec![],
+        tls: true,
+    };
+    let peer = |name: &str, exe: &str| Spec {
+        name: name.into(),
+        ricochet: false,
+        raw: false,
+        threads: 1,
+        argv: [path(exe), "--listen".into(), "127.0.0.1:0".into()].into_iter().chain(files()).collect(),
+        env: vec![],
+        tls: true,
+    };
+    vec![
+        ricochet("ricochet-epoll-wss", "epoll"),
+        ricochet("ricochet-uring-wss", "uring"),
+        peer("fastwebsockets-wss", "peer-fastwebsockets"),
+        peer("tokio-tungstenite-wss", "peer-tungstenite"),
+    ]
+}
+
+/// Writes a CA and a leaf for 127.0.0.1 signed by it (rcgen) into `dir`;
+/// returns (CA file, certificate file, key file).
+pub fn test_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_key = rcgen::KeyPair::generate().map_err(e)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ricochet-bench CA");
+    let ca = ca_params.self_signed(&ca_key).map_err(e)?;
+    let key = rcgen::KeyPair::generate().map_err(e)?;
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .map_err(e)?
+        .signed_by(&key, &ca, &ca_key)
+        .map_err(e)?;
+    std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+    let files = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    for (path, text) in [(&files.0, ca.pem()), (&files.1, leaf.pem()), (&files.2, key.serialize_pem())] {
+        std::fs::write(path, text).map_err(|err| format!("{}: {err}", path.display()))?;
+    }
+    Ok(files)
 }
 
 /// Builds the Go gorilla echo server into `out` when `go` and Debian's
@@ -140,7 +211,7 @@ pub struct Running {
     pub spec: Spec,
     /// The process.
     pub child: Child,
-    /// `ws://ADDR/` or `tcp://ADDR`.
+    /// `ws://ADDR/`, `wss://ADDR/` or `tcp://ADDR`.
     pub url: String,
 }
 
@@ -169,7 +240,11 @@ impl Running {
             let _ = child.wait();
             return Err(ServerError::NoAddress { name: spec.name.clone(), line });
         };
-        let url = if spec.raw { format!("tcp://{addr}") } else { format!("ws://{addr}/") };
+        let url = match addr.strip_suffix(" (tls)") {
+            Some(addr) => format!("wss://{addr}/"),
+            None if spec.raw => format!("tcp://{addr}"),
+            None => format!("ws://{addr}/"),
+        };
         Ok(Running { spec: spec.clone(), child, url })
     }
 

@@ -46,12 +46,25 @@ fn header(out: &mut String, cells: &[String]) {
     out.push_str(&row(&vec!["---".to_string(); cells.len()]));
 }
 
-/// The full Markdown report of a run.
+/// The full Markdown report of a run: the ws:// tables, then the wss://
+/// ones (each server behind TLS with the same certificate and provider).
 pub fn markdown(r: &Results) -> String {
-    let names: Vec<&str> = r.servers.iter().map(|s| s.name.as_str()).collect();
-    let ours: Vec<&str> = r.servers.iter().filter(|s| s.ricochet).map(|s| s.name.as_str()).collect();
-    let peers: Vec<&str> = r.servers.iter().filter(|s| !s.ricochet).map(|s| s.name.as_str()).collect();
-    let points = r.echo_points();
+    let mut out = section(r, false);
+    if r.servers.iter().any(|s| s.tls) {
+        let _ = writeln!(out, "\n#### wss:// (TLS 1.3, the same certificate, rustls and ring for every server)\n");
+        out.push_str(&section(r, true));
+    }
+    footer(r, &mut out);
+    out
+}
+
+/// The tables of the ws:// servers, or of the wss:// ones.
+fn section(r: &Results, tls: bool) -> String {
+    let servers = || r.servers.iter().filter(|s| s.tls == tls);
+    let names: Vec<&str> = servers().map(|s| s.name.as_str()).collect();
+    let ours: Vec<&str> = servers().filter(|s| s.ricochet).map(|s| s.name.as_str()).collect();
+    let peers: Vec<&str> = servers().filter(|s| !s.ricochet).map(|s| s.name.as_str()).collect();
+    let points = r.echo_points_of(&names);
     let mut out = String::new();
     let lead = |(c, s, p): Point| vec![c.to_string(), size_label(s), p.to_string()];
     let keys = || vec!["connections".to_string(), "size".into(), "in flight".into()];
@@ -104,8 +117,10 @@ pub fn markdown(r: &Results) -> String {
         out.push_str(&row(&[lead(pt), cells.collect()].concat()));
     }
 
-    let connect = r.samples.iter().find(|s| s.kind == Kind::Connect).map(|s| s.connections);
-    let idle = r.samples.iter().find(|s| s.kind == Kind::Idle).map(|s| s.connections);
+    let connect =
+        r.samples.iter().find(|s| s.kind == Kind::Connect && names.contains(&s.server.as_str())).map(|s| s.connections);
+    let idle =
+        r.samples.iter().find(|s| s.kind == Kind::Idle && names.contains(&s.server.as_str())).map(|s| s.connections);
     if connect.is_some() || idle.is_some() {
         let _ = writeln!(out, "\n**Connections**:\n");
         header(
@@ -140,6 +155,11 @@ pub fn markdown(r: &Results) -> String {
         }
     }
 
+    out
+}
+
+/// The host line, skipped servers and failed samples.
+fn footer(r: &Results, out: &mut String) {
     let _ = writeln!(
         out,
         "\n{} · kernel {} · {} · {} CPUs · server on CPU {} (one thread), load on CPU {} · {} s per sample · {}",
@@ -162,7 +182,6 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(out, "- {f}");
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
     let readme = dir.path().join("README.md");
     std::fs::write(&readme, "# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nafter\n").unwrap();
     let out = runner()
-        .args(["--only", "ricochet-epoll,raw-tcp-echo", "--connections", "4", "--sizes", "20,1K"])
+        .args(["--only", "ricochet-epoll,raw-tcp-echo,ricochet-epoll-wss", "--connections", "4", "--sizes", "20,1K"])
+        .args(["--tls-sizes", "1K"])
         .args(["--pipelined-sizes", "20", "--pipeline", "4", "--duration", "300ms", "--repeat", "2"])
         .args(["--idle", "20", "--connectors", "2", "--bin-dir"])
         .arg(bin_dir())
@@ -49,6 +50,15 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         (1, 2, 6)
     );
     assert_eq!((count("raw-tcp-echo", "connect"), count("raw-tcp-echo", "echo")), (0, 6));
+    // wss://: idle, connect twice, one echo point twice.
+    assert_eq!(
+        (
+            count("ricochet-epoll-wss", "idle"),
+            count("ricochet-epoll-wss", "connect"),
+            count("ricochet-epoll-wss", "echo")
+        ),
+        (1, 2, 2)
+    );
     for s in samples {
         assert!(s["error"].is_null(), "sample failed: {s}");
         let r = &s["report"];
@@ -64,6 +74,8 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         assert!(md.contains(row), "no {row:?} in\n{md}");
     }
     assert!(stdout.contains("| 4 | 20 B | 4 |"), "the table is printed too");
+    let tls = md.split("#### wss://").nth(1).expect("a wss:// section");
+    assert!(tls.contains("| ricochet-epoll-wss |") && tls.contains("| 4 | 1 KiB | 1 |"), "{tls}");
     let svg = std::fs::read_to_string(find("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("ricochet-epoll") && svg.contains("4 in flight"));
 
