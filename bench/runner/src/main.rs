@@ -229,12 +229,15 @@ fn measure(args: &Args) -> Result<Results, String> {
         None => None,
     };
     let mut specs: Vec<Spec> = servers::specs(&args.bin_dir, gorilla, shards);
-    // wss://: the same certificate for every server, from a CA the load generator trusts.
+    // wss://: the same certificate for every server, from a CA the load
+    // generator trusts, made for this run in a private temporary folder
+    // (never next to the results: no key is ever written where it could be committed).
     let tls_sizes = sizes("--tls-sizes", &args.tls_sizes)?;
+    let tls_dir = std::env::temp_dir().join(format!("ricochet-bench-tls-{}", std::process::id()));
     let ca = if tls_sizes.is_empty() {
         None
     } else {
-        let (ca, cert, key) = servers::test_certificate(&args.out.join(".tls"))?;
+        let (ca, cert, key) = servers::test_certificate(&tls_dir)?;
         specs.extend(servers::tls_specs(&args.bin_dir, &cert, &key));
         Some(ca)
     };
@@ -242,6 +245,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         let known = |o: &String| specs.iter().any(|s| &s.name == o) || skipped.iter().any(|(n, _)| n == o);
         if let Some(bad) = args.only.iter().find(|o| !known(o)) {
             let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+            let _ = std::fs::remove_dir_all(&tls_dir);
             return Err(format!("--only {bad:?}: not one of {}", names.join(", ")));
         }
         specs.retain(|s| args.only.contains(&s.name));
@@ -335,6 +339,7 @@ fn measure(args: &Args) -> Result<Results, String> {
     for r in running {
         r.stop();
     }
+    let _ = std::fs::remove_dir_all(&tls_dir);
     eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
     // `make bench` says how it was invoked, so the README names the command
     // a reader would type rather than the binary it runs.

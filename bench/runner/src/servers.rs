@@ -167,7 +167,15 @@ pub fn test_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Strin
         .map_err(e)?
         .signed_by(&key, &ca, &ca_key)
         .map_err(e)?;
-    std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Only this user may read the key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|err| format!("{}: {err}", dir.display()))?;
+    }
     let files = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
     for (path, text) in [(&files.0, ca.pem()), (&files.1, leaf.pem()), (&files.2, key.serialize_pem())] {
         std::fs::write(path, text).map_err(|err| format!("{}: {err}", path.display()))?;
