@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{RawClient, Server};
+use common::{check_flood_echo, flood_pattern, RawClient, Server};
 use ricochet::ws::client::encode_masked;
-use ricochet::ws::frame::{parse_header, HeaderStatus, OpCode};
+use ricochet::ws::frame::OpCode;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,12 +16,6 @@ const TOTAL: u64 = 1 << 30;
 const FRAME: usize = 64 * 1024;
 /// Growth of the server's RSS allowed while the client is flooding.
 const MAX_GROWTH_KIB: u64 = 8 * 1024;
-
-fn pattern(offset: u64, out: &mut [u8]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = ((offset + i as u64) % 251) as u8;
-    }
-}
 
 #[test]
 fn flood_without_reading_is_held_back_and_fully_echoed() {
@@ -37,7 +31,7 @@ fn flood_without_reading_is_held_back_and_fully_echoed() {
         let mut frame = Vec::with_capacity(FRAME + 14);
         let mut off = 0u64;
         while off < TOTAL {
-            pattern(off, &mut payload);
+            flood_pattern(off, &mut payload);
             frame.clear();
             encode_masked(&mut frame, true, OpCode::Binary, &payload, [9, 8, 7, 6]);
             writer.write_all(&frame).expect("write");
@@ -76,24 +70,9 @@ fn flood_without_reading_is_held_back_and_fully_echoed() {
         let n = reader.read(&mut buf[have..]).expect("read");
         assert!(n > 0, "connection closed after {got} bytes");
         have += n;
-        let mut pos = 0;
         // Server frames are at most one read of the server's (128 KiB), so a
         // whole one always fits the buffer.
-        while let Ok(HeaderStatus::Complete(h)) = parse_header(&buf[pos..have]) {
-            assert!(!h.opcode.is_control(), "unexpected control frame");
-            let start = pos + h.header_len;
-            let end = start + h.len as usize;
-            if end > have {
-                break;
-            }
-            let n = end - start;
-            pattern(got, &mut expect[..n]);
-            assert!(buf[start..end] == expect[..n], "payload differs at offset {got}");
-            got += n as u64;
-            pos = end;
-        }
-        buf.copy_within(pos..have, 0);
-        have -= pos;
+        (have, got) = check_flood_echo(&mut buf, have, got, &mut expect);
         reads += 1;
         if reads % 512 == 0 {
             max_growth = max_growth.max(server.rss_kib().saturating_sub(baseline));

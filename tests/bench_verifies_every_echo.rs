@@ -172,21 +172,8 @@ fn zero_connections_are_refused() {
 
 #[test]
 fn wss_echoes_are_checked_and_resumed_handshakes_counted() {
-    let (pki, cert, key) = common::tls::shared();
-    let server = Server::start_raw(&[
-        "serve",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--shards",
-        "1",
-        "--no-pin",
-        "--backend",
-        &common::backend(),
-    ]);
+    let pki = &common::tls::shared().0;
+    let server = common::start_tls(&[]);
     let url = format!("wss://127.0.0.1:{}/", server.addr.port());
     let ca = pki.ca_file();
     let run = |extra: &[&str]| {

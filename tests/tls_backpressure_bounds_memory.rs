@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{tls, tokio_runtime, Server};
+use common::{check_flood_echo, flood_pattern, tls, tokio_runtime};
 use ricochet::ws::client::encode_masked;
-use ricochet::ws::frame::{parse_header, HeaderStatus, OpCode};
+use ricochet::ws::frame::OpCode;
 use rustls::pki_types::ServerName;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,29 +17,9 @@ const TOTAL: u64 = 128 << 20;
 const FRAME: usize = 64 * 1024;
 const MAX_GROWTH_KIB: u64 = 16 * 1024;
 
-fn pattern(offset: u64, out: &mut [u8]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = ((offset + i as u64) % 251) as u8;
-    }
-}
-
 #[test]
 fn tls_flood_without_reading_is_held_back_and_fully_echoed() {
-    let (_, cert, key) = tls::shared();
-    let server = Server::start_raw(&[
-        "serve",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--shards",
-        "1",
-        "--no-pin",
-        "--backend",
-        &common::backend(),
-    ]);
+    let server = common::start_tls(&[]);
     let addr = server.addr;
     tokio_runtime().block_on(async {
         let connector = tokio_rustls::TlsConnector::from(tls::shared().0.client_config());
@@ -63,7 +43,7 @@ fn tls_flood_without_reading_is_held_back_and_fully_echoed() {
                     let mut frame = Vec::with_capacity(FRAME + 14);
                     let mut off = 0u64;
                     while off < TOTAL {
-                        pattern(off, &mut payload);
+                        flood_pattern(off, &mut payload);
                         frame.clear();
                         encode_masked(&mut frame, true, OpCode::Binary, &payload, [9, 8, 7, 6]);
                         writer.write_all(&frame).await.expect("write");
@@ -101,21 +81,7 @@ fn tls_flood_without_reading_is_held_back_and_fully_echoed() {
                         .expect("read");
                     assert!(n > 0, "connection closed after {got} bytes");
                     have += n;
-                    let mut pos = 0;
-                    while let Ok(HeaderStatus::Complete(h)) = parse_header(&buf[pos..have]) {
-                        assert!(!h.opcode.is_control(), "unexpected control frame");
-                        let (start, end) = (pos + h.header_len, pos + h.header_len + h.len as usize);
-                        if end > have {
-                            break;
-                        }
-                        let n = end - start;
-                        pattern(got, &mut expect[..n]);
-                        assert!(buf[start..end] == expect[..n], "payload differs at offset {got}");
-                        got += n as u64;
-                        pos = end;
-                    }
-                    buf.copy_within(pos..have, 0);
-                    have -= pos;
+                    (have, got) = check_flood_echo(&mut buf, have, got, &mut expect);
                     reads += 1;
                     if reads % 256 == 0 {
                         max_growth = max_growth.max(server.rss_kib().saturating_sub(baseline));

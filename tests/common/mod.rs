@@ -82,7 +82,7 @@ impl Server {
         Server::spawn(&mut cmd)
     }
 
-    fn spawn(cmd: &mut Command) -> Server {
+    pub(crate) fn spawn(cmd: &mut Command) -> Server {
         Server::spawn_logging(cmd, "info")
     }
 
@@ -197,6 +197,48 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The payload byte at `offset` of a flood (a pattern no frame boundary aligns with).
+pub fn flood_pattern(offset: u64, out: &mut [u8]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = ((offset + i as u64) % 251) as u8;
+    }
+}
+
+/// Checks the whole echoed data frames at the front of `buf[..have]`
+/// against [`flood_pattern`] from `got` on; moves what is left of a frame to
+/// the front and returns (bytes left in `buf`, payload bytes checked so far).
+pub fn check_flood_echo(buf: &mut [u8], have: usize, mut got: u64, expect: &mut [u8]) -> (usize, u64) {
+    let mut pos = 0;
+    while let Ok(HeaderStatus::Complete(h)) = parse_header(&buf[pos..have]) {
+        assert!(!h.opcode.is_control(), "unexpected control frame");
+        let (start, end) = (pos + h.header_len, pos + h.header_len + h.len as usize);
+        if end > have {
+            break;
+        }
+        let n = end - start;
+        flood_pattern(got, &mut expect[..n]);
+        assert!(buf[start..end] == expect[..n], "payload differs at offset {got}");
+        got += n as u64;
+        pos = end;
+    }
+    buf.copy_within(pos..have, 0);
+    (have - pos, got)
+}
+
+/// `ricochet serve` on wss:// only, with the shared test certificate, the
+/// test backend and `extra`.
+pub fn start_tls(extra: &[&str]) -> Server {
+    let (_, cert, key) = tls::shared();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
+    cmd.args(["serve", "--tls-listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend()])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .args(extra);
+    Server::spawn(&mut cmd)
 }
 
 /// The test backend (`RICOCHET_TEST_BACKEND`, epoll if unset).
