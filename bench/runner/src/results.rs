@@ -93,6 +93,13 @@ impl Sample {
         self.clean().map(|r| r.latency_us.p50)
     }
 
+    /// Server CPU microseconds per completed handshake (connect points):
+    /// the fair figure when the load generator limits handshakes per second.
+    pub fn server_us_per_handshake(&self) -> Option<f64> {
+        let r = self.clean()?;
+        Some(r.server_cpu_seconds? * 1e6 / r.messages.max(1) as f64)
+    }
+
     fn clean(&self) -> Option<&Report> {
         self.report.as_ref().filter(|r| r.clean() && self.error.is_none())
     }

@@ -128,6 +128,7 @@ fn section(r: &Results, tls: bool) -> String {
             &[
                 "server".into(),
                 format!("handshakes/s ({} connectors)", connect.unwrap_or(0)),
+                "server CPU per handshake".into(),
                 "connect-to-101 p50".into(),
                 format!("server RSS per idle connection ({} idle)", idle.unwrap_or(0)),
             ],
@@ -138,6 +139,11 @@ fn section(r: &Results, tls: bool) -> String {
                 continue;
             }
             let hs = connect.map(|c| spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::rate), si));
+            let cpu = connect.map(|c| {
+                spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::server_us_per_handshake), |x| {
+                    format!("{x:.0} µs")
+                })
+            });
             let p50 = connect
                 .map(|c| spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::p50_us), |x| format!("{x:.0} µs")));
             let rss = idle.map(|c| {
@@ -149,6 +155,7 @@ fn section(r: &Results, tls: bool) -> String {
             out.push_str(&row(&[
                 n.to_string(),
                 hs.unwrap_or_else(dash),
+                cpu.unwrap_or_else(dash),
                 p50.unwrap_or_else(dash),
                 rss.unwrap_or_else(dash),
             ]));
