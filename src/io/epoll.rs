@@ -85,6 +85,7 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            self.table.new_turn();
             if self.table.begin_shutdown(now) {
                 self.begin_shutdown(now);
             }
@@ -207,6 +208,12 @@ impl Shard {
             if s.conn.has_pending() || s.conn.peer_eof {
                 return; // resumed by on_writable once the output drains
             }
+            if self.table.must_wait(slot) {
+                // A TLS handshake over this turn's budget: read it next turn.
+                self.again.push(slot);
+                return;
+            }
+            let s = self.table.get_mut(slot).expect("checked above");
             let reserve = self.reserve;
             let start = s.conn.stage_carry(&mut self.buf, reserve);
             let want = self.buf.len() - reserve;

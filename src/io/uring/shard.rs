@@ -80,6 +80,9 @@ struct Io {
     /// The input kept while backed up was handled once since receiving
     /// stopped (a partial frame left in it needs more bytes, not a retry).
     deferred_handled: bool,
+    /// TLS handshake input waits in the carry for the next turn (over the
+    /// turn's budget); later input queues behind it.
+    waiting: bool,
 }
 
 impl PeerAddr for Io {
@@ -111,6 +114,8 @@ struct Shard {
     recycled: bool,
     /// Finished send jobs kept for reuse, so a send allocates nothing.
     spare_jobs: Vec<SendJob>,
+    /// Connections whose TLS handshake input waits for the next turn.
+    waiting: Vec<(usize, u32)>,
     cqes: Vec<(u64, i32, u32)>,
 }
 
@@ -157,6 +162,7 @@ pub fn run(
         starved: Vec::new(),
         recycled: false,
         spare_jobs: Vec::new(),
+        waiting: Vec::new(),
         cqes: Vec::new(),
     };
     for i in 0..shard.listeners.len() {
@@ -243,6 +249,8 @@ impl Shard {
     fn event_loop(&mut self) -> io::Result<()> {
         loop {
             let now = Instant::now();
+            self.table.new_turn();
+            self.handle_waiting(now);
             if self.table.begin_shutdown(now) {
                 self.begin_shutdown();
             }
@@ -354,6 +362,7 @@ impl Shard {
                 dying: false,
                 throttled: false,
                 deferred_handled: false,
+                waiting: false,
             };
             let slot = self.table.insert(io, now, tls);
             self.arm_recv(slot);
@@ -389,7 +398,22 @@ impl Shard {
                 let b = bid.expect("a receive with data names its buffer");
                 let len = res as usize;
                 self.table.stats.bytes_in += len as u64;
+                let waits =
+                    self.table.get_gen(slot, generation).is_some_and(|s| s.io.waiting) || self.table.must_wait(slot);
                 let s = self.table.get_gen(slot, generation).expect("checked above");
+                if waits {
+                    // A TLS handshake over this turn's budget: keep the bytes
+                    // with the connection and handle them next turn.
+                    // SAFETY: `b` came from this completion and is ours until given back.
+                    let data = unsafe { self.bufs.slot_mut(b, len) };
+                    s.conn.defer_input(&data[RESERVE..]);
+                    if !s.io.waiting {
+                        s.io.waiting = true;
+                        self.waiting.push((slot, generation));
+                    }
+                    self.give_back(b);
+                    return;
+                }
                 if s.io.busy || s.conn.has_pending() {
                     // Backed up: keep the bytes with the connection, give the
                     // buffer back, and stop receiving until the output drains.
@@ -426,6 +450,27 @@ impl Shard {
             }
         }
         self.maybe_finish(slot, now);
+    }
+
+    /// Handles the TLS handshake input that waited for this turn, as far as
+    /// the turn's budget goes; the rest waits again.
+    fn handle_waiting(&mut self, now: Instant) {
+        for (slot, generation) in std::mem::take(&mut self.waiting) {
+            if self.table.get_gen(slot, generation).is_none() {
+                continue;
+            }
+            if self.table.must_wait(slot) {
+                self.waiting.push((slot, generation));
+                continue;
+            }
+            let s = self.table.get_gen(slot, generation).expect("checked above");
+            s.io.waiting = false;
+            if s.io.busy || s.conn.has_pending() {
+                continue; // handled once the output drains, as backed-up input is
+            }
+            self.process_copy(slot, &[], now);
+            self.maybe_finish(slot, now);
+        }
     }
 
     /// Runs the session over ring buffer `bid` (`len` bytes) and sends its output.
