@@ -63,8 +63,6 @@ pub struct TlsRead {
     pub consumed: usize,
     /// Plaintext bytes appended.
     pub plaintext: usize,
-    /// The peer sent close_notify: no more data will come.
-    pub peer_closed: bool,
 }
 
 /// One connection's TLS state.
@@ -98,11 +96,6 @@ impl TlsConn {
     /// True once the handshake is complete and application data flows.
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
-    }
-
-    /// Heap bytes this layer holds besides rustls' own state.
-    pub fn heap_bytes(&self) -> usize {
-        self.plain_carry.capacity()
     }
 
     /// Processes the records in `cipher`: handshake messages to send go to
@@ -153,7 +146,8 @@ impl TlsConn {
                 }
                 // What was encoded goes out with this call's output, in order.
                 ConnectionState::TransmitTlsData(t) => t.done(),
-                ConnectionState::PeerClosed => r.peer_closed = true,
+                // close_notify: the TCP FIN that follows ends the connection.
+                ConnectionState::PeerClosed => {}
                 // Needs more bytes (a handshake or a partial record), or nothing left to read.
                 ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) | ConnectionState::Closed => {
                     more = false

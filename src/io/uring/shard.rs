@@ -177,8 +177,8 @@ pub fn run(
             unsafe { libc::write(efd, &one as *const u64 as *const libc::c_void, 8) };
         }),
     });
-    shard.table.stats.ring_buffers = u64::from(shard.bufs.len());
     shard.event_loop()?;
+    shard.table.stats.ring_buffers = u64::from(shard.bufs.len());
     Ok(shard.table.stats)
 }
 
@@ -434,7 +434,6 @@ impl Shard {
                 // Every buffer is in use: the load needs more, if the ring may grow.
                 match self.bufs.grow() {
                     Ok(true) => {
-                        self.table.stats.ring_buffers = u64::from(self.bufs.len());
                         debug!(shard = self.table.ctx.id, buffers = self.bufs.len(), "receive buffers grown");
                         self.recycled = true; // re-arm the starved receives now
                     }
