@@ -95,15 +95,23 @@ impl PeerAddr for Io {
 // the shard's buffer ring; a shard and everything in it stays on one thread.
 unsafe impl Send for SendJob {}
 
+/// A listening socket of the shard.
+struct Listener {
+    socket: std::net::TcpListener,
+    /// Its connections speak TLS.
+    tls: bool,
+    /// Its multishot accept is in flight.
+    armed: bool,
+}
+
 struct Shard {
     // Declared first so it is dropped first: the kernel must let go of the
     // buffer ring and the send jobs' memory before they are freed.
     ring: IoUring,
     bufs: BufRing,
     table: Table<Io>,
-    /// Listeners, whether each speaks TLS, and whether its multishot
-    /// accept is armed; emptied at shutdown.
-    listeners: Vec<(std::net::TcpListener, bool, bool)>,
+    /// Emptied at shutdown.
+    listeners: Vec<Listener>,
     accept_paused_until: Option<Instant>,
     wake_fd: OwnedFd,
     /// For a carry too big for a buffer's reserve.
@@ -155,7 +163,7 @@ pub fn run(
         ring,
         bufs,
         table: Table::new(ctx),
-        listeners: listeners.into_iter().map(|(l, tls)| (l, tls, false)).collect(),
+        listeners: listeners.into_iter().map(|(socket, tls)| Listener { socket, tls, armed: false }).collect(),
         accept_paused_until: None,
         wake_fd,
         scratch: Vec::new(),
@@ -201,9 +209,10 @@ impl Shard {
 
     /// Arms listener `i`'s multishot accept (its index rides in the user data).
     fn arm_accept(&mut self, i: usize) -> io::Result<()> {
-        let Some((l, _, armed)) = self.listeners.get_mut(i) else { return Ok(()) };
-        let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, i, 0));
-        *armed = true;
+        let Some(l) = self.listeners.get_mut(i) else { return Ok(()) };
+        let sqe =
+            opcode::AcceptMulti::new(types::Fd(l.socket.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, i, 0));
+        l.armed = true;
         self.push(sqe)
     }
 
@@ -287,7 +296,7 @@ impl Shard {
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
                 for i in 0..self.listeners.len() {
-                    if !self.listeners[i].2 {
+                    if !self.listeners[i].armed {
                         let _ = self.arm_accept(i);
                     }
                 }
@@ -337,16 +346,16 @@ impl Shard {
     /// An accept on listener `i`.
     fn on_accept(&mut self, i: usize, res: i32, flags: u32, now: Instant) {
         let more = cqueue::more(flags);
-        let Some((_, tls, armed)) = self.listeners.get_mut(i) else {
+        let Some(l) = self.listeners.get_mut(i) else {
             if res >= 0 {
                 // SAFETY: a successful accept hands us a descriptor; shutting down, so close it.
                 drop(unsafe { TcpStream::from_raw_fd(res as RawFd) });
             }
             return;
         };
-        let tls = *tls;
+        let tls = l.tls;
         if !more {
-            *armed = false;
+            l.armed = false;
         }
         if res >= 0 {
             // SAFETY: a successful accept completion hands us a new descriptor.
@@ -371,7 +380,7 @@ impl Shard {
             self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
             return;
         }
-        if !self.listeners[i].2 && self.accept_paused_until.is_none() {
+        if !self.listeners[i].armed && self.accept_paused_until.is_none() {
             let _ = self.arm_accept(i);
         }
     }
@@ -789,7 +798,7 @@ impl Shard {
     /// Stops accepting; `shutdown_sweep` closes each connection once drained.
     fn begin_shutdown(&mut self) {
         for i in 0..self.listeners.len() {
-            if self.listeners[i].2 {
+            if self.listeners[i].armed {
                 let sqe =
                     opcode::AsyncCancel::new(user_data(OP_ACCEPT, i, 0)).build().user_data(user_data(OP_CANCEL, 0, 0));
                 let _ = self.push(sqe);
