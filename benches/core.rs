@@ -51,7 +51,12 @@ fn open_session(config: &Config) -> Session {
     let mut buf = vec![0u8; HEADROOM];
     buf.extend_from_slice(REQUEST);
     let mut out = Output::new();
-    s.handle_input(&Ctx { config, now, admission: &AdmitAll }, &mut buf, HEADROOM, &mut out);
+    s.handle_input(
+        &Ctx { config, now, admission: &AdmitAll, inflaters: ricochet::ws::harness::inflaters() },
+        &mut buf,
+        HEADROOM,
+        &mut out,
+    );
     s
 }
 
@@ -66,7 +71,7 @@ fn echo_iters(config: &Config, template: &[u8], n: u64, iters: u64) -> Duration 
     for _ in 0..iters {
         buf.copy_from_slice(template);
         out.clear();
-        let ctx = Ctx { config, now, admission: &AdmitAll };
+        let ctx = Ctx { config, now, admission: &AdmitAll, inflaters: ricochet::ws::harness::inflaters() };
         let t0 = Instant::now();
         let p = session.handle_input(&ctx, black_box(&mut buf), HEADROOM, &mut out);
         total += t0.elapsed();

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         ..Config::default()
     };
     let t0 = Instant::now();
-    let ctx = Ctx { config: &config, now: t0, admission: &AdmitAll };
+    let ctx = Ctx { config: &config, now: t0, admission: &AdmitAll, inflaters: ricochet::ws::harness::inflaters() };
     let mut h = Harness::new(Session::new(&config, t0));
     // Most inputs skip the handshake so the fuzzer spends its time on frames.
     if flags & 1 == 0 {

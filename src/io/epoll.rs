@@ -45,6 +45,9 @@ struct Shard {
     reserve: usize,
     /// Connections whose read budget ran out before the socket was drained.
     again: Vec<usize>,
+    /// Connections waiting, unread, for an inflater (permessage-deflate);
+    /// retried once one is free.
+    parked: Vec<usize>,
     accept_paused_until: Option<Instant>,
 }
 
@@ -73,8 +76,16 @@ pub fn run(
     let base = read_reserve(&ctx);
     let buf = vec![0; base + super::ECHO_ALIGN + ctx.settings.read_buffer];
     let reserve = base + super::aligned_echo_pad(buf.as_ptr() as usize + base);
-    let mut shard =
-        Shard { buf, reserve, table: Table::new(ctx), poll, listeners, again: Vec::new(), accept_paused_until: None };
+    let mut shard = Shard {
+        buf,
+        reserve,
+        table: Table::new(ctx),
+        poll,
+        listeners,
+        again: Vec::new(),
+        parked: Vec::new(),
+        accept_paused_until: None,
+    };
     ready(ShardReady { wake: Box::new(move || drop(waker.wake())) });
     shard.event_loop()?;
     Ok(shard.table.stats)
@@ -125,6 +136,13 @@ impl Shard {
             }
             for slot in std::mem::take(&mut self.again) {
                 self.on_readable(slot, now);
+            }
+            // An inflater comes back only while some connection is handled,
+            // so looking once per turn wakes the parked without polling.
+            if !self.parked.is_empty() && self.table.inflater_free() {
+                for slot in std::mem::take(&mut self.parked) {
+                    self.on_readable(slot, now);
+                }
             }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
@@ -205,8 +223,25 @@ impl Shard {
     fn on_readable(&mut self, slot: usize, now: Instant) {
         for _ in 0..READ_BUDGET {
             let Some(s) = self.table.get_mut(slot) else { return };
-            if s.conn.has_pending() || s.conn.peer_eof {
+            if s.conn.has_pending() {
                 return; // resumed by on_writable once the output drains
+            }
+            if self.table.parked(slot) {
+                // No inflater free: the socket stays unread, so TCP flow
+                // control holds the client back until one is.
+                self.parked.push(slot);
+                return;
+            }
+            if self.table.stalled(slot) {
+                // Complete input waits in the carry: handle it before reading more.
+                if !self.resume(slot, now) {
+                    return;
+                }
+                continue;
+            }
+            let Some(s) = self.table.get_mut(slot) else { return };
+            if s.conn.peer_eof {
+                return;
             }
             if self.table.must_wait(slot) {
                 // A TLS handshake over this turn's budget: read it next turn.
@@ -240,6 +275,18 @@ impl Shard {
             }
         }
         self.again.push(slot);
+    }
+
+    /// Hands a stalled session its carried input again, with nothing new
+    /// behind it. The carry can be up to a read long, more than the reserve,
+    /// so it goes at the front of the buffer. Returns false if the
+    /// connection was dropped.
+    fn resume(&mut self, slot: usize, now: Instant) -> bool {
+        let Some(s) = self.table.get_mut(slot) else { return false };
+        let end = HEADROOM + s.conn.carry_len();
+        s.conn.stage_carry(&mut self.buf, end);
+        self.table.input(slot, &mut self.buf[..end], HEADROOM, now);
+        self.flush_output(slot, end)
     }
 
     /// Sends the table's output (resolved against `self.buf[..end]`), queueing
@@ -277,7 +324,8 @@ impl Shard {
         if s.conn.has_pending() {
             return true;
         }
-        if s.conn.peer_eof || s.conn.session.close_handshake_done() {
+        let stalled = s.conn.session.stalled().is_some();
+        if (s.conn.peer_eof && !stalled) || s.conn.session.close_handshake_done() {
             self.drop_conn(slot);
             return false;
         }
@@ -327,8 +375,9 @@ impl Shard {
 
     fn on_eof(&mut self, slot: usize) {
         let Some(s) = self.table.get_mut(slot) else { return };
-        // A client that half-closed may still read: finish sending first.
-        if s.conn.has_pending() {
+        // A client that half-closed may still read: finish sending (and
+        // handling what it sent) first.
+        if s.conn.has_pending() || s.conn.session.stalled().is_some() {
             s.conn.peer_eof = true;
         } else {
             self.drop_conn(slot);

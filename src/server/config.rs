@@ -119,6 +119,12 @@ pub struct ServeArgs {
     /// The only path that upgrades (others get 404) [default: any path]
     #[arg(long, env = "RICOCHET_PATH", value_name = "PATH")]
     pub path: Option<String>,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it. Off by default, as in uWebSockets, gorilla and Node's ws: it costs CPU (every compressed message is inflated once, to check it) and changes what a benchmark measures. Nothing is ever compressed: compressed messages are echoed as they came, and idle connections cost nothing extra
+    #[arg(long, env = "RICOCHET_PERMESSAGE_DEFLATE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub permessage_deflate: bool,
+    /// With --permessage-deflate: inflaters per shard for compressed messages that span reads (about 46 KiB each while in use). With all in use, such a connection waits unread (TCP flow control) until one is free; a message that arrives in one read needs none [default: 64]
+    #[arg(long, env = "RICOCHET_INFLATE_POOL", value_name = "N")]
+    pub inflate_pool: Option<String>,
     /// echo: send every frame back; pong: answer every message with the text "Pong" [default: echo]
     #[arg(long, env = "RICOCHET_REPLY", value_name = "MODE")]
     pub reply: Option<String>,
@@ -177,6 +183,8 @@ struct FileSettings {
     allowed_origins: Option<Vec<String>>,
     allow_missing_origin: Option<bool>,
     path: Option<String>,
+    permessage_deflate: Option<bool>,
+    inflate_pool: Option<toml::Value>,
     reply: Option<String>,
     shutdown_grace: Option<toml::Value>,
     read_buffer: Option<toml::Value>,
@@ -223,6 +231,8 @@ pub struct Settings {
     pub uring_buffers: u16,
     /// io_uring provided buffer size.
     pub uring_buffer_size: usize,
+    /// Inflaters per shard for compressed messages that span reads.
+    pub inflate_pool: usize,
     /// Protocol core settings.
     pub core: ws::Config,
 }
@@ -372,6 +382,14 @@ impl Settings {
             });
         }
         let allow_missing_origin = args.allow_missing_origin || file.allow_missing_origin.unwrap_or(false);
+        let permessage_deflate = args.permessage_deflate || file.permessage_deflate.unwrap_or(false);
+        let inflate_pool = parse_int(
+            "inflate-pool",
+            &pick(&args.inflate_pool, &file.inflate_pool).unwrap_or_else(|| "64".into()),
+            1,
+            1 << 20,
+            "a whole number from 1 to 1048576",
+        )? as usize;
         let defaults = ws::Config::default();
         Ok(Settings {
             listen,
@@ -391,8 +409,15 @@ impl Settings {
             ring_entries,
             uring_buffers: uring_buffers as u16,
             uring_buffer_size,
+            inflate_pool,
             core: ws::Config {
-                handshake: HandshakePolicy { allowed_origins, allow_missing_origin, path, ..defaults.handshake },
+                handshake: HandshakePolicy {
+                    allowed_origins,
+                    allow_missing_origin,
+                    path,
+                    permessage_deflate,
+                    ..defaults.handshake
+                },
                 max_message_size,
                 reply,
                 handshake_timeout,

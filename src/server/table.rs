@@ -7,7 +7,9 @@ use crate::server::conn::Conn;
 use crate::server::shard::ShardContext;
 use crate::server::stats::Stats;
 use crate::server::timers::Timers;
+use crate::ws::deflate::Inflaters;
 use crate::ws::handshake::Rejection;
+use crate::ws::session::Stall;
 use crate::ws::tls::{Sniff, TlsConn};
 use crate::ws::{close, Ctx, Output, Phase, Progress, Session, HEADROOM};
 use slab::Slab;
@@ -62,8 +64,8 @@ pub const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
 
 /// What a session call needs from the shard. A free function, so it borrows
 /// only `ctx` while a slot of the table is borrowed mutably.
-fn core_ctx(ctx: &ShardContext, now: Instant) -> Ctx<'_> {
-    Ctx { config: &ctx.settings.core, now, admission: &*ctx.shared }
+fn core_ctx<'a>(ctx: &'a ShardContext, inflaters: &'a Inflaters, now: Instant) -> Ctx<'a> {
+    Ctx { config: &ctx.settings.core, now, admission: &*ctx.shared, inflaters }
 }
 
 /// A connection: the driver's I/O handle plus the shared state.
@@ -105,13 +107,14 @@ pub struct Table<T> {
     next_report: Option<Instant>,
     /// TLS handshake inputs still allowed in this turn of the loop.
     handshake_budget: u32,
+    /// Inflaters for compressed messages (permessage-deflate).
+    inflaters: Inflaters,
 }
 
 impl<T: PeerAddr> Table<T> {
     /// An empty table.
     pub fn new(ctx: ShardContext) -> Table<T> {
         Table {
-            ctx,
             slots: Slab::new(),
             next_generation: 0,
             timers: Timers::new(),
@@ -122,6 +125,8 @@ impl<T: PeerAddr> Table<T> {
             grace_deadline: None,
             next_report: None,
             handshake_budget: TLS_HANDSHAKES_PER_TURN,
+            inflaters: Inflaters::new(ctx.settings.inflate_pool),
+            ctx,
         }
     }
 
@@ -140,7 +145,7 @@ impl<T: PeerAddr> Table<T> {
                     // connection is closed as soon as it sends anything.
                     self.stats.tls_failures += 1;
                     debug!(error = %e, "cannot start TLS");
-                    conn.session.abort(&core_ctx(&self.ctx, now));
+                    conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
                 }
             }
         }
@@ -167,7 +172,8 @@ impl<T: PeerAddr> Table<T> {
 
     /// Removes a connection, giving back its place in the connection limit.
     pub fn remove(&mut self, slot: usize) -> Option<Slot<T>> {
-        let s = self.slots.try_remove(slot)?;
+        let mut s = self.slots.try_remove(slot)?;
+        s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
             self.ctx.shared.release();
         }
@@ -211,6 +217,26 @@ impl<T: PeerAddr> Table<T> {
         false
     }
 
+    /// Whether the connection waits for an inflater (its session stalled on
+    /// an empty pool, which still is): it must not be read, and is retried
+    /// once [`Table::inflater_free`].
+    pub fn parked(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(|s| s.conn.session.stalled() == Some(Stall::Inflater))
+            && !self.inflaters.available()
+    }
+
+    /// Whether a parked connection could go on now.
+    pub fn inflater_free(&self) -> bool {
+        self.inflaters.available()
+    }
+
+    /// Whether the session left complete input in the carry (see
+    /// [`Session::stalled`]): the driver passes the carry again, with no new
+    /// bytes, before it reads the socket again.
+    pub fn stalled(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(|s| s.conn.session.stalled().is_some())
+    }
+
     /// Hands `buf[start..]` (carried bytes first) to the connection's session;
     /// `self.out` then holds what to send, resolved against `buf`.
     pub fn input(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
@@ -218,7 +244,7 @@ impl<T: PeerAddr> Table<T> {
         let p = if self.slots[slot].conn.tls.is_some() {
             self.input_tls(slot, buf, start, now)
         } else {
-            let ctx = core_ctx(&self.ctx, now);
+            let ctx = core_ctx(&self.ctx, &self.inflaters, now);
             let s = &mut self.slots[slot];
             let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
             self.out.coalesce(buf);
@@ -250,7 +276,7 @@ impl<T: PeerAddr> Table<T> {
     /// handshake messages. `consumed` counts ciphertext.
     fn input_tls(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
         self.plain_out.clear();
-        let ctx = core_ctx(&self.ctx, now);
+        let ctx = core_ctx(&self.ctx, &self.inflaters, now);
         let s = &mut self.slots[slot];
         let tls = s.conn.tls.as_mut().expect("checked by the caller");
         self.plain.clear();
@@ -265,7 +291,9 @@ impl<T: PeerAddr> Table<T> {
                 if handshaking && !tls.is_handshaking() {
                     self.stats.tls_handshakes += 1;
                 }
-                if r.plaintext > 0 && !s.conn.session.is_closed() {
+                // A stalled session is called with its plaintext carry alone.
+                let stalled = s.conn.session.stalled().is_some();
+                if (r.plaintext > 0 || stalled) && !s.conn.session.is_closed() {
                     let sp = s.conn.session.handle_input(&ctx, &mut self.plain, HEADROOM, &mut self.plain_out);
                     tls.plain_carry.clear();
                     tls.plain_carry.extend_from_slice(&self.plain[HEADROOM + sp.consumed..]);
@@ -346,7 +374,7 @@ impl<T: PeerAddr> Table<T> {
             }
             s.conn.timer_at = None;
             self.out.clear();
-            let ctx = core_ctx(&self.ctx, now);
+            let ctx = core_ctx(&self.ctx, &self.inflaters, now);
             let in_handshake = s.conn.session.phase() == Phase::Handshake;
             if s.conn.session.handle_timeout(&ctx, &mut self.out) {
                 return Some((f.slot, TimerAction::Drop));
@@ -418,7 +446,8 @@ impl<T: PeerAddr> Table<T> {
             return false;
         }
         let Some(s) = self.slots.get_mut(slot) else { return false };
-        if s.conn.close_started || s.conn.has_pending() {
+        // A stalled session still has complete input to echo.
+        if s.conn.close_started || s.conn.has_pending() || s.conn.session.stalled().is_some() {
             return false;
         }
         if now.saturating_duration_since(s.conn.session.last_input()) < SHUTDOWN_QUIET {
@@ -426,7 +455,7 @@ impl<T: PeerAddr> Table<T> {
         }
         s.conn.close_started = true;
         self.out.clear();
-        let ctx = core_ctx(&self.ctx, now);
+        let ctx = core_ctx(&self.ctx, &self.inflaters, now);
         if s.conn.session.phase() == Phase::Handshake {
             self.stats.rejected += 1;
             log_refusal(self.ctx.id, &s.io, &Rejection::ShuttingDown);

@@ -42,7 +42,17 @@ pub enum ProtocolError {
     /// RFC 6455 §8.1: a text message or close reason that is not UTF-8.
     #[error("invalid UTF-8 in text")]
     InvalidUtf8,
-    /// The frame or message exceeds the configured maximum (RFC 6455 §7.4.1, 1009).
+    /// RFC 7692 §6.1: RSV1 ("Per-Message Compressed") on a control frame.
+    #[error("compressed control frame")]
+    CompressedControl,
+    /// RFC 7692 §6.1: RSV1 on a continuation frame (only a message's first frame carries it).
+    #[error("RSV1 set on a continuation frame")]
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed message that is not valid DEFLATE data (1007).
+    #[error("invalid DEFLATE data in a compressed message")]
+    BadDeflate,
+    /// The frame or message exceeds the configured maximum (RFC 6455 §7.4.1, 1009);
+    /// for a compressed message, its inflated size.
     #[error("message of at least {0} bytes exceeds the limit")]
     TooBig(u64),
 }
@@ -51,7 +61,7 @@ impl ProtocolError {
     /// The close code that fails the connection for this error (RFC 6455 §7.4.1).
     pub fn close_code(self) -> u16 {
         match self {
-            ProtocolError::InvalidUtf8 => close::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::BadDeflate => close::INVALID_PAYLOAD,
             ProtocolError::TooBig(_) => close::MESSAGE_TOO_BIG,
             _ => close::PROTOCOL_ERROR,
         }
@@ -72,6 +82,9 @@ impl ProtocolError {
             ProtocolError::CloseOneByte => "close payload of one byte",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
+            ProtocolError::CompressedControl => "compressed control frame",
+            ProtocolError::CompressedContinuation => "RSV1 on a continuation frame",
+            ProtocolError::BadDeflate => "invalid compressed data",
             ProtocolError::TooBig(_) => "message too big",
         }
     }

@@ -7,6 +7,11 @@ use crate::ws::error::ProtocolError;
 pub const MAX_HEADER_LEN: usize = 14;
 /// Longest header a server writes (servers never mask, RFC 6455 §5.1).
 pub const MAX_SERVER_HEADER_LEN: usize = 10;
+/// RSV1 in [`FrameHeader::rsv`]: "Per-Message Compressed" under
+/// permessage-deflate (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
+/// RSV1 in a frame's first byte.
+pub const RSV1_BIT: u8 = 0x40;
 /// Largest payload of a control frame (RFC 6455 §5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -88,13 +93,20 @@ pub enum HeaderStatus {
     Partial,
 }
 
-/// Parses a frame header at the start of `buf`.
+/// Parses a frame header at the start of `buf`, with no extension negotiated.
 ///
-/// Checks what the header alone can tell: reserved opcode, nonzero RSV bits
-/// (no extension is ever negotiated), control frame fragmented or longer than
-/// 125 bytes, and a 64-bit length with its top bit set. Whether a mask is
-/// required is the caller's decision (servers require one, clients forbid it).
+/// Checks what the header alone can tell: reserved opcode, nonzero RSV bits,
+/// control frame fragmented or longer than 125 bytes, and a 64-bit length
+/// with its top bit set. Whether a mask is required is the caller's decision
+/// (servers require one, clients forbid it).
 pub fn parse_header(buf: &[u8]) -> Result<HeaderStatus, ProtocolError> {
+    parse_header_with(buf, false)
+}
+
+/// [`parse_header`], with permessage-deflate negotiated if `deflate`: then
+/// RSV1 may be set on a text or binary frame (RFC 7692 §6), and is an error
+/// on a control or continuation frame (§6.1). RSV2 and RSV3 stay errors.
+pub fn parse_header_with(buf: &[u8], deflate: bool) -> Result<HeaderStatus, ProtocolError> {
     if buf.len() < 2 {
         return Ok(HeaderStatus::Partial);
     }
@@ -103,11 +115,21 @@ pub fn parse_header(buf: &[u8]) -> Result<HeaderStatus, ProtocolError> {
     let fin = b0 & 0x80 != 0;
     let rsv = (b0 >> 4) & 0x7;
     // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
-    if rsv != 0 {
+    let allowed = if deflate { RSV1 } else { 0 };
+    if rsv & !allowed != 0 {
         return Err(ProtocolError::ReservedBits(rsv));
     }
     // RFC 6455 §5.2: reserved opcodes fail the connection.
     let opcode = OpCode::from_u8(b0 & 0x0f).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0f))?;
+    if rsv & RSV1 != 0 {
+        // RFC 7692 §6.1: only a data message's first frame may say "compressed".
+        if opcode.is_control() {
+            return Err(ProtocolError::CompressedControl);
+        }
+        if opcode == OpCode::Continuation {
+            return Err(ProtocolError::CompressedContinuation);
+        }
+    }
     let masked = b1 & 0x80 != 0;
     let len7 = b1 & 0x7f;
     if opcode.is_control() {
@@ -232,6 +254,22 @@ mod tests {
         assert_eq!(parse_header(&[0x09, 0x80]), Err(ProtocolError::FragmentedControl));
         assert_eq!(parse_header(&[0x89, 0xfe]), Err(ProtocolError::ControlTooLong));
         assert_eq!(parse_header(&[0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0]), Err(ProtocolError::LengthTopBit));
+    }
+
+    #[test]
+    fn rsv1_is_allowed_only_on_a_first_data_frame_with_deflate() {
+        // RFC 7692 §6.1.
+        assert_eq!(parse_header(&[0xc1, 0x80]), Err(ProtocolError::ReservedBits(4)));
+        let h = match parse_header_with(&[0xc1, 0x80, 1, 2, 3, 4], true).unwrap() {
+            HeaderStatus::Complete(h) => h,
+            HeaderStatus::Partial => panic!("partial"),
+        };
+        assert_eq!((h.rsv, h.opcode), (RSV1, OpCode::Text));
+        assert!(matches!(parse_header_with(&[0xc2, 0x80], true), Ok(HeaderStatus::Partial)));
+        assert_eq!(parse_header_with(&[0xc0, 0x80], true), Err(ProtocolError::CompressedContinuation));
+        assert_eq!(parse_header_with(&[0xc9, 0x80], true), Err(ProtocolError::CompressedControl));
+        assert_eq!(parse_header_with(&[0xa1, 0x80], true), Err(ProtocolError::ReservedBits(2)));
+        assert_eq!(parse_header_with(&[0x91, 0x80], true), Err(ProtocolError::ReservedBits(1)));
     }
 
     #[test]

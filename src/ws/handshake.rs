@@ -4,6 +4,7 @@
 //! partial head is not an error) and decides: upgrade, health check, or a
 //! rejection with an HTTP status and a one-line reason.
 
+use crate::ws::deflate::{self, Agreement};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use thiserror::Error;
@@ -29,6 +30,8 @@ pub struct HandshakePolicy {
     pub allow_missing_origin: bool,
     /// The only path that upgrades (query string ignored); `None` allows any.
     pub path: Option<String>,
+    /// Accept a permessage-deflate offer (RFC 7692).
+    pub permessage_deflate: bool,
 }
 
 impl Default for HandshakePolicy {
@@ -38,6 +41,7 @@ impl Default for HandshakePolicy {
             allowed_origins: Vec::new(),
             allow_missing_origin: false,
             path: None,
+            permessage_deflate: false,
         }
     }
 }
@@ -69,6 +73,8 @@ pub enum Request {
         head_len: usize,
         /// The `Sec-WebSocket-Accept` value.
         accept: [u8; ACCEPT_LEN],
+        /// The permessage-deflate offer accepted, if any.
+        deflate: Option<Agreement>,
     },
     /// A plain `GET` or `HEAD /healthz` (HTTP/1.0 or 1.1): answer `200 ok`.
     Health {
@@ -182,13 +188,18 @@ pub fn write_health_response(out: &mut Vec<u8>, head: bool) {
     }
 }
 
-/// Appends the 101 response that completes the handshake (RFC 6455 §4.2.2).
-pub fn write_accept_response(out: &mut Vec<u8>, accept: &[u8; ACCEPT_LEN]) {
+/// Appends the 101 response that completes the handshake (RFC 6455 §4.2.2),
+/// with the accepted extension if any (RFC 6455 §9.1).
+pub fn write_accept_response(out: &mut Vec<u8>, accept: &[u8; ACCEPT_LEN], deflate: Option<&Agreement>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(a) = deflate {
+        a.write_header(out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)) (RFC 6455 §4.2.2).
@@ -274,7 +285,14 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
     if !admission.try_admit() {
         return Err(Rejection::Overloaded);
     }
-    Ok(Request::Upgrade { head_len, accept: accept_key(key) })
+    let deflate = if policy.permessage_deflate {
+        deflate::negotiate(
+            req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions")).map(|h| h.value),
+        )
+    } else {
+        None
+    };
+    Ok(Request::Upgrade { head_len, accept: accept_key(key), deflate })
 }
 
 fn parse_error_text(e: httparse::Error) -> &'static str {
@@ -330,8 +348,25 @@ mod tests {
         assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(
             parse(GOOD),
-            Ok(Request::Upgrade { head_len: GOOD.len(), accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" })
+            Ok(Request::Upgrade { head_len: GOOD.len(), accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", deflate: None })
         );
+    }
+
+    #[test]
+    fn deflate_is_negotiated_only_when_enabled() {
+        let req = GOOD.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: foo\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n");
+        let Ok(Request::Upgrade { deflate, accept, .. }) = parse(&req) else { panic!() };
+        assert_eq!(deflate, None);
+        let on = HandshakePolicy { permessage_deflate: true, ..Default::default() };
+        let Ok(Request::Upgrade { deflate, .. }) = parse_request(req.as_bytes(), &on, &AdmitAll) else { panic!() };
+        let a = deflate.expect("the second header's offer is taken");
+        let mut out = Vec::new();
+        write_accept_response(&mut out, &accept, Some(&a));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"), "{text}");
+        // No offer: no extension header at all.
+        let Ok(Request::Upgrade { deflate, .. }) = parse_request(GOOD.as_bytes(), &on, &AdmitAll) else { panic!() };
+        assert_eq!(deflate, None);
     }
 
     #[test]

@@ -3,8 +3,18 @@
 //! call left unconsumed. Tests, the fuzz target and the benchmarks use it,
 //! so the carry-over rules they exercise are the backends' own.
 
+use crate::ws::deflate::Inflaters;
 use crate::ws::output::Output;
 use crate::ws::session::{Ctx, Progress, Session, HEADROOM};
+
+/// Inflaters one thread's sessions share, as a shard's do: for tests, the
+/// fuzz target and the benchmarks, which run sessions without a shard.
+pub fn inflaters() -> &'static Inflaters {
+    thread_local! {
+        static POOL: &'static Inflaters = Box::leak(Box::new(Inflaters::new(64)));
+    }
+    POOL.with(|p| *p)
+}
 
 /// A session plus the state a backend keeps next to it.
 #[derive(Debug)]
@@ -34,8 +44,17 @@ impl Harness {
         }
     }
 
-    /// Feeds one read's worth of bytes.
+    /// Feeds one read's worth of bytes, then, as a backend does, the carry
+    /// again while the session stalls on complete input (and can go on).
     pub fn feed(&mut self, ctx: &Ctx<'_>, data: &[u8]) {
+        self.feed_once(ctx, data);
+        while self.session.stalled().is_some() && ctx.inflaters.available() {
+            self.feed_once(ctx, &[]);
+        }
+    }
+
+    /// Feeds one read's worth of bytes, once.
+    pub fn feed_once(&mut self, ctx: &Ctx<'_>, data: &[u8]) {
         self.buf.clear();
         self.buf.resize(HEADROOM, 0);
         self.buf.extend_from_slice(&self.carry);

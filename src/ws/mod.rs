@@ -4,6 +4,7 @@
 pub mod client;
 pub mod close;
 pub mod config;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -55,6 +55,11 @@ impl Output {
         self.chunks.is_empty()
     }
 
+    /// Owned bytes held (handshake responses, control frames, fallback echoes).
+    pub fn owned_len(&self) -> usize {
+        self.owned.len()
+    }
+
     /// The chunks in order.
     pub fn chunks(&self) -> &[Chunk] {
         &self.chunks

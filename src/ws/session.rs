@@ -19,6 +19,7 @@
 
 use crate::ws::close;
 use crate::ws::config::{Config, Reply};
+use crate::ws::deflate::{Echo, Inflater, Inflaters};
 use crate::ws::error::ProtocolError;
 use crate::ws::frame::{self, HeaderStatus, OpCode};
 use crate::ws::handshake::{self, Admission, Rejection, Request};
@@ -37,6 +38,24 @@ pub const HEADROOM: usize = frame::MAX_SERVER_HEADER_LEN;
 /// So a frame that trickles in, a byte per read, does not cost a 2-byte
 /// header per byte: the echo is at most 1/32 larger than the input.
 pub const MIN_PIECE: usize = 64;
+
+/// Inflated bytes the fallback echo (see [`Echo::Fallback`]) puts out per
+/// [`Session::handle_input`] call before it stops and waits for the output to
+/// drain: a few compressed bytes can inflate to megabytes, and the output
+/// must stay bounded like everything else.
+pub const FALLBACK_BUDGET: usize = 64 * 1024;
+
+/// Why a session stopped before the end of complete input (see
+/// [`Session::stalled`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stall {
+    /// A compressed message spans reads and the shard's inflater pool is
+    /// empty: call again once [`Inflaters::available`].
+    Inflater,
+    /// The fallback echo spent its output budget: call again once the
+    /// output has gone out.
+    Output,
+}
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +80,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// Consulted once, when a handshake is otherwise valid.
     pub admission: &'a dyn Admission,
+    /// The shard's inflaters, for compressed messages (RFC 7692).
+    pub inflaters: &'a Inflaters,
 }
 
 /// What one [`Session::handle_input`] call did.
@@ -87,10 +108,22 @@ enum Kind {
     Binary,
 }
 
-/// Per-connection protocol state: 72 bytes on x86-64, no heap.
+/// Per-connection protocol state: 88 bytes on x86-64, no heap (but an
+/// inflater while a compressed message spans reads).
 #[derive(Debug)]
 pub struct Session {
     phase: Phase,
+    /// permessage-deflate, if negotiated: how compressed messages are echoed.
+    deflate: Option<Echo>,
+    /// The message in progress is compressed (RSV1 on its first frame, RFC 7692 §6).
+    compressed: bool,
+    /// That message is checked with the shard's own inflater: it is
+    /// complete in the current input.
+    own_inflater: bool,
+    /// Why the last call stopped before the end of its complete input.
+    stall: Option<Stall>,
+    /// A pooled inflater, held while a compressed message spans reads.
+    inflater: Option<Box<Inflater>>,
     /// A data frame's payload is being received.
     in_payload: bool,
     /// FIN bit of that frame.
@@ -126,6 +159,11 @@ impl Session {
     pub fn new(config: &Config, now: Instant) -> Session {
         Session {
             phase: Phase::Handshake,
+            deflate: None,
+            compressed: false,
+            own_inflater: false,
+            stall: None,
+            inflater: None,
             in_payload: false,
             frame_fin: false,
             mask: [0; 4],
@@ -169,6 +207,28 @@ impl Session {
         self.peer_closed
     }
 
+    /// permessage-deflate, if negotiated.
+    pub fn deflate(&self) -> Option<Echo> {
+        self.deflate
+    }
+
+    /// Why the last [`Session::handle_input`] stopped before the end of
+    /// input that was complete: the unconsumed bytes must be passed again,
+    /// with or without more behind them, once the condition is met. Until
+    /// then the connection is not read (TCP flow control holds the client).
+    pub fn stalled(&self) -> Option<Stall> {
+        self.stall
+    }
+
+    /// Gives back a pooled inflater the session still holds (the connection
+    /// is going away mid-message).
+    pub fn release(&mut self, inflaters: &Inflaters) {
+        self.own_inflater = false;
+        if let Some(i) = self.inflater.take() {
+            inflaters.give(i);
+        }
+    }
+
     /// True between a completed handshake and the end of the close handshake.
     pub fn is_upgraded(&self) -> bool {
         matches!(self.phase, Phase::Open | Phase::CloseSent)
@@ -186,8 +246,9 @@ impl Session {
             self.last_input = ctx.now;
             self.ping_sent = false;
         }
+        self.stall = None;
         let mut pos = start;
-        while pos < end {
+        while pos < end && self.stall.is_none() {
             pos = match self.phase {
                 Phase::Closed => end,
                 Phase::Handshake => match self.handshake(ctx, &buf[pos..], out, &mut p) {
@@ -207,6 +268,14 @@ impl Session {
             };
         }
         p.consumed = pos - start;
+        if self.own_inflater {
+            // Cannot happen: a message is given the shard's own inflater only
+            // when it is complete in this input. Should it, the state moves
+            // to a pooled inflater rather than be lost.
+            debug_assert!(false, "a message on the shard's inflater outlived its input");
+            self.own_inflater = false;
+            self.inflater = Some(ctx.inflaters.adopt_own());
+        }
         p
     }
 
@@ -295,8 +364,9 @@ impl Session {
     fn handshake(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Output, p: &mut Progress) -> Option<usize> {
         match handshake::parse_request(input, &ctx.config.handshake, ctx.admission) {
             Ok(Request::Partial) => None,
-            Ok(Request::Upgrade { head_len, accept }) => {
-                out.push_owned_with(|o| handshake::write_accept_response(o, &accept));
+            Ok(Request::Upgrade { head_len, accept, deflate }) => {
+                out.push_owned_with(|o| handshake::write_accept_response(o, &accept, deflate.as_ref()));
+                self.deflate = deflate.map(|a| a.echo);
                 self.phase = Phase::Open;
                 p.upgraded = true;
                 Some(head_len)
@@ -328,7 +398,7 @@ impl Session {
         let end = buf.len();
         let avail = &buf[pos..];
         // Fail fast: whatever two bytes can tell is checked before the rest arrives.
-        let status = frame::parse_header(avail).and_then(|s| {
+        let status = frame::parse_header_with(avail, self.deflate.is_some()).and_then(|s| {
             if avail.len() >= 2 {
                 self.check_sequence(avail[0], avail[1])?;
             }
@@ -358,6 +428,15 @@ impl Session {
             self.fail(ctx, ProtocolError::TooBig(total), out, p);
             return Some(end);
         }
+        if h.opcode != OpCode::Continuation {
+            let compressed = h.rsv & frame::RSV1 != 0;
+            if compressed && self.phase == Phase::Open && !self.take_inflater(ctx, &buf[pos..]) {
+                // No inflater free: the frame stays unread until one is.
+                self.stall = Some(Stall::Inflater);
+                return None;
+            }
+            self.compressed = compressed;
+        }
         match h.opcode {
             OpCode::Text => self.msg = Some(Kind::Text),
             OpCode::Binary => self.msg = Some(Kind::Binary),
@@ -370,7 +449,11 @@ impl Session {
         self.mask_off = 0;
         self.remaining = h.len;
         let payload = pos + h.header_len;
-        if self.phase == Phase::Open && ctx.config.reply == Reply::Echo && self.msg == Some(Kind::Binary) {
+        if self.phase == Phase::Open
+            && ctx.config.reply == Reply::Echo
+            && self.msg == Some(Kind::Binary)
+            && !self.compressed
+        {
             // Nothing in a binary payload can fail the connection, so its echo
             // is committed to the whole length now and the payload streams
             // behind it: one frame out per frame in, however the reads fall.
@@ -382,6 +465,65 @@ impl Session {
             self.out_open = !h.fin;
         }
         Some(self.data_piece(ctx, buf, payload, out, p).unwrap_or(payload))
+    }
+
+    /// Gets an inflater for the compressed message starting at `input[0]`:
+    /// the shard's own when the whole message is in `input` and echoed as
+    /// it is, else one from the pool. False when the pool has none free.
+    fn take_inflater(&mut self, ctx: &Ctx<'_>, input: &[u8]) -> bool {
+        if self.deflate == Some(Echo::Passthrough) && message_complete_in(input) {
+            self.own_inflater = true;
+            ctx.inflaters.with(None, |i, _| i.start());
+            return true;
+        }
+        match ctx.inflaters.take() {
+            Some(mut i) => {
+                i.start();
+                self.inflater = Some(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Inflates a piece of the compressed message in progress (unmasked, in
+    /// `data`): checks it, and in the fallback echo sends the inflated bytes
+    /// as fragments. Ends the message if `msg_done` and the whole piece was
+    /// used. Returns the bytes used: fewer than all only when the fallback's
+    /// output budget ran out.
+    fn inflate_piece(
+        &mut self,
+        ctx: &Ctx<'_>,
+        data: &[u8],
+        msg_done: bool,
+        out: &mut Output,
+    ) -> Result<usize, ProtocolError> {
+        let kind = self.msg.expect("a data frame always belongs to a message");
+        let fallback = self.deflate == Some(Echo::Fallback) && ctx.config.reply == Reply::Echo;
+        let limit = ctx.config.max_message_size;
+        let Session { utf8, out_open, inflater, own_inflater, .. } = self;
+        let inflater =
+            if *own_inflater { None } else { Some(&mut **inflater.as_mut().expect("taken at the first frame")) };
+        let mut sink = |b: &[u8]| -> Result<bool, ProtocolError> {
+            // RFC 6455 §8.1 on the inflated text (RFC 7692 §6.2): fail fast.
+            if kind == Kind::Text && utf8.feed(b).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            if !fallback || b.is_empty() {
+                return Ok(true);
+            }
+            let opcode = fragment_opcode(*out_open, kind);
+            out.push_owned_with(|o| frame::encode_frame(o, false, opcode, b));
+            *out_open = true;
+            Ok(out.owned_len() < FALLBACK_BUDGET)
+        };
+        ctx.inflaters.with(inflater, |i, scratch| {
+            let used = i.feed(data, limit, scratch, &mut sink)?;
+            if used == data.len() && msg_done {
+                i.finish(limit, scratch, &mut sink)?;
+            }
+            Ok(used)
+        })
     }
 
     /// True inside the payload of a committed echo, where no other frame may go.
@@ -417,8 +559,8 @@ impl Session {
         if (n as u64) < self.remaining && n < MIN_PIECE && self.phase == Phase::Open && !self.committed {
             // Too small to be worth a fragment of its own: wait for more
             // (still masked, so it is simply carried), but fail fast on bad
-            // UTF-8 in it now.
-            if self.msg == Some(Kind::Text) {
+            // UTF-8 in it now (a compressed piece is checked once inflated).
+            if self.msg == Some(Kind::Text) && !self.compressed {
                 let mut tmp = [0u8; MIN_PIECE];
                 tmp[..n].copy_from_slice(&buf[pos..pos + n]);
                 apply_mask(&mut tmp[..n], self.mask, self.mask_off as usize);
@@ -430,8 +572,28 @@ impl Session {
             }
             return None;
         }
-        let piece_end = pos + n;
-        self.mask_off = apply_mask(&mut buf[pos..piece_end], self.mask, self.mask_off as usize) as u8;
+        let mut piece_end = pos + n;
+        let off0 = self.mask_off as usize;
+        self.mask_off = apply_mask(&mut buf[pos..piece_end], self.mask, off0) as u8;
+        if self.compressed && self.phase == Phase::Open {
+            let ends_msg = n as u64 == self.remaining && self.frame_fin;
+            match self.inflate_piece(ctx, &buf[pos..piece_end], ends_msg, out) {
+                Ok(used) if used < n => {
+                    // The fallback's output budget is spent: the rest of the
+                    // piece goes back to how it came (masked) and waits.
+                    apply_mask(&mut buf[pos + used..piece_end], self.mask, off0 + used);
+                    self.mask_off = ((off0 + used) % 4) as u8;
+                    self.stall = Some(Stall::Output);
+                    piece_end = pos + used;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.fail(ctx, e, out, p);
+                    return Some(buf.len());
+                }
+            }
+        }
+        let n = piece_end - pos;
         self.remaining -= n as u64;
         let frame_done = self.remaining == 0;
         let msg_done = frame_done && self.frame_fin;
@@ -445,31 +607,44 @@ impl Session {
             // read to find the client's close frame.
             if msg_done {
                 self.msg = None;
+                self.compressed = false;
             }
             return Some(piece_end);
         }
         let kind = self.msg.expect("a data frame always belongs to a message");
         if kind == Kind::Text {
-            // RFC 6455 §8.1: fail fast, before the invalid piece is echoed.
-            let valid = self.utf8.feed(&buf[pos..piece_end]).is_ok() && (!msg_done || self.utf8.finish().is_ok());
+            // RFC 6455 §8.1: fail fast, before the invalid piece is echoed
+            // (a compressed piece's inflated bytes were fed in `inflate_piece`).
+            let fed = self.compressed || self.utf8.feed(&buf[pos..piece_end]).is_ok();
+            let valid = fed && (!msg_done || self.utf8.finish().is_ok());
             if !valid {
                 self.fail(ctx, ProtocolError::InvalidUtf8, out, p);
                 return Some(buf.len());
             }
         }
+        let fallback = self.compressed && self.deflate == Some(Echo::Fallback);
         match &ctx.config.reply {
+            // The inflated bytes went out in `inflate_piece`; the message ends
+            // with an empty final fragment.
+            Reply::Echo if fallback => {
+                if msg_done {
+                    let opcode = fragment_opcode(self.out_open, kind);
+                    out.push_owned_with(|o| frame::encode_frame(o, true, opcode, b""));
+                }
+            }
             Reply::Echo if committed => out.push_input(pos, piece_end),
             Reply::Echo if n > 0 || frame_done => {
-                let opcode = match (self.out_open, kind) {
-                    (true, _) => OpCode::Continuation,
-                    (false, Kind::Text) => OpCode::Text,
-                    (false, Kind::Binary) => OpCode::Binary,
-                };
+                let opcode = fragment_opcode(self.out_open, kind);
                 // The client header (mask key included) is at least 4 bytes
                 // longer than ours, or the piece starts the read and HEADROOM
                 // is free: either way the server header fits in front.
                 let hlen = frame::server_header_len(n as u64);
                 frame::write_header(&mut buf[pos - hlen..pos], msg_done, opcode, n as u64, None);
+                if self.compressed && !self.out_open {
+                    // Passthrough: the client's compressed bytes are a valid
+                    // server message; RSV1 on the first frame only (RFC 7692 §6.1).
+                    buf[pos - hlen] |= frame::RSV1_BIT;
+                }
                 out.push_input(pos - hlen, piece_end);
                 self.out_open = !msg_done;
             }
@@ -481,6 +656,8 @@ impl Session {
             self.msg = None;
             self.msg_len = 0;
             self.out_open = false;
+            self.compressed = false;
+            self.release(ctx.inflaters);
             p.messages += 1;
             if let Some(code) = self.pending_close.take() {
                 self.send_close(ctx, code, close_reason(code), out);
@@ -550,14 +727,53 @@ impl Session {
             return;
         }
         out.push_close(code, reason);
+        // The rest of a message in progress is only skipped now.
+        self.release(ctx.inflaters);
         self.phase = Phase::CloseSent;
         self.deadline = ctx.now + ctx.config.close_timeout;
     }
 
     fn enter_closed(&mut self, ctx: &Ctx<'_>) {
+        self.release(ctx.inflaters);
         self.phase = Phase::Closed;
         self.in_payload = false;
         self.deadline = ctx.now + ctx.config.close_timeout;
+    }
+}
+
+/// The opcode of the next echo fragment of a `kind` message.
+fn fragment_opcode(out_open: bool, kind: Kind) -> OpCode {
+    match (out_open, kind) {
+        (true, _) => OpCode::Continuation,
+        (false, Kind::Text) => OpCode::Text,
+        (false, Kind::Binary) => OpCode::Binary,
+    }
+}
+
+/// Whether the data message whose first frame starts `input` ends in it:
+/// every frame header up to a final one is whole, with its payload.
+/// Control frames in between are stepped over; an invalid header counts as
+/// an end (the connection fails there).
+fn message_complete_in(input: &[u8]) -> bool {
+    let mut pos = 0usize;
+    loop {
+        match frame::parse_header_with(&input[pos..], true) {
+            Ok(HeaderStatus::Partial) => return false,
+            Err(_) => return true,
+            Ok(HeaderStatus::Complete(h)) => {
+                let Some(end) = pos.checked_add(h.header_len).and_then(|e| e.checked_add(usize::try_from(h.len).ok()?))
+                else {
+                    return false;
+                };
+                if end > input.len() {
+                    return false;
+                }
+                if h.fin && !h.opcode.is_control() {
+                    return true;
+                }
+                pos = end;
+            }
+        }
     }
 }
 
@@ -576,3 +792,7 @@ mod tests;
 #[cfg(test)]
 #[path = "session_props.rs"]
 mod props;
+
+#[cfg(test)]
+#[path = "session_deflate_tests.rs"]
+mod deflate_tests;

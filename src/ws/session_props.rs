@@ -73,7 +73,7 @@ proptest! {
     ) {
         let config = Config::default();
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll };
+        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
         let (wire, expect) = encode(&msgs, key);
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, REQUEST);

@@ -25,7 +25,7 @@ fn raw(bytes: &[u8]) -> Vec<u8> {
 /// Feeds the handshake, then `pieces` of `input`; returns what was sent after the 101 and the harness.
 fn run_with(config: &Config, input: &[u8], splits: &[usize]) -> (Vec<u8>, Harness) {
     let now = Instant::now();
-    let ctx = Ctx { config, now, admission: &AdmitAll };
+    let ctx = Ctx { config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
     let mut h = Harness::new(Session::new(config, now));
     h.feed(&ctx, REQUEST);
     assert_eq!(h.sent, RESPONSE);
@@ -110,7 +110,7 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
     let config = Config::default();
     for i in 0..REQUEST.len() {
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll };
+        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, &REQUEST[..i]);
         assert!(h.sent.is_empty());
@@ -124,7 +124,7 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
 fn frames_after_the_request_in_the_same_read_are_echoed() {
     let config = Config::default();
     let now = Instant::now();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll };
+    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
     let mut h = Harness::new(Session::new(&config, now));
     let mut input = REQUEST.to_vec();
     input.extend(frame(true, OpCode::Text, b"early"));
@@ -417,7 +417,7 @@ fn messages_are_counted() {
 }
 
 fn at(config: &Config, now: Instant) -> Ctx<'_> {
-    Ctx { config, now, admission: &AdmitAll }
+    Ctx { config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() }
 }
 
 #[test]

@@ -124,6 +124,9 @@ struct Shard {
     spare_jobs: Vec<SendJob>,
     /// Connections whose TLS handshake input waits for the next turn.
     waiting: Vec<(usize, u32)>,
+    /// Connections waiting, unread, for an inflater (permessage-deflate);
+    /// retried once one is free.
+    parked: Vec<(usize, u32)>,
     cqes: Vec<(u64, i32, u32)>,
 }
 
@@ -171,6 +174,7 @@ pub fn run(
         recycled: false,
         spare_jobs: Vec::new(),
         waiting: Vec::new(),
+        parked: Vec::new(),
         cqes: Vec::new(),
     };
     for i in 0..shard.listeners.len() {
@@ -311,6 +315,15 @@ impl Shard {
                 self.table.report_shutdown(now);
                 self.shutdown_sweep(now);
             }
+            // An inflater comes back only while some connection is handled,
+            // so looking once per turn wakes the parked without polling.
+            if !self.parked.is_empty() && self.table.inflater_free() {
+                for (slot, generation) in std::mem::take(&mut self.parked) {
+                    if self.table.get_gen(slot, generation).is_some() {
+                        self.maybe_finish(slot, now);
+                    }
+                }
+            }
             // Receives stopped for lack of buffers resume once some came back
             // (never in a loop: only after a buffer was returned).
             if self.recycled && !self.starved.is_empty() {
@@ -423,9 +436,10 @@ impl Shard {
                     self.give_back(b);
                     return;
                 }
-                if s.io.busy || s.conn.has_pending() {
-                    // Backed up: keep the bytes with the connection, give the
-                    // buffer back, and stop receiving until the output drains.
+                if s.io.busy || s.conn.has_pending() || s.conn.session.stalled().is_some() {
+                    // Backed up (or the session stalled on complete input):
+                    // keep the bytes with the connection, give the buffer
+                    // back, and stop receiving until the output drains.
                     // SAFETY: `b` came from this completion and is ours until given back.
                     let data = unsafe { self.bufs.slot_mut(b, len) };
                     s.conn.defer_input(&data[RESERVE..]);
@@ -730,6 +744,20 @@ impl Shard {
             let bytes = s.conn.take_pending();
             return self.send_bytes(slot, bytes, now);
         }
+        let generation = s.generation;
+        if self.table.parked(slot) {
+            // No inflater free: stay unread (a receive still armed is
+            // cancelled by the next data) until one is.
+            if !self.parked.contains(&(slot, generation)) {
+                self.parked.push((slot, generation));
+            }
+            return;
+        }
+        if self.table.stalled(slot) {
+            // Complete input waits in the carry: handle it before receiving more.
+            return self.process_copy(slot, &[], now);
+        }
+        let Some(s) = self.table.get_mut(slot) else { return };
         if !s.io.recv_armed && s.conn.carry_len() > 0 && !s.conn.session.is_closed() && !s.io.deferred_handled {
             // Input that arrived while backed up: handle it once now.
             s.io.deferred_handled = true;
@@ -774,7 +802,7 @@ impl Shard {
 
     fn on_eof(&mut self, slot: usize) {
         let Some(s) = self.table.get_mut(slot) else { return };
-        if s.io.busy || s.conn.has_pending() {
+        if s.io.busy || s.conn.has_pending() || s.conn.session.stalled().is_some() {
             s.conn.peer_eof = true;
         } else {
             self.close(slot);
