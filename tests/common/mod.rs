@@ -4,8 +4,8 @@
 
 pub mod tls;
 
-use ricochet::ws::client::{decode_server_frames, encode_masked, events, Event, ServerFrame};
-use ricochet::ws::frame::{parse_header, HeaderStatus, OpCode};
+use ricochet::ws::client::{decode_server_frames_with, encode_masked, events, Event, ServerFrame};
+use ricochet::ws::frame::{parse_header, parse_header_with, HeaderStatus, OpCode};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -344,6 +344,8 @@ pub struct RawClient {
     /// The connection.
     pub stream: Stream,
     buf: Vec<u8>,
+    /// permessage-deflate was negotiated: frames may carry RSV1.
+    deflate: bool,
 }
 
 impl RawClient {
@@ -359,7 +361,7 @@ impl RawClient {
         tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         tcp.set_nodelay(true).unwrap();
-        RawClient { stream, buf: Vec::new() }
+        RawClient { stream, buf: Vec::new(), deflate: false }
     }
 
     /// Connects and completes the handshake.
@@ -369,6 +371,26 @@ impl RawClient {
         let head = c.read_http_head();
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         c
+    }
+
+    /// Connects and completes a handshake offering `offer` in
+    /// `Sec-WebSocket-Extensions`; returns the client and the response head.
+    pub fn open_with_extensions(addr: SocketAddr, offer: &str) -> (RawClient, String) {
+        let mut c = RawClient::connect(addr);
+        let req = upgrade_request("/").replace("\r\n\r\n", &format!("\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"));
+        c.send_raw(req.as_bytes());
+        let head = c.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        c.deflate = head.to_ascii_lowercase().contains("sec-websocket-extensions: permessage-deflate");
+        (c, head)
+    }
+
+    /// Sends one masked frame with RSV1 set ("compressed", RFC 7692 §6).
+    pub fn send_compressed(&mut self, fin: bool, op: OpCode, payload: &[u8]) {
+        let mut f = Vec::new();
+        encode_masked(&mut f, fin, op, payload, [0xa1, 0xb2, 0xc3, 0xd4]);
+        f[0] |= ricochet::ws::frame::RSV1_BIT;
+        self.send_raw(&f);
     }
 
     /// Writes bytes as they are.
@@ -417,10 +439,11 @@ impl RawClient {
     /// Reads the next complete frame.
     pub fn next_frame(&mut self) -> Option<ServerFrame> {
         loop {
-            if let Ok(HeaderStatus::Complete(h)) = parse_header(&self.buf) {
+            if let Ok(HeaderStatus::Complete(h)) = parse_header_with(&self.buf, self.deflate) {
                 let total = h.header_len + h.len as usize;
                 if self.buf.len() >= total {
-                    let (mut frames, _) = decode_server_frames(&self.buf[..total]).expect("server frame decodes");
+                    let (mut frames, _) =
+                        decode_server_frames_with(&self.buf[..total], self.deflate).expect("server frame decodes");
                     self.buf.drain(..total);
                     return frames.pop();
                 }
