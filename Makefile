@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: build run test bench bench-quick bench-build bench-core fuzz lint autobahn venv deps clean
+.PHONY: build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 build:
 	$(CARGO) build --release
@@ -20,10 +20,15 @@ $(PYTHON): tests/python/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $(PYTHON)
 
-# Debian packages the tests use (python3-venv, python3-lib2to3, haproxy);
-# quick when they are there.
+# Debian packages the tests use (python3-venv, python3-lib2to3, haproxy,
+# nodejs, npm, chromium); quick when they are there.
 deps:
 	scripts/install-deps.sh
+
+# Node's ws, another independent client (versions pinned in package-lock.json).
+node-deps: tests/node/node_modules/.package-lock.json
+tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --silent
 
 # The transport tests that also run over TLS (wss://, a certificate from a
 # test CA made at run time). The two skipped split one socket between a reader
@@ -32,13 +37,14 @@ deps:
 TLS_TESTS := --test interop_rust_client --test interop_python_client --test random_fragmentation_echoes_intact \
 	--test timeouts_cut_off_slow_and_silent_clients --test connection_limit_refuses_with_503 \
 	--test protocol_violations_get_close_codes --test graceful_shutdown_loses_nothing \
-	--test many_small_frames_per_read_echo_intact --test shards_share_one_port
+	--test many_small_frames_per_read_echo_intact --test shards_share_one_port \
+	--test compressed_echoes_reach_independent_clients --test compressed_messages_wait_for_a_free_inflater
 TLS_SKIP := --skip a_backed_up_client_gets_every_byte_before_1001 --skip fixed_replies_between_pongs_all_arrive
 
 # Unit tests once; the tests over real sockets once per backend, and the
 # transport ones again over TLS per backend; then the `make bench` runner end
 # to end on a tiny matrix.
-test: deps venv
+test: deps venv node-deps
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll $(CARGO) test --all-targets
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring $(CARGO) test --test '*'
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll RICOCHET_TEST_TLS=1 $(CARGO) test $(TLS_TESTS) -- $(TLS_SKIP)

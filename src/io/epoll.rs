@@ -269,8 +269,9 @@ impl Shard {
                 return;
             }
             // A short read means the socket was drained: edge-triggered epoll
-            // reports the next arrival as a new event.
-            if n < want {
+            // reports the next arrival as a new event. (A stalled session
+            // still has input to handle: the loop goes on with it.)
+            if n < want && !self.table.stalled(slot) {
                 return self.on_drained(slot, now);
             }
         }
