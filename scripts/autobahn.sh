@@ -3,6 +3,9 @@
 # fuzzingclient (cases 1-10) against it, stops the server. Exit status 0 only
 # when every case is OK. AUTOBAHN_TLS=1 serves wss:// (a self-signed
 # certificate: the suite sends no SNI and checks no certificate).
+# AUTOBAHN_CASES and AUTOBAHN_EXCLUDE pick other cases (the permessage-deflate
+# groups 12 and 13: AUTOBAHN_CASES='12.*,13.*' AUTOBAHN_EXCLUDE='' with
+# --permessage-deflate among the serve flags).
 # Usage: [AUTOBAHN_TLS=1] scripts/autobahn.sh PATH/TO/ricochet [extra serve flags...]
 set -euo pipefail
 BIN=${1:?usage: scripts/autobahn.sh PATH/TO/ricochet [serve flags...]}; shift
@@ -27,4 +30,5 @@ for _ in $(seq 100); do
 done
 ADDR=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$LOG.out" | head -n 1)
 [ -n "$ADDR" ] || { echo "autobahn.sh: server did not start" >&2; cat "$LOG" >&2; exit 1; }
-"$SUITE/run.sh" "$SCHEME://$ADDR" --out "$OUT" --require-ok
+"$SUITE/run.sh" "$SCHEME://$ADDR" --out "$OUT" --require-ok \
+  --cases "${AUTOBAHN_CASES:-*}" --exclude "${AUTOBAHN_EXCLUDE-12.*,13.*}"

@@ -205,3 +205,18 @@ fn wss_echoes_are_checked_and_resumed_handshakes_counted() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn deflate_runs_send_compressed_text_and_check_every_echo() {
+    let server = Server::start(&["--permessage-deflate"]);
+    for size in ["20", "1K", "16K"] {
+        let (ok, out) = bench(&server, &["--deflate", "--size", size, "--pipeline", "2"]);
+        assert!(ok, "{out}\n{}", server.log());
+        assert!(out.contains("0 wrong echoes, 0 missing, 0 failed connections"), "{out}");
+    }
+    // A server that does not accept the offer fails every handshake.
+    let plain = Server::start(&[]);
+    let (ok, out) = bench(&plain, &["--deflate", "--size", "1K"]);
+    assert!(!ok, "{out}");
+    assert!(!out.contains(" 0 failed connections"), "{out}");
+}

@@ -10,7 +10,7 @@
 //! cost 28% of the client's CPU per 16 KiB or 64 KiB echo.
 
 use crate::ws::client::encode_masked;
-use crate::ws::frame::{parse_header, HeaderStatus, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::ws::frame::{parse_header_with, HeaderStatus, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::ws::handshake::accept_key;
 use crate::ws::mask::apply_mask;
 use std::collections::VecDeque;
@@ -59,6 +59,23 @@ enum Seg {
     Tail,
 }
 
+/// What goes over a load-generator connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Plain TCP, no WebSocket: the same message bytes (a raw echo's ceiling).
+    Raw,
+    /// Binary WebSocket messages.
+    Ws,
+    /// Compressed text messages under permessage-deflate (RFC 7692), no
+    /// context takeover; their echoes must come back compressed, byte for
+    /// byte (a server that echoes the client's compressed frames as they
+    /// are, as Ricochet does).
+    Deflate,
+}
+
+/// The offer `Framing::Deflate` sends (what Chrome, Firefox and Node's ws send).
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
 /// A load-generator connection over any byte stream.
 pub struct Conn<S> {
     /// The socket.
@@ -67,6 +84,12 @@ pub struct Conn<S> {
     pub state: State,
     /// Plain TCP, no WebSocket.
     raw: bool,
+    /// permessage-deflate: compressed text messages.
+    deflate: bool,
+    /// Where the sequence number goes in each message's payload, and how
+    /// long it is (8 bytes little-endian; 16 hex digits under deflate).
+    seq_at: usize,
+    seq_len: usize,
     key: [u8; 4],
     template: Vec<u8>,
     /// Offset of the payload in `template`.
@@ -96,17 +119,53 @@ pub struct Conn<S> {
     in_flight: VecDeque<(u64, Instant)>,
     /// Bytes of the current echoed message checked so far.
     msg_pos: usize,
-    /// The unmasked pattern echoes are checked against (past the 8 sequence bytes).
+    /// The unmasked payload echoes are checked against (but its sequence bytes).
     plain: Vec<u8>,
     accept: [u8; 28],
 }
 
-/// The request a client sends, with its key.
-fn request(host: &str, path: &str, key: &str) -> String {
+/// The request a client sends, with its key (and its extension offer).
+fn request(host: &str, path: &str, key: &str, deflate: bool) -> String {
+    let ext = if deflate { format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n") } else { String::new() };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
     )
+}
+
+/// Sequence digits of a compressed message: a stored DEFLATE block (RFC 1951
+/// §3.2.4: BFINAL 0, BTYPE 00, then LEN and NLEN) of 16 hex digits, so each
+/// message gets its own number without being compressed again; the
+/// compressed text follows as its own blocks.
+const STORED_SEQ: [u8; 5] = [0x00, 16, 0x00, !16, 0xff];
+
+/// Text of `len` bytes that compresses about as well as JSON does (3-4:1).
+fn text_body(len: usize) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "{\"id\":",
+        ",\"name\":\"",
+        "item",
+        "\",\"tags\":[\"",
+        "red",
+        "\",\"",
+        "blue",
+        "\"],\"price\":",
+        ".99,",
+        "\"ok\":true}",
+        "\n",
+        " ",
+    ];
+    let mut out = Vec::with_capacity(len + 32);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % 12) as usize].as_bytes());
+        out.extend_from_slice((x >> 40).to_string().as_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// Byte `j` of every message's pattern part.
@@ -118,26 +177,44 @@ impl<S: Read + Write> Conn<S> {
     /// A connection that will send `size`-byte messages; `id` seeds its mask
     /// key. `raw` speaks plain TCP instead (for a raw echo server, the
     /// ceiling): the same message bytes, no handshake, no framing.
-    pub fn new(stream: S, id: u64, host: &str, path: &str, size: usize, raw: bool) -> Conn<S> {
+    pub fn new(stream: S, id: u64, host: &str, path: &str, size: usize, framing: Framing) -> Conn<S> {
+        let raw = framing == Framing::Raw;
+        let deflate = framing == Framing::Deflate;
         let seed = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
         // A zero key makes re-masking the sequence bytes a no-op in raw mode.
         let key = if raw { [0; 4] } else { (seed as u32 | 1).to_ne_bytes() };
         let ws_key = base64_key(seed);
-        let payload: Vec<u8> = (0..size).map(pattern).collect();
+        let (payload, seq_at, seq_len) = if deflate {
+            // The message is 16 hex digits and `size - 16` bytes of text.
+            let mut p = STORED_SEQ.to_vec();
+            p.extend_from_slice(b"0000000000000000");
+            p.extend_from_slice(&crate::ws::client::deflate_message(&text_body(size.saturating_sub(16))));
+            (p, STORED_SEQ.len(), 16)
+        } else {
+            ((0..size).map(pattern).collect::<Vec<u8>>(), 0, size.min(8))
+        };
+        let size = payload.len();
         let mut template = Vec::with_capacity(size + 14);
         if raw {
             template.extend_from_slice(&payload);
         } else {
-            encode_masked(&mut template, true, OpCode::Binary, &payload, key);
+            let op = if deflate { OpCode::Text } else { OpCode::Binary };
+            encode_masked(&mut template, true, op, &payload, key);
+            if deflate {
+                template[0] |= crate::ws::frame::RSV1_BIT;
+            }
         }
-        // Its first 8 payload bytes are replaced per message (queue_message).
+        // Its sequence bytes are replaced per message (queue_message).
         let payload_at = template.len() - size;
         let mut c = Conn {
             stream,
             state: if raw { State::Running } else { State::Handshake },
             raw,
+            deflate,
+            seq_at,
+            seq_len,
             key,
-            tail_at: payload_at + size.min(8),
+            tail_at: payload_at + seq_at + seq_len,
             template,
             payload_at,
             size,
@@ -156,7 +233,7 @@ impl<S: Read + Write> Conn<S> {
             accept: accept_key(ws_key.as_bytes()),
         };
         if !raw {
-            c.out.extend_from_slice(request(host, path, &ws_key).as_bytes());
+            c.out.extend_from_slice(request(host, path, &ws_key, deflate).as_bytes());
             c.queue_own(0);
         }
         c
@@ -190,10 +267,11 @@ impl<S: Read + Write> Conn<S> {
         let upto = if by_ref { self.tail_at } else { self.template.len() };
         let start = self.out.len();
         self.out.extend_from_slice(&self.template[..upto]);
-        let n = self.size.min(8);
-        let p = start + self.payload_at;
-        self.out[p..p + n].copy_from_slice(&seq.to_le_bytes()[..n]);
-        apply_mask(&mut self.out[p..p + n], self.key, 0);
+        let n = self.seq_len;
+        let p = start + self.payload_at + self.seq_at;
+        let seq_bytes = self.seq_bytes(seq);
+        self.out[p..p + n].copy_from_slice(&seq_bytes[..n]);
+        apply_mask(&mut self.out[p..p + n], self.key, self.seq_at);
         self.queue_own(start);
         if by_ref {
             self.segs.push_back(Seg::Tail);
@@ -286,16 +364,31 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
+    /// Message `seq`'s sequence bytes: little-endian, or 16 hex digits (text) under deflate.
+    fn seq_bytes(&self, seq: u64) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        if self.deflate {
+            for (i, d) in b.iter_mut().enumerate() {
+                *d = b"0123456789abcdef"[(seq >> (60 - 4 * i)) as usize & 0xf];
+            }
+        } else {
+            b[..8].copy_from_slice(&seq.to_le_bytes());
+        }
+        b
+    }
+
     /// Checks `got`, bytes `from..` of the echo of message `seq`.
     fn matches(&self, seq: u64, from: usize, got: &[u8]) -> bool {
         if from + got.len() > self.size {
             return false;
         }
-        // The sequence bytes, then the pattern part with one memcmp.
-        let head = 8usize.saturating_sub(from).min(got.len());
-        let seq_bytes = seq.to_le_bytes();
-        let s = from.min(8);
-        got[..head] == seq_bytes[s..s + head] && got[head..] == self.plain[from + head..from + got.len()]
+        // The pattern parts with a memcmp each, the sequence bytes between.
+        let end = from + got.len();
+        let (s0, s1) = (self.seq_at, self.seq_at + self.seq_len);
+        let seq_bytes = self.seq_bytes(seq);
+        (from.max(s0)..end.min(s1)).all(|i| got[i - from] == seq_bytes[i - s0])
+            && (from >= s0 || got[..end.min(s0) - from] == self.plain[from..end.min(s0)])
+            && (end <= s1 || got[from.max(s1) - from..] == self.plain[from.max(s1)..end])
     }
 
     /// Checks the next `got` bytes of the current message's payload.
@@ -331,7 +424,13 @@ impl<S: Read + Write> Conn<S> {
             self.inbuf.extend_from_slice(data);
             let Some(i) = self.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else { return };
             let head = &self.inbuf[..i];
-            if !(head.starts_with(b"HTTP/1.1 101") && head.windows(self.accept.len()).any(|w| w == self.accept)) {
+            // Under deflate the server must have accepted the offer: its
+            // frames would otherwise be a protocol error (RFC 6455 §5.2).
+            let extension = !self.deflate || head.to_ascii_lowercase().windows(18).any(|w| w == b"permessage-deflate");
+            if !(head.starts_with(b"HTTP/1.1 101")
+                && head.windows(self.accept.len()).any(|w| w == self.accept)
+                && extension)
+            {
                 errors.failed += 1;
                 self.state = State::Done;
                 return;
@@ -380,7 +479,7 @@ impl<S: Read + Write> Conn<S> {
                 }
                 continue;
             }
-            let h = match parse_header(&buf[pos..]) {
+            let h = match parse_header_with(&buf[pos..], self.deflate) {
                 Ok(HeaderStatus::Complete(h)) if h.mask.is_none() => h,
                 Ok(HeaderStatus::Partial) => return pos,
                 // A masked server frame or a violation (RFC 6455 §5.1, §5.2).
@@ -411,8 +510,12 @@ impl<S: Read + Write> Conn<S> {
                 pos = end;
                 continue;
             }
-            // Binary was sent: a text echo is wrong however its bytes look.
-            if h.opcode == OpCode::Text {
+            // Binary was sent (compressed text under deflate): another
+            // opcode is wrong however the bytes look, and so is a compressed
+            // message's echo that is not compressed.
+            let want = if self.deflate { OpCode::Text } else { OpCode::Binary };
+            let first = self.msg_pos == 0 && h.opcode != OpCode::Continuation;
+            if first && (h.opcode != want || (h.rsv & crate::ws::frame::RSV1 != 0) != self.deflate) {
                 self.msg_bad = true;
             }
             self.frame_left = h.len;
@@ -510,7 +613,7 @@ mod tests {
     fn client_payloads(mut bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while !bytes.is_empty() {
-            let HeaderStatus::Complete(h) = parse_header(bytes).unwrap() else { panic!("partial frame") };
+            let HeaderStatus::Complete(h) = parse_header_with(bytes, true).unwrap() else { panic!("partial frame") };
             let mut p = bytes[h.header_len..h.header_len + h.len as usize].to_vec();
             apply_mask(&mut p, h.mask.expect("client frames are masked"), 0);
             out.push(p);
@@ -529,7 +632,11 @@ mod tests {
     /// messages through writes of `write_limit` bytes; returns it and what
     /// it sent.
     fn running(size: usize, write_limit: usize) -> (Conn<Pipe>, Vec<Vec<u8>>) {
-        let mut c = Conn::new(pipe(write_limit), 7, "h", "/", size, false);
+        running_with(size, write_limit, Framing::Ws)
+    }
+
+    fn running_with(size: usize, write_limit: usize, framing: Framing) -> (Conn<Pipe>, Vec<Vec<u8>>) {
+        let mut c = Conn::new(pipe(write_limit), 7, "h", "/", size, framing);
         c.state = State::Running;
         c.segs.clear();
         c.out.clear();
@@ -582,7 +689,7 @@ mod tests {
                 assert!(c.inbuf.is_empty() && c.in_flight() == 0);
                 c.stream.written.clear();
                 while !c.flush().unwrap() {}
-                let pong = parse_header(&c.stream.written).unwrap();
+                let pong = crate::ws::frame::parse_header(&c.stream.written).unwrap();
                 assert!(matches!(pong, HeaderStatus::Complete(h) if h.opcode == OpCode::Pong));
             }
         }
@@ -607,6 +714,57 @@ mod tests {
         input.extend(server_frame(true, OpCode::Binary, &sent[0]));
         let (errors, done) = feed(&mut c, input, 9);
         assert_eq!((errors.mismatched, done), (4, 3));
+    }
+
+    #[test]
+    fn deflate_messages_are_numbered_compressed_text_and_echoes_must_match() {
+        use crate::ws::client::inflate_message;
+        for size in [20, 1024, 16 * 1024] {
+            let (mut c, sent) = running_with(size, usize::MAX, Framing::Deflate);
+            for (seq, p) in sent.iter().enumerate() {
+                let text = inflate_message(p).expect("valid DEFLATE");
+                assert_eq!(text.len(), size);
+                assert_eq!(&text[..16], format!("{seq:016x}").as_bytes());
+                assert!(std::str::from_utf8(&text).is_ok());
+                assert!(p.len() < size / 2 || size < 100, "{size} compressed to {}", p.len());
+            }
+            let compressed = |fin: bool, op: OpCode, payload: &[u8]| {
+                let mut f = server_frame(fin, op, payload);
+                f[0] |= crate::ws::frame::RSV1_BIT;
+                f
+            };
+            // Passthrough echoes, one of them re-fragmented: all good.
+            let half = sent[1].len() / 2;
+            let mut input = compressed(true, OpCode::Text, &sent[0]);
+            input.extend(compressed(false, OpCode::Text, &sent[1][..half]));
+            input.extend(server_frame(true, OpCode::Continuation, &sent[1][half..]));
+            input.extend(compressed(true, OpCode::Text, &sent[2]));
+            let (errors, done) = feed(&mut c, input, 777);
+            assert_eq!((errors.mismatched, errors.failed, done), (0, 0, 3), "size {size}");
+            // An echo that is not compressed, or binary, is wrong.
+            let (mut c, sent) = running_with(size, usize::MAX, Framing::Deflate);
+            let mut input = server_frame(true, OpCode::Text, &sent[0]);
+            input.extend(compressed(true, OpCode::Binary, &sent[1]));
+            input.extend(compressed(true, OpCode::Text, &sent[1]));
+            let (errors, done) = feed(&mut c, input, 777);
+            assert_eq!((errors.mismatched, done), (3, 3), "size {size}");
+        }
+    }
+
+    #[test]
+    fn deflate_needs_the_server_to_accept_the_offer() {
+        let mut c = Conn::new(pipe(usize::MAX), 7, "h", "/", 20, Framing::Deflate);
+        while !c.flush().unwrap() {}
+        let req = String::from_utf8_lossy(&c.stream.written).into_owned();
+        assert!(req.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"), "{req}");
+        let accept = String::from_utf8_lossy(&c.accept).into_owned();
+        let plain = format!("HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+        let (errors, _) = feed(&mut c, plain.into_bytes(), 64);
+        assert_eq!((errors.failed, c.state), (1, State::Done));
+        let mut c = Conn::new(pipe(usize::MAX), 7, "h", "/", 20, Framing::Deflate);
+        let ok = format!("HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n");
+        let (errors, _) = feed(&mut c, ok.into_bytes(), 64);
+        assert_eq!((errors.failed, c.state), (0, State::Running));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod window;
 
 use crate::server::config::{parse_duration, parse_size};
 use clap::{Args, ValueEnum};
-use conn::{Conn, Errors, State};
+use conn::{Conn, Errors, Framing, State};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -77,6 +77,12 @@ pub struct BenchArgs {
     /// wss://: trust the CA certificates in this PEM file [default: /etc/ssl/certs/ca-certificates.crt]
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// Offer permessage-deflate (RFC 7692, no context takeover) and send
+    /// compressed text messages (--size bytes of JSON-like text before
+    /// compression); each echo must come back compressed, byte for byte.
+    /// Servers that do not accept the offer fail the handshake
+    #[arg(long)]
+    pub deflate: bool,
     /// wss://: accept any server certificate (encrypted, not authenticated; for self-signed test servers)
     #[arg(long)]
     pub insecure: bool,
@@ -150,6 +156,9 @@ pub enum BenchError {
     /// Raw mode needs messages of at least one byte.
     #[error("a raw TCP echo needs --size of at least 1")]
     RawEmpty,
+    /// --deflate with a tcp:// URL.
+    #[error("--deflate needs a ws:// or wss:// URL (a raw TCP echo has no extensions)")]
+    RawDeflate,
     /// A setting is invalid.
     #[error(transparent)]
     Setting(#[from] crate::server::config::ConfigError),
@@ -229,7 +238,7 @@ struct Target {
     addr: SocketAddr,
     host: String,
     path: String,
-    raw: bool,
+    framing: Framing,
     /// wss://: the client configuration and the name to verify.
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
@@ -268,14 +277,20 @@ fn parse_url(url: &str, args: &BenchArgs) -> Result<Target, BenchError> {
     } else {
         None
     };
-    Ok(Target { addr, host: hostport.into(), path: path.into(), raw, tls })
+    let framing = match (raw, args.deflate) {
+        (true, true) => return Err(BenchError::RawDeflate),
+        (true, false) => Framing::Raw,
+        (false, true) => Framing::Deflate,
+        (false, false) => Framing::Ws,
+    };
+    Ok(Target { addr, host: hostport.into(), path: path.into(), framing, tls })
 }
 
 /// Runs the benchmark described by `args`.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let target = parse_url(&args.url, args)?;
     let size = parse_size("size", &args.size, 0, 64 << 20)?;
-    if target.raw && size == 0 && args.mode == Mode::Echo {
+    if target.framing == Framing::Raw && size == 0 && args.mode == Mode::Echo {
         return Err(BenchError::RawEmpty);
     }
     let duration = parse_duration("duration", &args.duration, false)?;
@@ -438,7 +453,7 @@ fn open_all(
         let mut s = TcpStream::from_std(std);
         registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let s = target.stream(s)?;
-        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.raw);
+        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.framing);
         c.flush()?;
         if c.state == State::Handshake {
             opening += 1;
@@ -588,7 +603,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
         };
         poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).ok()?;
         let s = target.stream(s).ok()?;
-        Some((Conn::new(s, *next_id, &target.host, &target.path, 0, false), t))
+        Some((Conn::new(s, *next_id, &target.host, &target.path, 0, target.framing), t))
     };
     for (i, slot) in slots.iter_mut().enumerate() {
         *slot = start(i, &mut next_id, &poll, &mut errors);

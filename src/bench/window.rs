@@ -141,7 +141,9 @@ mod tests {
                 let spin = Instant::now();
                 while spin.elapsed().as_millis() < 50 {}
                 t.close();
-                assert!(t.cpu_seconds() > 0.03 && t.cpu_seconds() < 1.0, "{}", t.cpu_seconds());
+                // Some CPU, not a fixed amount: on a loaded machine a 50 ms
+                // spin may get little of it.
+                assert!(t.cpu_seconds() > 0.0 && t.cpu_seconds() < 1.0, "{}", t.cpu_seconds());
             });
         });
         let (seconds, server) = w.result();
