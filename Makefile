@@ -52,14 +52,38 @@ test: deps venv node-deps
 	$(CARGO) build -p ricochet-peers --bin peer-raw-echo
 	$(CARGO) test -p ricochet-bench-runner
 
+# The permessage-deflate cases (groups 12 and 13) CI runs: 12.1-12.5 and
+# 13.1-13.7, cases 1-6 of each, and 13.x.11 (79 of 216, about a minute per
+# backend here). The suite matches a pattern as a prefix, so they are listed.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+DEFLATE_CASES := $(subst $(space),$(comma),$(strip \
+	$(foreach g,1 2 3 4 5,$(foreach c,1 2 3 4 5 6,12.$(g).$(c))) \
+	$(foreach g,1 2 3 4 5 6 7,$(foreach c,1 2 3 4 5 6 11,13.$(g).$(c)))))
+
 # Autobahn|Testsuite cases 1-10 against a release build, ws:// and wss:// on
-# each backend; every case must be OK.
+# each backend, then the permessage-deflate subset on each backend; every
+# case must be OK.
 autobahn: build
 	scripts/install-deps.sh
 	AUTOBAHN_OUT=autobahn-reports/epoll scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_OUT=autobahn-reports/uring scripts/autobahn.sh ./target/release/ricochet --backend uring
 	AUTOBAHN_TLS=1 AUTOBAHN_OUT=autobahn-reports/epoll-tls scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_TLS=1 AUTOBAHN_OUT=autobahn-reports/uring-tls scripts/autobahn.sh ./target/release/ricochet --backend uring
+	AUTOBAHN_CASES='$(DEFLATE_CASES)' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/epoll-deflate \
+		scripts/autobahn.sh ./target/release/ricochet --backend epoll --permessage-deflate
+	AUTOBAHN_CASES='$(DEFLATE_CASES)' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/uring-deflate \
+		scripts/autobahn.sh ./target/release/ricochet --backend uring --permessage-deflate
+
+# All 216 permessage-deflate cases (12.* and 13.*) on each backend: about 35
+# minutes per backend here (the suite's client is the bottleneck).
+autobahn-deflate: build
+	scripts/install-deps.sh
+	AUTOBAHN_CASES='12.*,13.*' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/epoll-deflate-all \
+		scripts/autobahn.sh ./target/release/ricochet --backend epoll --permessage-deflate
+	AUTOBAHN_CASES='12.*,13.*' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/uring-deflate-all \
+		scripts/autobahn.sh ./target/release/ricochet --backend uring --permessage-deflate
 
 # Ricochet against peer servers, side by side (README "Performance"): 6 to 9
 # minutes on 2 cores; bench-quick under 2. Results: bench/results/.

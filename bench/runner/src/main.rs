@@ -45,6 +45,9 @@ struct Args {
     /// Message sizes of the wss:// matrix (over --connections, one in flight); empty leaves TLS out
     #[arg(long, value_delimiter = ',', default_value = "20,1K,16K")]
     tls_sizes: Vec<String>,
+    /// Message sizes (of text, before compression) of the permessage-deflate matrix (over --connections, one in flight); empty leaves it out
+    #[arg(long, value_delimiter = ',', default_value = "1K,16K")]
+    deflate_sizes: Vec<String>,
     /// Extra pipelined points: these sizes over the first connection count, --pipeline messages in flight each
     #[arg(long, value_delimiter = ',', default_value = "20,1K")]
     pipelined_sizes: Vec<String>,
@@ -232,6 +235,10 @@ fn measure(args: &Args) -> Result<Results, String> {
     // wss://: the same certificate for every server, from a CA the load
     // generator trusts, made for this run in a private temporary folder
     // (never next to the results: no key is ever written where it could be committed).
+    let deflate_sizes = sizes("--deflate-sizes", &args.deflate_sizes)?;
+    if !deflate_sizes.is_empty() {
+        specs.extend(servers::deflate_specs(&args.bin_dir));
+    }
     let tls_sizes = sizes("--tls-sizes", &args.tls_sizes)?;
     let tls_dir = std::env::temp_dir().join(format!("ricochet-bench-tls-{}", std::process::id()));
     let ca = if tls_sizes.is_empty() {
@@ -268,8 +275,13 @@ fn measure(args: &Args) -> Result<Results, String> {
     let d = args.duration.as_str();
     let mut jobs: Vec<(Job, usize)> = Vec::new();
     let ws: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].raw).collect();
+    // An idle deflate connection is measured after one compressed echo.
+    let idle_size = |i: usize| if specs[i].deflate { deflate_sizes.first().copied().unwrap_or(1024) } else { 0 };
     for &i in &ws {
-        jobs.push((Job { kind: Kind::Idle, connections: args.idle, size: 0, pipeline: 1, duration: "1s" }, i));
+        jobs.push((
+            Job { kind: Kind::Idle, connections: args.idle, size: idle_size(i), pipeline: 1, duration: "1s" },
+            i,
+        ));
     }
     for _ in 0..args.repeat {
         for &i in &ws {
@@ -279,12 +291,22 @@ fn measure(args: &Args) -> Result<Results, String> {
             ));
         }
     }
-    let plain: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].tls).collect();
+    let plain: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].tls && !specs[i].deflate).collect();
+    let deflate: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].deflate).collect();
     let tls: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].tls).collect();
     for &(connections, size, pipeline) in &points {
         for _ in 0..args.repeat {
             for &i in &plain {
                 jobs.push((Job { kind: Kind::Echo, connections, size, pipeline, duration: d }, i));
+            }
+        }
+    }
+    for &connections in &args.connections {
+        for &size in &deflate_sizes {
+            for _ in 0..args.repeat {
+                for &i in &deflate {
+                    jobs.push((Job { kind: Kind::Echo, connections, size, pipeline: 1, duration: d }, i));
+                }
             }
         }
     }
@@ -362,7 +384,11 @@ fn measure(args: &Args) -> Result<Results, String> {
 
 /// Parses a list of sizes given to `flag`.
 fn sizes(flag: &'static str, list: &[String]) -> Result<Vec<usize>, String> {
-    list.iter().map(|s| ricochet::server::config::parse_size(flag, s, 1, 16 << 20).map_err(|e| e.to_string())).collect()
+    // `--tls-sizes ''` arrives as one empty item: it means none.
+    list.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| ricochet::server::config::parse_size(flag, s, 1, 16 << 20).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// Runs the load generator once against `server`.
@@ -371,6 +397,9 @@ fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, c
     cmd.args(["bench", &server.url, "--json", "--cpu", cpus]);
     if let (true, Some(ca)) = (server.spec.tls, ca) {
         cmd.arg("--ca").arg(ca);
+    }
+    if server.spec.deflate {
+        cmd.arg("--deflate");
     }
     cmd.args(["--threads", &threads.to_string(), "--server-pid", &server.pid().to_string()]).args([
         "--connections",
@@ -381,7 +410,7 @@ fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, c
     match job.kind {
         Kind::Echo => cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string()]),
         Kind::Connect => cmd.args(["--mode", "connect"]),
-        Kind::Idle => cmd.args(["--mode", "idle"]),
+        Kind::Idle => cmd.args(["--mode", "idle", "--size", &job.size.to_string()]),
     };
     let (report, error) = match run_with_timeout(cmd, Duration::from_secs(120)) {
         Err(e) => (None, Some(e)),

@@ -30,6 +30,10 @@ pub struct Spec {
     /// Serves wss:// (its rows go to the TLS tables).
     #[serde(default)]
     pub tls: bool,
+    /// Accepts permessage-deflate: measured with compressed text
+    /// (`ricochet bench --deflate`), in the tables of their own.
+    #[serde(default)]
+    pub deflate: bool,
 }
 
 fn one() -> usize {
@@ -81,6 +85,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
             .collect(),
         env: vec![],
         tls: false,
+        deflate: false,
     };
     let peer = |name: &str, exe: String, raw: bool| Spec {
         name: name.into(),
@@ -90,6 +95,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         argv: vec![exe, "--listen".into(), "127.0.0.1:0".into()],
         env: vec![],
         tls: false,
+        deflate: false,
     };
     let mut v = vec![
         ricochet("ricochet-epoll", "epoll", 1),
@@ -107,6 +113,39 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         v.push(ricochet(&format!("ricochet-epoll-{shards}-shards"), "epoll", shards));
     }
     v
+}
+
+/// Ricochet on each backend with permessage-deflate on, for the compressed
+/// text tables. (No Rust peer here speaks permessage-deflate: fastwebsockets
+/// and tokio-tungstenite 0.26 have no compression.)
+pub fn deflate_specs(bin: &Path) -> Vec<Spec> {
+    let exe = bin.join("ricochet").to_string_lossy().into_owned();
+    ["epoll", "uring"]
+        .into_iter()
+        .map(|backend| Spec {
+            name: format!("ricochet-{backend}-deflate"),
+            ricochet: true,
+            raw: false,
+            threads: 1,
+            argv: [
+                &exe,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                "1",
+                "--backend",
+                backend,
+                "--permessage-deflate",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            env: vec![],
+            tls: false,
+            deflate: true,
+        })
+        .collect()
 }
 
 /// The wss:// servers: Ricochet on both backends, and fastwebsockets and
@@ -135,6 +174,7 @@ pub fn tls_specs(bin: &Path, cert: &Path, key: &Path) -> Vec<Spec> {
         .collect(),
         env: vec![],
         tls: true,
+        deflate: false,
     };
     let peer = |name: &str, exe: &str| Spec {
         name: name.into(),
@@ -144,6 +184,7 @@ pub fn tls_specs(bin: &Path, cert: &Path, key: &Path) -> Vec<Spec> {
         argv: [path(exe), "--listen".into(), "127.0.0.1:0".into()].into_iter().chain(files()).collect(),
         env: vec![],
         tls: true,
+        deflate: false,
     };
     vec![
         ricochet("ricochet-epoll-wss", "epoll"),

@@ -50,6 +50,9 @@ fn header(out: &mut String, cells: &[String]) {
 /// ones (each server behind TLS with the same certificate and provider).
 pub fn markdown(r: &Results) -> String {
     let mut out = section(r, false);
+    if r.servers.iter().any(|s| s.deflate) {
+        out.push_str(&deflate_section(r));
+    }
     if r.servers.iter().any(|s| s.tls) {
         let _ = writeln!(out, "\n#### wss:// (TLS 1.3, the same certificate, rustls and ring for every server)\n");
         out.push_str(&section(r, true));
@@ -60,7 +63,7 @@ pub fn markdown(r: &Results) -> String {
 
 /// The tables of the ws:// servers, or of the wss:// ones.
 fn section(r: &Results, tls: bool) -> String {
-    let servers = || r.servers.iter().filter(|s| s.tls == tls);
+    let servers = || r.servers.iter().filter(|s| s.tls == tls && !s.deflate);
     let names: Vec<&str> = servers().map(|s| s.name.as_str()).collect();
     let ours: Vec<&str> = servers().filter(|s| s.ricochet).map(|s| s.name.as_str()).collect();
     let peers: Vec<&str> = servers().filter(|s| !s.ricochet).map(|s| s.name.as_str()).collect();
@@ -162,6 +165,49 @@ fn section(r: &Results, tls: bool) -> String {
         }
     }
 
+    out
+}
+
+/// Compressed text under permessage-deflate: each deflate server's messages
+/// per server CPU-second, and its server CPU per message against the same
+/// backend's uncompressed (binary) echo of the same size.
+fn deflate_section(r: &Results) -> String {
+    let names: Vec<&str> = r.servers.iter().filter(|s| s.deflate).map(|s| s.name.as_str()).collect();
+    let points = r.echo_points_of(&names);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n#### permessage-deflate: compressed text, echoed as it came\n\n\
+         **Messages per server CPU-second** (higher is better), median (min–max) of {} runs, and **server CPU \
+         per message ÷ the same backend's uncompressed echo** of the same size (binary, the tables above); \
+         sizes are of the text before compression (about 3:1):\n",
+        r.repeat
+    );
+    let keys = vec!["connections".to_string(), "size".into()];
+    header(&mut out, &[keys, names.iter().map(|n| n.to_string()).collect()].concat());
+    for &(c, size, p) in &points {
+        let cells = names.iter().map(|n| {
+            let per = |name: &str| r.spread(Kind::Echo, name, (c, size, p), Sample::per_server_cpu_second);
+            let ours = spread_cell(per(n), si);
+            let plain = n.strip_suffix("-deflate").and_then(|base| per(base));
+            match (per(n), plain) {
+                (Some(z), Some(u)) => format!("{ours} · ×{:.2} CPU", u.median / z.median),
+                _ => ours,
+            }
+        });
+        out.push_str(&row(&[vec![c.to_string(), size_label(size)], cells.collect()].concat()));
+    }
+    let idle: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let s = r.samples.iter().find(|s| s.kind == Kind::Idle && s.server == *n)?;
+            let b = r.spread(Kind::Idle, n, (s.connections, s.size, 1), Sample::bytes_per_idle_connection)?;
+            Some(format!("{n} {:.0} B ({} idle, each after one compressed echo)", b.median, s.connections))
+        })
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(out, "\nServer RSS per idle connection with permessage-deflate: {}.", idle.join("; "));
+    }
     out
 }
 
