@@ -189,7 +189,7 @@ fn deflate_section(r: &Results) -> String {
         let cells = names.iter().map(|n| {
             let per = |name: &str| r.spread(Kind::Echo, name, (c, size, p), Sample::per_server_cpu_second);
             let ours = spread_cell(per(n), si);
-            let plain = n.strip_suffix("-deflate").and_then(|base| per(base));
+            let plain = n.strip_suffix("-deflate").and_then(&per);
             match (per(n), plain) {
                 (Some(z), Some(u)) => format!("{ours} · ×{:.2} CPU", u.median / z.median),
                 _ => ours,
