@@ -2,7 +2,9 @@
 //! - unmask throughput at 16 B, 1 KiB, 64 KiB next to `memcpy` of the same buffer;
 //! - a session echoing 20 B, 1 KiB, 16 KiB and 64 KiB frames (one 64 KiB read's worth per call);
 //! - parsing a browser's upgrade request;
-//! - 1 KiB binary echo: this session next to fastwebsockets over an in-memory stream.
+//! - 1 KiB binary echo: this session next to fastwebsockets over an in-memory stream;
+//! - permessage-deflate: 1 KiB and 16 KiB of text echoed compressed (passthrough,
+//!   each message inflated once to check it) next to the same text uncompressed.
 //!
 //! Run with `make bench` (or `cargo bench --bench core`); compare the figures
 //! as ratios within one run.
@@ -158,5 +160,50 @@ fn versus_fastwebsockets(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unmask, session_echo, handshake, versus_fastwebsockets);
+/// JSON-like text of `len` bytes (compresses about 3:1).
+fn json_text(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 0u64;
+    while out.len() < len {
+        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.extend_from_slice(format!("{{\"id\":{},\"name\":\"item-{}\",\"ok\":true}}\n", i >> 44, i >> 52).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A read's worth (up to 64 KiB) of masked text frames of `text`, compressed if `deflate`.
+fn text_frames(text: &[u8], deflate: bool) -> (Vec<u8>, u64) {
+    let payload = if deflate { ricochet::ws::client::deflate_message(text) } else { text.to_vec() };
+    let n = (65536 / (payload.len() + 14)).max(1);
+    let mut buf = vec![0u8; HEADROOM];
+    for _ in 0..n {
+        let at = buf.len();
+        encode_masked(&mut buf, true, OpCode::Text, &payload, KEY);
+        if deflate {
+            buf[at] |= ricochet::ws::frame::RSV1_BIT;
+        }
+    }
+    (buf, n as u64)
+}
+
+fn deflate_echo(c: &mut Criterion) {
+    let plain = Config::default();
+    let mut deflate = Config::default();
+    deflate.handshake.permessage_deflate = true;
+    let mut g = c.benchmark_group("deflate_echo");
+    for size in [1024usize, 16384] {
+        let text = json_text(size);
+        for (name, config, compressed) in [("text", &plain, false), ("compressed", &deflate, true)] {
+            let (template, n) = text_frames(&text, compressed);
+            g.throughput(Throughput::Elements(n));
+            g.bench_function(format!("{name}/{size}B"), |b| {
+                b.iter_custom(|iters| echo_iters(config, &template, n, iters))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, unmask, session_echo, handshake, versus_fastwebsockets, deflate_echo);
 criterion_main!(benches);

@@ -25,6 +25,8 @@ fn each_bad_value_is_one_line_naming_the_setting() {
         (vec!["serve", "--max-message-size", "12Q"], vec![], "max-message-size"),
         (vec!["serve", "--idle-timeout", "soon"], vec![], "idle-timeout"),
         (vec!["serve", "--reply", "shout"], vec![], "reply"),
+        (vec!["serve", "--inflate-pool", "0"], vec![], "inflate-pool"),
+        (vec!["serve"], vec![("RICOCHET_PERMESSAGE_DEFLATE", "perhaps")], "RICOCHET_PERMESSAGE_DEFLATE"),
         (vec!["serve", "--path", "ws"], vec![], "path"),
         (vec!["serve"], vec![("RICOCHET_HANDSHAKE_TIMEOUT", "0")], "handshake-timeout"),
         (vec!["serve", "--config", bad_file], vec![], "backlog"),
@@ -71,6 +73,8 @@ fn help_lists_every_setting_with_its_default() {
         "--tls-self-signed",
         "--path",
         "--reply",
+        "--permessage-deflate",
+        "--inflate-pool",
         "--shutdown-grace",
         "--config",
     ] {

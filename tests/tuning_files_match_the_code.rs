@@ -98,6 +98,8 @@ fn example_config_is_exactly_the_defaults() {
         "allow-missing-origin",
         "share-port",
         "path",
+        "permessage-deflate",
+        "inflate-pool",
         "reply",
         "shutdown-grace",
         "read-buffer",
