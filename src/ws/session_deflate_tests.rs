@@ -49,19 +49,9 @@ fn compressed(op: OpCode, data: &[u8]) -> Vec<u8> {
 /// Handshake with `offer`, then `input` in the pieces `splits` cut; returns
 /// what was sent after the 101, and the harness.
 fn run_with(config: &Config, offer: Option<&str>, input: &[u8], splits: &[usize]) -> (Vec<u8>, Harness) {
-    let now = Instant::now();
-    let ctx = Ctx { config, now, admission: &AdmitAll, inflaters: inflaters() };
-    let mut h = Harness::new(Session::new(config, now));
-    h.feed(&ctx, &request(offer));
-    assert!(h.sent.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&h.sent));
-    h.sent.clear();
-    let mut last = 0;
-    for &s in splits {
-        h.feed(&ctx, &input[last..s]);
-        last = s;
-    }
-    h.feed(&ctx, &input[last..]);
-    (std::mem::take(&mut h.sent), h)
+    super::tests::run_request(config, &request(offer), input, splits, |sent| {
+        assert!(sent.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(sent))
+    })
 }
 
 fn view(sent: &[u8]) -> Vec<Event> {

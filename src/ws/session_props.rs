@@ -76,6 +76,19 @@ fn encode_with(msgs: &[Msg], key: [u8; 4], deflate: bool) -> (Vec<u8>, Vec<Event
     (wire, expect)
 }
 
+/// Feeds `wire` in reads of the sizes `reads` gives, cycling through them.
+fn feed_in_reads(h: &mut Harness, ctx: &Ctx<'_>, wire: &[u8], reads: &[usize]) {
+    let mut pos = 0;
+    for r in reads.iter().cycle() {
+        if pos >= wire.len() {
+            break;
+        }
+        let end = (pos + r).min(wire.len());
+        h.feed(ctx, &wire[pos..end]);
+        pos = end;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
@@ -91,13 +104,7 @@ proptest! {
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, REQUEST);
         h.sent.clear();
-        let mut pos = 0;
-        for r in reads.iter().cycle() {
-            if pos >= wire.len() { break; }
-            let end = (pos + r).min(wire.len());
-            h.feed(&ctx, &wire[pos..end]);
-            pos = end;
-        }
+        feed_in_reads(&mut h, &ctx, &wire, &reads);
         let (frames, used) = decode_server_frames(&h.sent).unwrap();
         prop_assert_eq!(used, h.sent.len());
         prop_assert_eq!(events(&frames), expect);
@@ -131,13 +138,7 @@ proptest! {
         h.feed(&ctx, request.as_bytes());
         prop_assert!(h.sent.starts_with(b"HTTP/1.1 101"));
         h.sent.clear();
-        let mut pos = 0;
-        for r in reads.iter().cycle() {
-            if pos >= wire.len() { break; }
-            let end = (pos + r).min(wire.len());
-            h.feed(&ctx, &wire[pos..end]);
-            pos = end;
-        }
+        feed_in_reads(&mut h, &ctx, &wire, &reads);
         let (frames, used) = decode_server_frames_with(&h.sent, true).unwrap();
         prop_assert_eq!(used, h.sent.len());
         prop_assert_eq!(frames.iter().any(|f| f.compressed), !fallback && !msgs.is_empty());

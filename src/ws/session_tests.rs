@@ -24,11 +24,23 @@ fn raw(bytes: &[u8]) -> Vec<u8> {
 
 /// Feeds the handshake, then `pieces` of `input`; returns what was sent after the 101 and the harness.
 fn run_with(config: &Config, input: &[u8], splits: &[usize]) -> (Vec<u8>, Harness) {
+    run_request(config, REQUEST, input, splits, |sent| assert_eq!(sent, RESPONSE))
+}
+
+/// Feeds `request`, checks the answer with `answer`, then feeds `input` in
+/// the pieces `splits` cut; returns what was sent after the answer, and the harness.
+pub(super) fn run_request(
+    config: &Config,
+    request: &[u8],
+    input: &[u8],
+    splits: &[usize],
+    answer: impl FnOnce(&[u8]),
+) -> (Vec<u8>, Harness) {
     let now = Instant::now();
     let ctx = Ctx { config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
     let mut h = Harness::new(Session::new(config, now));
-    h.feed(&ctx, REQUEST);
-    assert_eq!(h.sent, RESPONSE);
+    h.feed(&ctx, request);
+    answer(&h.sent);
     h.sent.clear();
     let mut last = 0;
     for &s in splits {
