@@ -220,3 +220,19 @@ fn deflate_runs_send_compressed_text_and_check_every_echo() {
     assert!(!ok, "{out}");
     assert!(!out.contains(" 0 failed connections"), "{out}");
 }
+
+#[test]
+fn a_reader_gone_before_the_report_is_no_panic() {
+    let server = Server::start(&[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["bench", &server.url(), "--connections", "2", "--duration", "300ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The report's reader goes away before anything is written (`| head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+}

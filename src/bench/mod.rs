@@ -713,57 +713,78 @@ fn echo_once(conns: &mut [Conn<Stream>], poll: &mut Poll, errors: &mut Errors) -
 
 /// Prints the report as a table, or as one JSON object.
 pub fn print_report(r: &Report, mode: Mode, json: bool) {
+    use std::io::Write;
+    // Written whole and any error ignored: a reader that went away (`| head`)
+    // must not turn a finished run into a panic.
+    let _ = std::io::stdout().lock().write_all(report_text(r, mode, json).as_bytes());
+}
+
+/// The report [`print_report`] prints.
+fn report_text(r: &Report, mode: Mode, json: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string(r).expect("report serialises"));
-        return;
+        let _ = writeln!(out, "{}", serde_json::to_string(r).expect("report serialises"));
+        return out;
     }
     let secs = r.window_seconds.max(1e-9);
-    println!("connections    {}", r.connections);
+    let _ = writeln!(out, "connections    {}", r.connections);
     let l = r.latency_us;
     let percentiles =
         format!("p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.p99_9, l.max);
     if mode == Mode::Idle {
         if let (Some(before), Some(after)) = (r.server_rss_kib_before, r.server_rss_kib_after) {
             let per = (after.saturating_sub(before) as f64 * 1024.0) / r.connections.max(1) as f64;
-            println!("server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
+            let _ = writeln!(out, "server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
         }
     } else if mode == Mode::Connect {
-        println!("handshakes     {} in {:.2}s ({:.0} per second)", r.messages, secs, r.messages_per_second);
+        let _ =
+            writeln!(out, "handshakes     {} in {:.2}s ({:.0} per second)", r.messages, secs, r.messages_per_second);
         if r.resumed_handshakes > 0 {
-            println!("TLS resumed    {} of them", r.resumed_handshakes);
+            let _ = writeln!(out, "TLS resumed    {} of them", r.resumed_handshakes);
         }
-        println!("connect-to-101 (us)  {percentiles}");
+        let _ = writeln!(out, "connect-to-101 (us)  {percentiles}");
         if let Some(s) = r.server_cpu_seconds {
-            println!("server CPU     {:.3}s ({:.0}% of one CPU)", s, 100.0 * s / secs);
+            let _ = writeln!(out, "server CPU     {:.3}s ({:.0}% of one CPU)", s, 100.0 * s / secs);
         }
     } else {
-        println!("messages       {} in {:.2}s", r.messages, secs);
-        println!(
+        let _ = writeln!(out, "messages       {} in {:.2}s", r.messages, secs);
+        let _ = writeln!(
+            out,
             "throughput     {:.0} msgs/s, {:.1} MB/s each way",
             r.messages_per_second,
             r.messages_per_second * r.message_bytes as f64 / 1e6
         );
-        println!("latency (us)   {percentiles}");
+        let _ = writeln!(out, "latency (us)   {percentiles}");
         let per_msg = |cpu: f64| cpu * 1e9 / r.messages.max(1) as f64;
         let c = r.client_cpu_seconds;
-        println!("client CPU     {:.3}s ({:.0}% of one CPU, {:.0} ns per message)", c, 100.0 * c / secs, per_msg(c));
+        let _ = writeln!(
+            out,
+            "client CPU     {:.3}s ({:.0}% of one CPU, {:.0} ns per message)",
+            c,
+            100.0 * c / secs,
+            per_msg(c)
+        );
         if let Some(s) = r.server_cpu_seconds {
-            println!(
+            let _ = writeln!(
+                out,
                 "server CPU     {:.3}s ({:.0}% of one CPU, {:.0} ns per message)",
                 s,
                 100.0 * s / secs,
                 per_msg(s)
             );
-            println!("per server CPU-second  {:.0} msgs", r.messages as f64 / s.max(1e-9));
+            let _ = writeln!(out, "per server CPU-second  {:.0} msgs", r.messages as f64 / s.max(1e-9));
             if c > s {
-                println!("note: the client used more CPU than the server: it may be the bottleneck");
+                let _ = writeln!(out, "note: the client used more CPU than the server: it may be the bottleneck");
             }
         }
     }
-    println!(
+    let _ = writeln!(
+        out,
         "errors         {} wrong echoes, {} missing, {} failed connections",
         r.mismatched_echoes, r.missing_echoes, r.failed_connections
     );
+    out
 }
 
 /// CPU seconds of a process: its CPU-time clock (nanoseconds, every thread,
