@@ -84,6 +84,8 @@ fn example_config_is_exactly_the_defaults() {
         "tls-cert",
         "tls-key",
         "tls-self-signed",
+        "tls-client-ca",
+        "tls-client-auth",
         "shards",
         "pin",
         "backlog",

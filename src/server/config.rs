@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// For trying wss:// out only: a certificate for localhost and 127.0.0.1 made at start (its SHA-256 fingerprint is logged); browsers will warn
     #[arg(long, env = "RICOCHET_TLS_SELF_SIGNED", value_parser = clap::builder::BoolishValueParser::new())]
     pub tls_self_signed: bool,
+    /// TLS listeners ask for a client certificate that chains to a CA in this PEM file (rustls' WebPKI verifier); see --tls-client-auth
+    #[arg(long, env = "RICOCHET_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: required (a client without a valid certificate fails the TLS handshake) or optional (one without any is admitted; a bad one still fails) [default: required]
+    #[arg(long, env = "RICOCHET_TLS_CLIENT_AUTH", value_name = "MODE")]
+    pub tls_client_auth: Option<String>,
     /// Number of shards (threads, one event loop each) [default: one per CPU this process may run on]
     #[arg(long, env = "RICOCHET_SHARDS", value_name = "N")]
     pub shards: Option<String>,
@@ -168,6 +174,8 @@ struct FileSettings {
     tls_cert: Option<Vec<PathBuf>>,
     tls_key: Option<Vec<PathBuf>>,
     tls_self_signed: Option<bool>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_auth: Option<String>,
     shards: Option<toml::Value>,
     pin: Option<bool>,
     share_port: Option<bool>,
@@ -203,6 +211,8 @@ pub struct Settings {
     pub tls_listen: Vec<SocketAddr>,
     /// Where the TLS certificates come from, when there are TLS listeners.
     pub tls: Option<CertSource>,
+    /// Client certificates asked for on TLS listeners, if any.
+    pub tls_client: Option<ClientAuth>,
     /// Number of shards.
     pub shards: usize,
     /// Pin each shard to a CPU.
@@ -268,6 +278,11 @@ impl Settings {
         let tls_key = if args.tls_key.is_empty() { file.tls_key.unwrap_or_default() } else { args.tls_key.clone() };
         let self_signed = args.tls_self_signed || file.tls_self_signed.unwrap_or(false);
         let tls = tls_source(&tls_listen, tls_cert, tls_key, self_signed)?;
+        let tls_client = client_auth(
+            !tls_listen.is_empty(),
+            args.tls_client_ca.clone().or(file.tls_client_ca),
+            args.tls_client_auth.clone().or(file.tls_client_auth),
+        )?;
         let shards = match pick(&args.shards, &file.shards) {
             Some(v) => parse_int("shards", &v, 1, 4096, "a whole number from 1 to 4096")? as usize,
             None => available_cpus().max(1),
@@ -395,6 +410,7 @@ impl Settings {
             listen,
             tls_listen,
             tls,
+            tls_client,
             shards,
             pin: !args.no_pin && file.pin.unwrap_or(true),
             share_port: args.share_port || file.share_port.unwrap_or(false),
@@ -425,6 +441,44 @@ impl Settings {
                 close_timeout: defaults.close_timeout,
             },
         })
+    }
+}
+
+/// Client certificates on TLS listeners (RFC 8446 §4.3.2): whom they must chain to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates a client certificate must chain to.
+    pub ca: PathBuf,
+    /// A client may connect without a certificate (one it presents must still be valid).
+    pub optional: bool,
+}
+
+/// Checks `--tls-client-ca` and `--tls-client-auth` fit together.
+fn client_auth(tls: bool, ca: Option<PathBuf>, mode: Option<String>) -> Result<Option<ClientAuth>, ConfigError> {
+    let optional = match mode.as_deref() {
+        None | Some("required") => false,
+        Some("optional") => true,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                setting: "tls-client-auth",
+                value: other.into(),
+                allowed: "required or optional",
+            })
+        }
+    };
+    match (ca, tls) {
+        (None, _) if mode.is_some() => Err(ConfigError::Invalid {
+            setting: "tls-client-auth",
+            value: mode.unwrap_or_default(),
+            allowed: "only with --tls-client-ca FILE, the CA client certificates must chain to",
+        }),
+        (None, _) => Ok(None),
+        (Some(ca), false) => Err(ConfigError::Invalid {
+            setting: "tls-client-ca",
+            value: ca.display().to_string(),
+            allowed: "only with --tls-listen: client certificates are part of TLS",
+        }),
+        (Some(ca), true) => Ok(Some(ClientAuth { ca, optional })),
     }
 }
 

@@ -123,7 +123,11 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
                     info!("{}", n.text);
                 }
             }
-            let config = tls::server_config(certs.clone())?;
+            let config = tls::server_config(certs.clone(), settings.tls_client.as_ref())?;
+            if let Some(c) = &settings.tls_client {
+                let mode = if c.optional { "optional" } else { "required" };
+                info!(ca = %c.ca.display(), mode, "TLS client certificates");
+            }
             (Some(certs), Some(config))
         }
         None => (None, None),

@@ -290,6 +290,9 @@ impl<T: PeerAddr> Table<T> {
                 p.consumed = r.consumed;
                 if handshaking && !tls.is_handshaking() {
                     self.stats.tls_handshakes += 1;
+                    if let Some(subject) = crate::server::tls::client_subject(tls.peer_certificates()) {
+                        debug!(shard = self.ctx.id, peer = %Peer(&s.io), subject, "TLS client certificate");
+                    }
                 }
                 // A stalled session is called with its plaintext carry alone.
                 let stalled = s.conn.session.stalled().is_some();

@@ -5,6 +5,7 @@
 //!
 //! The per-connection TLS layer is `ws::tls`; this is only configuration.
 
+use crate::server::config::ClientAuth;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -62,6 +63,14 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// The client CA file holds no usable CA certificate.
+    #[error("{path}: {reason}")]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Where the certificates come from.
@@ -171,18 +180,51 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// The server configuration every shard shares: TLS 1.3 and 1.2, ALPN
 /// `http/1.1` (RFC 6455 runs over HTTP/1.1), session tickets from one
-/// ticketer (so a client resumes on any shard), certificates from `certs`.
-pub fn server_config(certs: Arc<Certificates>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+/// ticketer (so a client resumes on any shard), certificates from `certs`,
+/// and client certificates checked against `client`'s CA if given.
+pub fn server_config(
+    certs: Arc<Certificates>,
+    client: Option<&ClientAuth>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder.with_client_cert_verifier(client_verifier(c)?),
+    };
+    let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
     // Resumption by ticket only: no per-server session cache to share or bound.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
+}
+
+/// rustls' WebPKI verifier over the CA certificates in `c.ca`: a client
+/// certificate must chain to one of them (and be valid now, for client
+/// authentication); with `c.optional` a client may also present none.
+fn client_verifier(c: &ClientAuth) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |reason: String| TlsError::ClientCa { path: c.ca.clone(), reason };
+    let pem = std::fs::read(&c.ca).map_err(|source| TlsError::Read { path: c.ca.clone(), source })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not PEM: {e}")))?;
+        roots.add(cert).map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if c.optional { builder.allow_unauthenticated() } else { builder };
+    builder.build().map_err(|e| bad(e.to_string()))
+}
+
+/// The subject of the client's certificate, for logs (`None` without one).
+pub fn client_subject(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    let der = certs?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().to_string())
 }
 
 fn load_all(source: &CertSource) -> Result<(Vec<Loaded>, Vec<Note>), TlsError> {

@@ -73,6 +73,11 @@ pub struct TlsConn {
     /// of the next plaintext.
     pub plain_carry: Vec<u8>,
     close_notify_sent: bool,
+    /// rustls reported an error: the connection is never called again. Its
+    /// deframer may still hold ranges into the buffer of the failed call,
+    /// and a call with other bytes panics inside rustls (a client could
+    /// otherwise kill a shard with a bad certificate followed by more bytes).
+    failed: bool,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -85,7 +90,7 @@ impl TlsConn {
     /// A server connection with `config`.
     pub fn new(config: Arc<rustls::ServerConfig>) -> Result<TlsConn, TlsFailure> {
         let conn = UnbufferedServerConnection::new(config).map_err(|e| TlsFailure::Protocol(e.to_string()))?;
-        Ok(TlsConn { conn, sniff: Sniff::Unknown, plain_carry: Vec::new(), close_notify_sent: false })
+        Ok(TlsConn { conn, sniff: Sniff::Unknown, plain_carry: Vec::new(), close_notify_sent: false, failed: false })
     }
 
     /// What the first byte said (`Unknown` before any input).
@@ -98,10 +103,18 @@ impl TlsConn {
         self.conn.is_handshaking()
     }
 
+    /// The client's certificate chain, once the handshake has it.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.conn.peer_certificates()
+    }
+
     /// Processes the records in `cipher`: handshake messages to send go to
     /// `out`, application data is appended to `plain`. On a first byte that
     /// is not TLS, returns [`TlsFailure::NotTls`] after setting [`Self::sniff`].
     pub fn read(&mut self, cipher: &mut [u8], plain: &mut Vec<u8>, out: &mut Output) -> Result<TlsRead, TlsFailure> {
+        if self.failed {
+            return Err(TlsFailure::Protocol("the TLS connection already failed".into()));
+        }
         let mut r = TlsRead::default();
         if self.sniff == Sniff::Unknown {
             match cipher.first() {
@@ -119,7 +132,14 @@ impl TlsConn {
         }
         loop {
             let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut cipher[r.consumed..]);
-            let state = state.map_err(|e| TlsFailure::Protocol(e.to_string()))?;
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    r.consumed += discard;
+                    self.fail(&mut cipher[r.consumed..], out);
+                    return Err(TlsFailure::Protocol(e.to_string()));
+                }
+            };
             let mut more = true;
             match state {
                 ConnectionState::ReadTraffic(mut t) => {
@@ -163,12 +183,34 @@ impl TlsConn {
         }
     }
 
+    /// After an error: the alert rustls queued for it (RFC 8446 §6.2, e.g.
+    /// `bad_certificate`) goes to `out`, from one more call over the same
+    /// remaining bytes (the only input its deframer can still take); then
+    /// the connection is never called again.
+    fn fail(&mut self, rest: &mut [u8], out: &mut Output) {
+        self.failed = true;
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) = self.conn.process_tls_records(rest).state {
+            let _ = append(
+                out,
+                64,
+                |b| e.encode(b),
+                |e| match e {
+                    EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
+                    _ => None,
+                },
+            );
+        }
+    }
+
     /// Encrypts every chunk of `plain_out` (resolved against `buf`) into
     /// `out`, then a close_notify if `close` (once). Fails when the
     /// handshake is not complete (nothing can be encrypted yet).
     pub fn seal(&mut self, plain_out: &Output, buf: &[u8], close: bool, out: &mut Output) -> Result<(), TlsFailure> {
         if plain_out.is_empty() && (!close || self.close_notify_sent) {
             return Ok(());
+        }
+        if self.failed {
+            return Err(TlsFailure::Protocol("the TLS connection already failed".into()));
         }
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
         let mut w = match state {

@@ -86,7 +86,7 @@ impl Server {
         Server::spawn_logging(cmd, "info")
     }
 
-    fn spawn_logging(cmd: &mut Command, level: &str) -> Server {
+    pub(crate) fn spawn_logging(cmd: &mut Command, level: &str) -> Server {
         let mut child = cmd
             .env("RUST_LOG", level)
             .env("NO_COLOR", "1")

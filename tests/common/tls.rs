@@ -2,7 +2,7 @@
 //! localhost and 127.0.0.1 signed by it, written to a temporary folder for
 //! the server; client configurations that trust that CA.
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -46,16 +46,39 @@ impl Pki {
         (c, k)
     }
 
+    /// A client certificate for `name` (extended key usage clientAuth)
+    /// signed by the CA, as DER chain and key.
+    pub fn client_cert(&self, name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        (vec![cert.der().clone()], key)
+    }
+
     /// A rustls client configuration that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client_config_with(None)
+    }
+
+    /// The same, presenting `cert` (a chain and its key) when asked for one.
+    pub fn client_config_with(
+        &self,
+        cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(self.ca.der().to_vec())).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match cert {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
         Arc::new(config)
     }
 }
