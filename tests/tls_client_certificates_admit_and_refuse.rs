@@ -127,6 +127,27 @@ fn optional_admits_a_client_without_a_certificate_but_not_a_bad_one() {
 }
 
 #[test]
+fn the_load_generator_presents_a_certificate_with_cert_and_key() {
+    let clients = Pki::new();
+    let server = server(&clients, false);
+    let (cert, key) = clients.client_cert_files("bench");
+    let bench = |extra: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+            .args(["bench", &format!("wss://localhost:{}/", server.addr.port()), "--connections", "2"])
+            .args(["--duration", "300ms", "--ca"])
+            .arg(shared().0.ca_file())
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = bench(&["--cert".as_ref(), cert.as_os_str(), "--key".as_ref(), key.as_os_str()]);
+    assert!(ok && out.contains(" 0 failed connections"), "{out}\n{}", server.log());
+    let (ok, out) = bench(&[]);
+    assert!(!ok && !out.contains(" 0 failed connections"), "{out}");
+}
+
+#[test]
 fn client_ca_settings_that_cannot_work_stop_the_start() {
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ricochet")).args(args).env("RUST_LOG", "off").output().unwrap();

@@ -83,6 +83,12 @@ pub struct BenchArgs {
     /// Servers that do not accept the offer fail the handshake
     #[arg(long)]
     pub deflate: bool,
+    /// wss://: present this PEM client certificate (chain) when the server asks for one (its --tls-client-ca); with --key
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// wss://: the private key of --cert (PKCS#8, SEC1 or PKCS#1 PEM)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
     /// wss://: accept any server certificate (encrypted, not authenticated; for self-signed test servers)
     #[arg(long)]
     pub insecure: bool,
@@ -272,7 +278,13 @@ fn parse_url(url: &str, args: &BenchArgs) -> Result<Target, BenchError> {
         let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
         let name =
             rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| BenchError::Url(url.into()))?;
-        let config = tls::client_config(args.ca.as_deref(), args.insecure, args.resume).map_err(BenchError::Tls)?;
+        let cert = match (&args.cert, &args.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err(BenchError::Tls("--cert and --key go together".into())),
+        };
+        let config =
+            tls::client_config(args.ca.as_deref(), args.insecure, args.resume, cert).map_err(BenchError::Tls)?;
         Some((config, name))
     } else {
         None

@@ -9,7 +9,7 @@
 use mio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -18,16 +18,42 @@ use std::sync::Arc;
 /// The CA bundle used when neither `--ca` nor `--insecure` is given.
 pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// A client certificate to present: its PEM chain and key files.
+pub type ClientCert<'a> = (&'a Path, &'a Path);
+
+/// Reads a `--cert`/`--key` pair.
+fn client_cert((cert, key): ClientCert<'_>) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("--cert {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("--cert {}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--key {}: {e}", key.display()))?;
+    Ok((chain, key))
+}
+
 /// A client configuration: trusting the CAs in `ca` (PEM), or, with
 /// `insecure`, any certificate at all; `resume` keeps session tickets so
-/// later handshakes resume.
-pub fn client_config(ca: Option<&Path>, insecure: bool, resume: bool) -> Result<Arc<ClientConfig>, String> {
+/// later handshakes resume; `cert` is presented when the server asks for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    insecure: bool,
+    resume: bool,
+    cert: Option<ClientCert<'_>>,
+) -> Result<Arc<ClientConfig>, String> {
     let provider = crate::server::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
+    let cert = cert.map(client_cert).transpose()?;
+    let with_cert = |b: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>| match cert {
+        Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(|e| format!("--cert/--key: {e}")),
+        None => Ok(b.with_no_client_auth()),
+    };
     let mut config = if insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
+        with_cert(builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))))?
     } else {
         let path = ca.unwrap_or(Path::new(SYSTEM_CA));
         let mut roots = rustls::RootCertStore::empty();
@@ -38,7 +64,7 @@ pub fn client_config(ca: Option<&Path>, insecure: bool, resume: bool) -> Result<
         if roots.is_empty() {
             return Err(format!("--ca {}: no certificate in it", path.display()));
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        with_cert(builder.with_root_certificates(roots))?
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if !resume {

@@ -58,6 +58,21 @@ impl Pki {
         (vec![cert.der().clone()], key)
     }
 
+    /// [`Pki::client_cert`] written as `<name>.pem` and `<name>.key`; returns both paths.
+    pub fn client_cert_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (chain, key) = self.client_cert(name);
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+            format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+        };
+        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
+        std::fs::write(&c, pem("CERTIFICATE", &chain[0])).unwrap();
+        std::fs::write(&k, pem("PRIVATE KEY", key.secret_der())).unwrap();
+        (c, k)
+    }
+
     /// A rustls client configuration that trusts only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         self.client_config_with(None)
