@@ -38,7 +38,8 @@ TLS_TESTS := --test interop_rust_client --test interop_python_client --test rand
 	--test timeouts_cut_off_slow_and_silent_clients --test connection_limit_refuses_with_503 \
 	--test protocol_violations_get_close_codes --test graceful_shutdown_loses_nothing \
 	--test many_small_frames_per_read_echo_intact --test shards_share_one_port \
-	--test compressed_echoes_reach_independent_clients --test compressed_messages_wait_for_a_free_inflater
+	--test compressed_echoes_reach_independent_clients --test compressed_messages_wait_for_a_free_inflater \
+	--test tokens_decide_who_may_connect
 TLS_SKIP := --skip a_backed_up_client_gets_every_byte_before_1001 --skip fixed_replies_between_pongs_all_arrive
 
 # Unit tests once; the tests over real sockets once per backend, and the

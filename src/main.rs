@@ -60,7 +60,10 @@ fn main() -> ExitCode {
             match shard::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(
-                    e @ (shard::ServeError::Uring(_) | shard::ServeError::InUse { .. } | shard::ServeError::Tls(_)),
+                    e @ (shard::ServeError::Uring(_)
+                    | shard::ServeError::InUse { .. }
+                    | shard::ServeError::Tls(_)
+                    | shard::ServeError::Tokens(_)),
                 ) => {
                     say_error(e);
                     ExitCode::from(2)

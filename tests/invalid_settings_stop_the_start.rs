@@ -75,6 +75,10 @@ fn help_lists_every_setting_with_its_default() {
         "--reply",
         "--permessage-deflate",
         "--inflate-pool",
+        "--auth-tokens",
+        "--subprotocol",
+        "--tls-client-ca",
+        "--tls-client-auth",
         "--shutdown-grace",
         "--config",
     ] {

@@ -102,6 +102,8 @@ fn example_config_is_exactly_the_defaults() {
         "path",
         "permessage-deflate",
         "inflate-pool",
+        "auth-tokens",
+        "subprotocol",
         "reply",
         "shutdown-grace",
         "read-buffer",

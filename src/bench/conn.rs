@@ -124,9 +124,13 @@ pub struct Conn<S> {
     accept: [u8; 28],
 }
 
-/// The request a client sends, with its key (and its extension offer).
-fn request(host: &str, path: &str, key: &str, deflate: bool) -> String {
-    let ext = if deflate { format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n") } else { String::new() };
+/// The request a client sends, with its key (and its extension offer and
+/// bearer token).
+fn request(host: &str, path: &str, key: &str, deflate: bool, token: Option<&str>) -> String {
+    let mut ext = if deflate { format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n") } else { String::new() };
+    if let Some(t) = token {
+        ext.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
@@ -178,6 +182,19 @@ impl<S: Read + Write> Conn<S> {
     /// key. `raw` speaks plain TCP instead (for a raw echo server, the
     /// ceiling): the same message bytes, no handshake, no framing.
     pub fn new(stream: S, id: u64, host: &str, path: &str, size: usize, framing: Framing) -> Conn<S> {
+        Conn::with_token(stream, id, host, path, size, framing, None)
+    }
+
+    /// [`Conn::new`], sending `token` as `Authorization: Bearer` in the handshake.
+    pub fn with_token(
+        stream: S,
+        id: u64,
+        host: &str,
+        path: &str,
+        size: usize,
+        framing: Framing,
+        token: Option<&str>,
+    ) -> Conn<S> {
         let raw = framing == Framing::Raw;
         let deflate = framing == Framing::Deflate;
         let seed = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
@@ -233,7 +250,7 @@ impl<S: Read + Write> Conn<S> {
             accept: accept_key(ws_key.as_bytes()),
         };
         if !raw {
-            c.out.extend_from_slice(request(host, path, &ws_key, deflate).as_bytes());
+            c.out.extend_from_slice(request(host, path, &ws_key, deflate, token).as_bytes());
             c.queue_own(0);
         }
         c

@@ -83,6 +83,9 @@ pub struct BenchArgs {
     /// Servers that do not accept the offer fail the handshake
     #[arg(long)]
     pub deflate: bool,
+    /// Send this bearer token in every handshake (`Authorization: Bearer TOKEN`), for a server with --auth-tokens
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// wss://: present this PEM client certificate (chain) when the server asks for one (its --tls-client-ca); with --key
     #[arg(long, value_name = "FILE")]
     pub cert: Option<std::path::PathBuf>,
@@ -240,11 +243,18 @@ impl Report {
     }
 }
 
+/// The token a target's handshakes carry.
+fn args_token(target: &Target) -> Option<&str> {
+    target.token.as_deref()
+}
+
 struct Target {
     addr: SocketAddr,
     host: String,
     path: String,
     framing: Framing,
+    /// Sent as `Authorization: Bearer` in every handshake.
+    token: Option<String>,
     /// wss://: the client configuration and the name to verify.
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
@@ -295,7 +305,7 @@ fn parse_url(url: &str, args: &BenchArgs) -> Result<Target, BenchError> {
         (false, true) => Framing::Deflate,
         (false, false) => Framing::Ws,
     };
-    Ok(Target { addr, host: hostport.into(), path: path.into(), framing, tls })
+    Ok(Target { addr, host: hostport.into(), path: path.into(), framing, token: args.token.clone(), tls })
 }
 
 /// Runs the benchmark described by `args`.
@@ -465,7 +475,15 @@ fn open_all(
         let mut s = TcpStream::from_std(std);
         registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let s = target.stream(s)?;
-        let mut c = Conn::new(s, plan.first_id + i as u64, &target.host, &target.path, plan.size, target.framing);
+        let mut c = Conn::with_token(
+            s,
+            plan.first_id + i as u64,
+            &target.host,
+            &target.path,
+            plan.size,
+            target.framing,
+            args_token(target),
+        );
         c.flush()?;
         if c.state == State::Handshake {
             opening += 1;
@@ -615,7 +633,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
         };
         poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).ok()?;
         let s = target.stream(s).ok()?;
-        Some((Conn::new(s, *next_id, &target.host, &target.path, 0, target.framing), t))
+        Some((Conn::with_token(s, *next_id, &target.host, &target.path, 0, target.framing, args_token(target)), t))
     };
     for (i, slot) in slots.iter_mut().enumerate() {
         *slot = start(i, &mut next_id, &poll, &mut errors);

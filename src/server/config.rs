@@ -131,6 +131,12 @@ pub struct ServeArgs {
     /// With --permessage-deflate: inflaters per shard for compressed messages that span reads (about 46 KiB each while in use). With all in use, such a connection waits unread (TCP flow control) until one is free; a message that arrives in one read needs none [default: 64]
     #[arg(long, env = "RICOCHET_INFLATE_POOL", value_name = "N")]
     pub inflate_pool: Option<String>,
+    /// Only handshakes that carry one of the bearer tokens in this file (one per line; blank lines and # comments ignored; re-read on SIGHUP) are upgraded, others get 401. A token may come as `Authorization: Bearer TOKEN`, as `?access_token=TOKEN` (browsers; it lands in proxy logs) or as a `Sec-WebSocket-Protocol` entry `bearer.TOKEN` beside a real subprotocol (see --subprotocol) [default: anyone may connect]
+    #[arg(long, env = "RICOCHET_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Subprotocol to select when a client offers it (repeatable, or comma-separated): the first of the client's entries, in its order, that is one of these is answered in Sec-WebSocket-Protocol [default: none selected]
+    #[arg(long = "subprotocol", env = "RICOCHET_SUBPROTOCOL", value_name = "NAME", value_delimiter = ',')]
+    pub subprotocols: Vec<String>,
     /// echo: send every frame back; pong: answer every message with the text "Pong" [default: echo]
     #[arg(long, env = "RICOCHET_REPLY", value_name = "MODE")]
     pub reply: Option<String>,
@@ -193,6 +199,9 @@ struct FileSettings {
     path: Option<String>,
     permessage_deflate: Option<bool>,
     inflate_pool: Option<toml::Value>,
+    auth_tokens: Option<PathBuf>,
+    #[serde(rename = "subprotocol", alias = "subprotocols")]
+    subprotocols: Option<Vec<String>>,
     reply: Option<String>,
     shutdown_grace: Option<toml::Value>,
     read_buffer: Option<toml::Value>,
@@ -243,6 +252,8 @@ pub struct Settings {
     pub uring_buffer_size: usize,
     /// Inflaters per shard for compressed messages that span reads.
     pub inflate_pool: usize,
+    /// The bearer token file, if handshakes need a token.
+    pub auth_tokens: Option<PathBuf>,
     /// Protocol core settings.
     pub core: ws::Config,
 }
@@ -398,6 +409,21 @@ impl Settings {
         }
         let allow_missing_origin = args.allow_missing_origin || file.allow_missing_origin.unwrap_or(false);
         let permessage_deflate = args.permessage_deflate || file.permessage_deflate.unwrap_or(false);
+        let subprotocols = if args.subprotocols.is_empty() {
+            file.subprotocols.unwrap_or_default()
+        } else {
+            args.subprotocols.clone()
+        };
+        // RFC 6455 §4.1: a subprotocol name is a token (RFC 9110 §5.6.2).
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if let Some(bad) = subprotocols.iter().find(|p| p.is_empty() || !p.chars().all(token_char)) {
+            return Err(ConfigError::Invalid {
+                setting: "subprotocol",
+                value: bad.clone(),
+                allowed: "a name of letters, digits and !#$%&'*+-.^_`|~, such as chat.v1",
+            });
+        }
+        let auth_tokens = args.auth_tokens.clone().or(file.auth_tokens);
         let inflate_pool = parse_int(
             "inflate-pool",
             &pick(&args.inflate_pool, &file.inflate_pool).unwrap_or_else(|| "64".into()),
@@ -426,12 +452,14 @@ impl Settings {
             uring_buffers: uring_buffers as u16,
             uring_buffer_size,
             inflate_pool,
+            auth_tokens,
             core: ws::Config {
                 handshake: HandshakePolicy {
                     allowed_origins,
                     allow_missing_origin,
                     path,
                     permessage_deflate,
+                    subprotocols,
                     ..defaults.handshake
                 },
                 max_message_size,

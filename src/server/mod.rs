@@ -10,3 +10,4 @@ pub mod stats;
 pub mod table;
 pub mod timers;
 pub mod tls;
+pub mod tokens;

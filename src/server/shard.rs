@@ -7,6 +7,7 @@ use crate::server::listener::{self, ListenOptions};
 use crate::server::shared::Shared;
 use crate::server::stats::Stats;
 use crate::server::tls::{self, Certificates, TlsError};
+use crate::server::tokens::{TokenError, Tokens};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -64,6 +65,9 @@ pub enum ServeError {
     /// The TLS certificates or configuration cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The bearer token file could not be used.
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
     /// `--backend uring` where io_uring cannot be used.
     #[error("--backend uring: {0}")]
     Uring(#[from] uring::probe::Unavailable),
@@ -112,7 +116,15 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         warn!("{w}");
     }
     let backend = choose_backend(settings.backend)?;
-    // Certificates first: a bad file stops the start before any port is taken.
+    // Tokens and certificates first: a bad file stops the start before any port is taken.
+    let tokens = match &settings.auth_tokens {
+        Some(path) => {
+            let (t, n) = Tokens::load(path)?;
+            info!(file = %path.display(), tokens = n, "bearer tokens required");
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let (certs, tls) = match &settings.tls {
         Some(source) => {
             let (certs, notes) = Certificates::load(source.clone())?;
@@ -160,7 +172,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         .collect();
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
-    let shared = Arc::new(Shared::new(settings.max_connections));
+    let shared = Arc::new(Shared::new(settings.max_connections, tokens.clone()));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
     for (id, l) in per_shard.into_iter().enumerate() {
@@ -204,7 +216,7 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
             Err(_) => break,
         }
     }
-    watch_signals(shared.clone(), wakers, certs)?;
+    watch_signals(shared.clone(), wakers, certs, tokens)?;
     {
         // One write, so a reader sees every ready line together.
         let text: String = ready_lines.iter().map(|l| format!("{l}\n")).collect();
@@ -249,7 +261,8 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once. SIGHUP
 /// (a closed terminal, a dropped ssh session, `systemctl reload`) is never
-/// fatal: it re-reads the TLS certificates, if any, and is logged.
+/// fatal: it re-reads the bearer tokens and the TLS certificates, if any,
+/// and is logged.
 ///
 /// Each action comes before its log line: logging may fail (standard error a
 /// closed pipe), and a shutdown must not depend on it.
@@ -257,6 +270,7 @@ fn watch_signals(
     shared: Arc<Shared>,
     wakers: Vec<Box<dyn Fn() + Send>>,
     certs: Option<Arc<Certificates>>,
+    tokens: Option<Arc<Tokens>>,
 ) -> Result<(), ServeError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServeError::Signals)?;
@@ -266,7 +280,15 @@ fn watch_signals(
             let mut seen = 0;
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    match &tokens {
+                        None => {}
+                        Some(t) => match t.reload() {
+                            Ok(n) => info!(tokens = n, "SIGHUP: bearer tokens re-read"),
+                            Err(e) => warn!("SIGHUP: keeping the tokens in use: {e}"),
+                        },
+                    }
                     match &certs {
+                        None if tokens.is_some() => {}
                         None => info!("SIGHUP: nothing to reload, still serving"),
                         Some(c) => match c.reload() {
                             Ok(notes) => {

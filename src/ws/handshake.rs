@@ -4,6 +4,7 @@
 //! partial head is not an error) and decides: upgrade, health check, or a
 //! rejection with an HTTP status and a one-line reason.
 
+use crate::ws::bearer;
 use crate::ws::deflate::{self, Agreement};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -32,6 +33,9 @@ pub struct HandshakePolicy {
     pub path: Option<String>,
     /// Accept a permessage-deflate offer (RFC 7692).
     pub permessage_deflate: bool,
+    /// Subprotocols selected when offered (RFC 6455 §4.2.2, §11.3.4): the
+    /// first of the client's entries, in its order, that is one of these.
+    pub subprotocols: Vec<String>,
 }
 
 impl Default for HandshakePolicy {
@@ -42,14 +46,26 @@ impl Default for HandshakePolicy {
             allow_missing_origin: false,
             path: None,
             permessage_deflate: false,
+            subprotocols: Vec::new(),
         }
     }
 }
 
-/// Decides whether one more connection may be upgraded (the overload hook).
+/// Decides whether one more connection may be upgraded (the overload hook)
+/// and, with tokens configured, whether it may connect at all.
 pub trait Admission {
     /// Returns true and counts the connection in, or false for a 503.
     fn try_admit(&self) -> bool;
+
+    /// Whether a handshake must carry a bearer token (see [`crate::ws::bearer`]).
+    fn tokens_required(&self) -> bool {
+        false
+    }
+
+    /// Whether `token` is one the server accepts.
+    fn accepts_token(&self, _token: &[u8]) -> bool {
+        true
+    }
 }
 
 /// Admits every connection.
@@ -75,6 +91,8 @@ pub enum Request {
         accept: [u8; ACCEPT_LEN],
         /// The permessage-deflate offer accepted, if any.
         deflate: Option<Agreement>,
+        /// The subprotocol selected: an index into [`HandshakePolicy::subprotocols`].
+        protocol: Option<usize>,
     },
     /// A plain `GET` or `HEAD /healthz` (HTTP/1.0 or 1.1): answer `200 ok`.
     Health {
@@ -122,6 +140,10 @@ pub enum Rejection {
     /// RFC 6455 §10.2: the Origin is not allowed.
     #[error("origin not allowed")]
     OriginForbidden,
+    /// RFC 6750 §3: no bearer token, or none the server accepts (with the
+    /// fingerprint of the first one offered, for logs; never the token).
+    #[error("{}", match .0 { None => "a bearer token is required".to_string(), Some(f) => format!("bearer token not accepted (sha256 {f})") })]
+    Unauthorized(Option<String>),
     /// The server is at its connection limit.
     #[error("server at capacity, try again later")]
     Overloaded,
@@ -145,6 +167,7 @@ impl Rejection {
             Rejection::UnsupportedVersion => (426, "Upgrade Required"),
             Rejection::PathNotFound => (404, "Not Found"),
             Rejection::OriginForbidden => (403, "Forbidden"),
+            Rejection::Unauthorized(_) => (401, "Unauthorized"),
             Rejection::Overloaded | Rejection::ShuttingDown => (503, "Service Unavailable"),
             Rejection::Timeout => (408, "Request Timeout"),
             _ => (400, "Bad Request"),
@@ -156,6 +179,9 @@ impl Rejection {
         match self {
             Rejection::MethodNotAllowed(_) => "Allow: GET\r\n",
             Rejection::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
+            // RFC 6750 §3: no error code when no token came, invalid_token when a wrong one did.
+            Rejection::Unauthorized(None) => "WWW-Authenticate: Bearer\r\n",
+            Rejection::Unauthorized(Some(_)) => "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
             _ => "",
         }
     }
@@ -189,13 +215,23 @@ pub fn write_health_response(out: &mut Vec<u8>, head: bool) {
 }
 
 /// Appends the 101 response that completes the handshake (RFC 6455 §4.2.2),
-/// with the accepted extension if any (RFC 6455 §9.1).
-pub fn write_accept_response(out: &mut Vec<u8>, accept: &[u8; ACCEPT_LEN], deflate: Option<&Agreement>) {
+/// with the selected subprotocol and the accepted extension, if any.
+pub fn write_accept_response(
+    out: &mut Vec<u8>,
+    accept: &[u8; ACCEPT_LEN],
+    protocol: Option<&str>,
+    deflate: Option<&Agreement>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept);
     out.extend_from_slice(b"\r\n");
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     if let Some(a) = deflate {
         a.write_header(out);
     }
@@ -282,6 +318,13 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
             return Err(Rejection::OriginForbidden);
         }
     }
+    if admission.tokens_required() {
+        let offered = bearer::candidates(req.headers, target);
+        if !offered.iter().any(|t| admission.accepts_token(t)) {
+            return Err(Rejection::Unauthorized(offered.first().map(|t| bearer::fingerprint(t))));
+        }
+    }
+    let protocol = select_protocol(req.headers, &policy.subprotocols);
     if !admission.try_admit() {
         return Err(Rejection::Overloaded);
     }
@@ -292,7 +335,23 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
     } else {
         None
     };
-    Ok(Request::Upgrade { head_len, accept: accept_key(key), deflate })
+    Ok(Request::Upgrade { head_len, accept: accept_key(key), deflate, protocol })
+}
+
+/// The first subprotocol the client offers (RFC 6455 §4.1: in its order of
+/// preference) that is one of `ours`; `bearer.` entries carry tokens and are
+/// never selected.
+fn select_protocol(headers: &[httparse::Header<'_>], ours: &[String]) -> Option<usize> {
+    if ours.is_empty() {
+        return None;
+    }
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|e| e.trim_ascii())
+        .filter(|e| !e.starts_with(bearer::PROTOCOL_PREFIX.as_bytes()))
+        .find_map(|e| ours.iter().position(|o| o.as_bytes() == e))
 }
 
 fn parse_error_text(e: httparse::Error) -> &'static str {
@@ -348,7 +407,12 @@ mod tests {
         assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(
             parse(GOOD),
-            Ok(Request::Upgrade { head_len: GOOD.len(), accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", deflate: None })
+            Ok(Request::Upgrade {
+                head_len: GOOD.len(),
+                accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                deflate: None,
+                protocol: None
+            })
         );
     }
 
@@ -361,7 +425,7 @@ mod tests {
         let Ok(Request::Upgrade { deflate, .. }) = parse_request(req.as_bytes(), &on, &AdmitAll) else { panic!() };
         let a = deflate.expect("the second header's offer is taken");
         let mut out = Vec::new();
-        write_accept_response(&mut out, &accept, Some(&a));
+        write_accept_response(&mut out, &accept, None, Some(&a));
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"), "{text}");
         // No offer: no extension header at all.

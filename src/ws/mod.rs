@@ -1,6 +1,7 @@
 //! The protocol core: RFC 6455 with no I/O and no clock. Bytes in, bytes and
 //! events out, time passed in; both I/O backends drive it.
 
+pub mod bearer;
 pub mod client;
 pub mod close;
 pub mod config;

@@ -364,8 +364,9 @@ impl Session {
     fn handshake(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Output, p: &mut Progress) -> Option<usize> {
         match handshake::parse_request(input, &ctx.config.handshake, ctx.admission) {
             Ok(Request::Partial) => None,
-            Ok(Request::Upgrade { head_len, accept, deflate }) => {
-                out.push_owned_with(|o| handshake::write_accept_response(o, &accept, deflate.as_ref()));
+            Ok(Request::Upgrade { head_len, accept, deflate, protocol }) => {
+                let protocol = protocol.map(|i| ctx.config.handshake.subprotocols[i].as_str());
+                out.push_owned_with(|o| handshake::write_accept_response(o, &accept, protocol, deflate.as_ref()));
                 self.deflate = deflate.map(|a| a.echo);
                 self.phase = Phase::Open;
                 p.upgraded = true;
