@@ -127,3 +127,22 @@ fn token_settings_that_cannot_work_stop_the_start() {
         assert!(stderr.lines().count() == 1 && stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn headless_chromium_connects_with_a_token_and_is_refused_without() {
+    let (_dir, f) = token_file("browser-token-1\n");
+    let server = Server::start(&["--auth-tokens", f.to_str().unwrap(), "--subprotocol", "chat.v1"]);
+    let out = Command::new(common::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/chromium_tokens.py"))
+        .arg(server.url())
+        .arg("browser-token-1")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(" passed, 0 failed"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}

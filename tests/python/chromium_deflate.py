@@ -9,18 +9,11 @@ Prints one line per check and "N passed, N failed"; exit status 1 on any failure
 """
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
-from websockets.asyncio.client import connect
+from cdp import evaluate
 
 URL = sys.argv[1]
-CHROMIUM = os.environ.get("RICOCHET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 results = []
 
 # Runs in the page: each case sent, its echo compared; returns what it saw.
@@ -54,49 +47,17 @@ def check(name, ok, detail=""):
 
 
 async def main():
-    profile = tempfile.mkdtemp(prefix="ricochet-chromium-")
-    args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"]
-    if URL.startswith("wss://"):
-        args.insert(1, "--ignore-certificate-errors")
-    browser = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.monotonic() > deadline or browser.poll() is not None:
-                raise RuntimeError("Chromium did not start its DevTools endpoint")
-            await asyncio.sleep(0.1)
-        port = open(port_file).read().split()[0]
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
-        page = next(t for t in targets if t["type"] == "page")
-        async with connect(page["webSocketDebuggerUrl"], max_size=None, compression=None) as cdp:
-            await cdp.send(json.dumps({
-                "id": 1, "method": "Runtime.evaluate",
-                "params": {"expression": f"{PAGE_JS}({json.dumps(URL)})", "awaitPromise": True, "returnByValue": True},
-            }))
-            while True:
-                reply = json.loads(await asyncio.wait_for(cdp.recv(), 120))
-                if reply.get("id") == 1:
-                    break
-        result = reply["result"]
-        if "exceptionDetails" in result:
-            check("page script ran", False, json.dumps(result["exceptionDetails"])[:300])
-            return
-        seen = result["result"]["value"]
-        ext = seen["extensions"]
-        check("ws.extensions names permessage-deflate", ext.startswith("permessage-deflate"), ext)
-        check("both no_context_takeover answered", "server_no_context_takeover" in ext and "client_no_context_takeover" in ext, ext)
-        for name, same, length in seen["checks"]:
-            check(f"echo {name}", same, f"got {length}")
-        check("close handshake 1000", seen["closeCode"] == 1000, seen["closeCode"])
-    finally:
-        browser.terminate()
-        try:
-            browser.wait(10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        seen = await evaluate(f"{PAGE_JS}({json.dumps(URL)})", insecure_tls=URL.startswith("wss://"))
+    except RuntimeError as e:
+        check("page script ran", False, str(e))
+        return
+    ext = seen["extensions"]
+    check("ws.extensions names permessage-deflate", ext.startswith("permessage-deflate"), ext)
+    check("both no_context_takeover answered", "server_no_context_takeover" in ext and "client_no_context_takeover" in ext, ext)
+    for name, same, length in seen["checks"]:
+        check(f"echo {name}", same, f"got {length}")
+    check("close handshake 1000", seen["closeCode"] == 1000, seen["closeCode"])
 
 
 asyncio.run(main())
