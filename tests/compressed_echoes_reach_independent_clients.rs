@@ -7,18 +7,8 @@
 
 mod common;
 
-use common::{python, Server};
-use std::process::{Command, Output};
-
-fn assert_all_passed(what: &str, out: Output, server: &Server) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(" passed, 0 failed"),
-        "{what}:\n{stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-}
+use common::{assert_script_passed, python, Server};
+use std::process::Command;
 
 #[test]
 fn python_websockets_gets_compressed_echoes() {
@@ -29,7 +19,7 @@ fn python_websockets_gets_compressed_echoes() {
         .env("RICOCHET_TEST_CA", common::tls::shared().0.ca_file())
         .output()
         .expect("run python");
-    assert_all_passed("Python websockets", out, &server);
+    assert_script_passed("Python websockets", out, &server);
 }
 
 #[test]
@@ -46,7 +36,7 @@ fn node_ws_gets_compressed_echoes() {
         .env("RICOCHET_TEST_CA", common::tls::shared().0.ca_file())
         .output()
         .expect("run node (install Node.js)");
-    assert_all_passed("Node ws", out, &server);
+    assert_script_passed("Node ws", out, &server);
 }
 
 #[test]
@@ -57,5 +47,5 @@ fn headless_chromium_gets_compressed_echoes() {
         .arg(server.url())
         .output()
         .expect("run python");
-    assert_all_passed("Chromium (install Debian's chromium: scripts/install-deps.sh)", out, &server);
+    assert_script_passed("Chromium (install Debian's chromium: scripts/install-deps.sh)", out, &server);
 }

@@ -138,11 +138,5 @@ fn headless_chromium_connects_with_a_token_and_is_refused_without() {
         .arg("browser-token-1")
         .output()
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(" passed, 0 failed"),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
+    common::assert_script_passed("Chromium", out, &server);
 }

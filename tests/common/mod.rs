@@ -494,6 +494,19 @@ pub async fn ws_connect(
     tokio::time::timeout(IO_TIMEOUT, connect).await.expect("connect timeout").expect("connect").0
 }
 
+/// Asserts that an independent client's check script (it prints
+/// "N passed, 0 failed" and exits 0 when all went well) passed; shows its
+/// output and the server's log if not.
+pub fn assert_script_passed(what: &str, out: std::process::Output, server: &Server) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(" passed, 0 failed"),
+        "{what}:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
 /// The Python interpreter of the venv `make venv` builds.
 pub fn python() -> String {
     std::env::var("RICOCHET_PYTHON").unwrap_or_else(|_| {
