@@ -99,6 +99,7 @@ pub enum HeaderStatus {
 /// control frame fragmented or longer than 125 bytes, and a 64-bit length
 /// with its top bit set. Whether a mask is required is the caller's decision
 /// (servers require one, clients forbid it).
+#[inline]
 pub fn parse_header(buf: &[u8]) -> Result<HeaderStatus, ProtocolError> {
     parse_header_with(buf, false)
 }
@@ -106,6 +107,9 @@ pub fn parse_header(buf: &[u8]) -> Result<HeaderStatus, ProtocolError> {
 /// [`parse_header`], with permessage-deflate negotiated if `deflate`: then
 /// RSV1 may be set on a text or binary frame (RFC 7692 §6), and is an error
 /// on a control or continuation frame (§6.1). RSV2 and RSV3 stay errors.
+/// Inlined: it is on the hot path of every frame, and a call costs more than
+/// the parse of a short header.
+#[inline(always)]
 pub fn parse_header_with(buf: &[u8], deflate: bool) -> Result<HeaderStatus, ProtocolError> {
     if buf.len() < 2 {
         return Ok(HeaderStatus::Partial);

@@ -136,6 +136,7 @@ impl Output {
     }
 
     /// Adds `buf[start..end]`, merging with the previous chunk when adjacent.
+    #[inline]
     pub(crate) fn push_input(&mut self, start: usize, end: usize) {
         if let Some(Chunk::Input { end: last_end, .. }) = self.chunks.last_mut() {
             if *last_end == start {
