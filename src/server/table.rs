@@ -256,6 +256,9 @@ impl<T: PeerAddr> Table<T> {
         if p.upgraded {
             s.conn.admitted = true;
             self.stats.upgraded += 1;
+            if let Some(token) = &p.token {
+                debug!(shard = self.ctx.id, peer = %Peer(&s.io), token = %token, "admitted with a bearer token");
+            }
         }
         if let Some(r) = &p.rejected {
             self.stats.rejected += 1;

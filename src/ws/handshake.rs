@@ -93,6 +93,9 @@ pub enum Request {
         deflate: Option<Agreement>,
         /// The subprotocol selected: an index into [`HandshakePolicy::subprotocols`].
         protocol: Option<usize>,
+        /// With tokens required: the fingerprint of the one that was
+        /// accepted (see [`bearer::fingerprint`]), for logs.
+        token: Option<String>,
     },
     /// A plain `GET` or `HEAD /healthz` (HTTP/1.0 or 1.1): answer `200 ok`.
     Health {
@@ -318,10 +321,12 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
             return Err(Rejection::OriginForbidden);
         }
     }
+    let mut token = None;
     if admission.tokens_required() {
         let offered = bearer::candidates(req.headers, target);
-        if !offered.iter().any(|t| admission.accepts_token(t)) {
-            return Err(Rejection::Unauthorized(offered.first().map(|t| bearer::fingerprint(t))));
+        match offered.iter().find(|t| admission.accepts_token(t)) {
+            Some(t) => token = Some(bearer::fingerprint(t)),
+            None => return Err(Rejection::Unauthorized(offered.first().map(|t| bearer::fingerprint(t)))),
         }
     }
     let protocol = select_protocol(req.headers, &policy.subprotocols);
@@ -335,7 +340,7 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
     } else {
         None
     };
-    Ok(Request::Upgrade { head_len, accept: accept_key(key), deflate, protocol })
+    Ok(Request::Upgrade { head_len, accept: accept_key(key), deflate, protocol, token })
 }
 
 /// The first subprotocol the client offers (RFC 6455 §4.1: in its order of
@@ -411,7 +416,8 @@ mod tests {
                 head_len: GOOD.len(),
                 accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
                 deflate: None,
-                protocol: None
+                protocol: None,
+                token: None
             })
         );
     }

@@ -95,6 +95,8 @@ pub struct Progress {
     pub messages: u64,
     /// The handshake completed in this call (the connection was admitted).
     pub upgraded: bool,
+    /// The fingerprint of the bearer token it was admitted with, if tokens are required.
+    pub token: Option<String>,
     /// Why the handshake was refused (its HTTP status went out).
     pub rejected: Option<Rejection>,
     /// The violation that failed the connection.
@@ -364,7 +366,8 @@ impl Session {
     fn handshake(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Output, p: &mut Progress) -> Option<usize> {
         match handshake::parse_request(input, &ctx.config.handshake, ctx.admission) {
             Ok(Request::Partial) => None,
-            Ok(Request::Upgrade { head_len, accept, deflate, protocol }) => {
+            Ok(Request::Upgrade { head_len, accept, deflate, protocol, token }) => {
+                p.token = token;
                 let protocol = protocol.map(|i| ctx.config.handshake.subprotocols[i].as_str());
                 out.push_owned_with(|o| handshake::write_accept_response(o, &accept, protocol, deflate.as_ref()));
                 self.deflate = deflate.map(|a| a.echo);
