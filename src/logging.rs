@@ -25,16 +25,30 @@ impl Write for LossyStderr {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers: `timestamp`, `level`,
+    /// `target`, `message` and the event's fields at the top level.
+    Json,
+}
+
 /// Installs the global subscriber: level from `RUST_LOG` (`info` by
-/// default), colours only when standard error is a terminal and `NO_COLOR`
-/// is unset.
-pub fn init() {
-    let colour = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(|| LossyStderr)
-        .with_ansi(colour)
-        .init();
+/// default); as text, colours only when standard error is a terminal and
+/// `NO_COLOR` is unset.
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LossyStderr);
+    match format {
+        LogFormat::Text => {
+            let colour = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 /// Prints `ricochet: MESSAGE` on standard error, ignoring a failed write (a

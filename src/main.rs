@@ -47,7 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    logging::init();
+    // `serve` logs as its settings say, once they are read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init(logging::LogFormat::Text);
+    }
     match cli.command {
         Command::Serve(args) => {
             let settings = match Settings::resolve(&args) {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            logging::init(settings.log_format);
             match shard::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(

@@ -77,6 +77,7 @@ fn help_lists_every_setting_with_its_default() {
         "--inflate-pool",
         "--auth-tokens",
         "--subprotocol",
+        "--log-format",
         "--tls-client-ca",
         "--tls-client-auth",
         "--shutdown-grace",

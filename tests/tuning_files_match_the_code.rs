@@ -104,6 +104,7 @@ fn example_config_is_exactly_the_defaults() {
         "inflate-pool",
         "auth-tokens",
         "subprotocol",
+        "log-format",
         "reply",
         "shutdown-grace",
         "read-buffer",

@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Subprotocol to select when a client offers it (repeatable, or comma-separated): the first of the client's entries, in its order, that is one of these is answered in Sec-WebSocket-Protocol [default: none selected]
     #[arg(long = "subprotocol", env = "RICOCHET_SUBPROTOCOL", value_name = "NAME", value_delimiter = ',')]
     pub subprotocols: Vec<String>,
+    /// Log lines as text, or as JSON objects one per line for log shippers (timestamp, level, target, message and the event's fields; the level comes from RUST_LOG) [default: text]
+    #[arg(long, env = "RICOCHET_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// echo: send every frame back; pong: answer every message with the text "Pong" [default: echo]
     #[arg(long, env = "RICOCHET_REPLY", value_name = "MODE")]
     pub reply: Option<String>,
@@ -200,6 +203,7 @@ struct FileSettings {
     permessage_deflate: Option<bool>,
     inflate_pool: Option<toml::Value>,
     auth_tokens: Option<PathBuf>,
+    log_format: Option<String>,
     #[serde(rename = "subprotocol", alias = "subprotocols")]
     subprotocols: Option<Vec<String>>,
     reply: Option<String>,
@@ -254,6 +258,8 @@ pub struct Settings {
     pub inflate_pool: usize,
     /// The bearer token file, if handshakes need a token.
     pub auth_tokens: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: crate::logging::LogFormat,
     /// Protocol core settings.
     pub core: ws::Config,
 }
@@ -424,6 +430,17 @@ impl Settings {
             });
         }
         let auth_tokens = args.auth_tokens.clone().or(file.auth_tokens);
+        let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
+            None | Some("text") => crate::logging::LogFormat::Text,
+            Some("json") => crate::logging::LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    setting: "log-format",
+                    value: other.into(),
+                    allowed: "text or json",
+                })
+            }
+        };
         let inflate_pool = parse_int(
             "inflate-pool",
             &pick(&args.inflate_pool, &file.inflate_pool).unwrap_or_else(|| "64".into()),
@@ -453,6 +470,7 @@ impl Settings {
             uring_buffer_size,
             inflate_pool,
             auth_tokens,
+            log_format,
             core: ws::Config {
                 handshake: HandshakePolicy {
                     allowed_origins,
