@@ -8,9 +8,19 @@ use ricochet::server::shard;
 use ricochet::tune::{self, TuneArgs};
 use std::process::ExitCode;
 
+/// What `--version` says: the version, the commit, and what this build
+/// speaks beyond RFC 6455 (its TLS library and crypto provider, its
+/// compression) and which I/O backends it has.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RICOCHET_GIT_COMMIT"),
+    ")\nfeatures: tls (rustls 0.23, ring), permessage-deflate (flate2, zlib-rs), backends epoll and io_uring"
+);
+
 /// Ricochet: a shard-per-core WebSocket echo server for bare-metal Linux.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, arg_required_else_help = true)]
+#[command(version = VERSION, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -108,3 +108,22 @@ fn a_bare_ricochet_prints_the_help() {
         assert!(text.contains(word), "{word} missing from: {text}");
     }
 }
+
+#[test]
+fn version_names_the_commit_and_the_features() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet")).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert!(text.starts_with(&format!("ricochet {} (commit {head}", env!("CARGO_PKG_VERSION"))), "{text}");
+    for feature in ["tls (rustls", "permessage-deflate", "io_uring"] {
+        assert!(text.contains(feature), "{text}");
+    }
+}
