@@ -12,9 +12,9 @@ import json
 import sys
 
 from cdp import evaluate
+from report import check, finish
 
 URL = sys.argv[1]
-results = []
 
 # Runs in the page: each case sent, its echo compared; returns what it saw.
 PAGE_JS = """
@@ -41,10 +41,6 @@ PAGE_JS = """
 """
 
 
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail and not ok else ""), flush=True)
-
 
 async def main():
     try:
@@ -61,6 +57,4 @@ async def main():
 
 
 asyncio.run(main())
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) and results else 1)
+finish()

@@ -11,9 +11,9 @@ import json
 import sys
 
 from cdp import evaluate
+from report import check, finish
 
 URL, TOKEN = sys.argv[1], sys.argv[2]
-results = []
 
 PAGE_JS = """
 (async (url, token) => {
@@ -35,10 +35,6 @@ PAGE_JS = """
 """
 
 
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail and not ok else ""), flush=True)
-
 
 async def main():
     try:
@@ -55,6 +51,4 @@ async def main():
 
 
 asyncio.run(main())
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) and results else 1)
+finish()

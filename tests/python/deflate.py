@@ -12,15 +12,12 @@ import sys
 from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
+from report import check, finish
+
 URL = sys.argv[1]
 TLS = {"ssl": ssl.create_default_context(cafile=os.environ["RICOCHET_TEST_CA"])} if URL.startswith("wss://") else {}
 LIMIT = 60
-results = []
 
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(("ok   " if ok else "FAIL ") + name + (f": {detail}" if detail and not ok else ""), flush=True)
 
 
 def payloads():
@@ -70,6 +67,4 @@ async def main():
 
 
 asyncio.run(main())
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) and results else 1)
+finish()
