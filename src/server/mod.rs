@@ -4,6 +4,7 @@
 pub mod config;
 pub mod conn;
 pub mod listener;
+pub mod notify;
 pub mod shard;
 pub mod shared;
 pub mod stats;

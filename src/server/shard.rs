@@ -4,6 +4,7 @@
 use crate::io::{epoll, uring};
 use crate::server::config::{Backend, Settings};
 use crate::server::listener::{self, ListenOptions};
+use crate::server::notify::Notifier;
 use crate::server::shared::Shared;
 use crate::server::stats::Stats;
 use crate::server::tls::{self, Certificates, TlsError};
@@ -216,7 +217,8 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
             Err(_) => break,
         }
     }
-    watch_signals(shared.clone(), wakers, certs, tokens)?;
+    let notifier = Arc::new(Notifier::from_env());
+    watch_signals(shared.clone(), wakers, certs, tokens, notifier.clone(), settings.shutdown_grace)?;
     {
         // One write, so a reader sees every ready line together.
         let text: String = ready_lines.iter().map(|l| format!("{l}\n")).collect();
@@ -225,6 +227,11 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         let _ = out.flush();
     }
     let addr = ready_lines.iter().map(|l| l.trim_start_matches("listening on ")).collect::<Vec<_>>().join(", ");
+    // Type=notify: ready once every shard listens, then a status line now and then.
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    if notifier.enabled() {
+        report_status(notifier.clone(), shared.clone(), addr.clone());
+    }
     lines.sort();
     for (id, cpu) in lines {
         let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
@@ -259,6 +266,27 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     Ok(total)
 }
 
+/// Time asked of systemd beyond the grace period when stopping: the last
+/// connections' close handshakes and the exit itself.
+const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often the open connections go to systemd as `STATUS=`.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Under `Type=notify`: a thread that tells systemd the open connections
+/// every [`STATUS_EVERY`] (`systemctl status` shows it) until shutdown.
+fn report_status(notifier: Arc<Notifier>, shared: Arc<Shared>, addr: String) {
+    let _ = std::thread::Builder::new().name("status".into()).spawn(move || {
+        while !shared.shutdown_requested() {
+            std::thread::sleep(STATUS_EVERY);
+            if shared.shutdown_requested() {
+                break;
+            }
+            notifier.notify(&format!("STATUS=serving on {addr}: {} connections open", shared.active()));
+        }
+    });
+}
+
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once. SIGHUP
 /// (a closed terminal, a dropped ssh session, `systemctl reload`) is never
 /// fatal: it re-reads the bearer tokens and the TLS certificates, if any,
@@ -271,6 +299,8 @@ fn watch_signals(
     wakers: Vec<Box<dyn Fn() + Send>>,
     certs: Option<Arc<Certificates>>,
     tokens: Option<Arc<Tokens>>,
+    notifier: Arc<Notifier>,
+    grace: std::time::Duration,
 ) -> Result<(), ServeError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServeError::Signals)?;
@@ -311,6 +341,10 @@ fn watch_signals(
                     for wake in &wakers {
                         wake();
                     }
+                    // The drain may take the whole grace period: ask systemd
+                    // for that much (and a little) beyond its stop timeout.
+                    let extend = (grace + STOP_MARGIN).as_micros();
+                    notifier.notify(&format!("STOPPING=1\nEXTEND_TIMEOUT_USEC={extend}\nSTATUS=draining connections"));
                     info!(signal = sig, "shutting down gracefully (send again to exit at once)");
                 } else {
                     std::process::exit(128 + sig);
