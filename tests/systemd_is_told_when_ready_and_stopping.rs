@@ -58,3 +58,43 @@ fn an_abstract_socket_hears_them_too() {
     let mut server = serve(&format!("@{name}"));
     ready_then_stopping(&sock, &mut server);
 }
+
+/// Notifications received within `window`.
+fn all_within(sock: &UnixDatagram, window: Duration) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let end = std::time::Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[test]
+fn the_watchdog_is_fed_while_the_shards_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--no-pin", "--backend", &backend()])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000");
+    let server = Server::spawn(&mut cmd);
+    // Idle shards still turn (their loops wake for it): pings every 200 ms.
+    let got = all_within(&sock, Duration::from_millis(1500));
+    let pings = got.iter().filter(|m| m.as_str() == "WATCHDOG=1").count();
+    assert!(pings >= 3, "{got:?}\n{}", server.log());
+    drop(server);
+    // A watchdog meant for another process (WATCHDOG_PID) is not fed.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ricochet"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--backend", &backend()])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_PID", "1");
+    let _other = Server::spawn(&mut cmd);
+    let got = all_within(&sock, Duration::from_millis(1000));
+    assert!(got.iter().all(|m| m.as_str() != "WATCHDOG=1"), "{got:?}");
+}

@@ -173,7 +173,14 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         .collect();
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
-    let shared = Arc::new(Shared::new(settings.max_connections, tokens.clone()));
+    let notifier = Arc::new(Notifier::from_env());
+    let watchdog = notifier.enabled().then(watchdog_interval).flatten();
+    let mut shared = Shared::new(settings.max_connections, tokens.clone());
+    if let Some(w) = watchdog {
+        // Every shard turns at least four times per watchdog interval.
+        shared = shared.with_heartbeat(settings.shards, w / 4);
+    }
+    let shared = Arc::new(shared);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
     for (id, l) in per_shard.into_iter().enumerate() {
@@ -217,7 +224,6 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
             Err(_) => break,
         }
     }
-    let notifier = Arc::new(Notifier::from_env());
     watch_signals(shared.clone(), wakers, certs, tokens, notifier.clone(), settings.shutdown_grace)?;
     {
         // One write, so a reader sees every ready line together.
@@ -231,6 +237,9 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
     notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
     if notifier.enabled() {
         report_status(notifier.clone(), shared.clone(), addr.clone());
+    }
+    if let Some(w) = watchdog {
+        feed_watchdog(notifier.clone(), shared.clone(), w);
     }
     lines.sort();
     for (id, cpu) in lines {
@@ -283,6 +292,31 @@ fn report_status(notifier: Arc<Notifier>, shared: Arc<Shared>, addr: String) {
                 break;
             }
             notifier.notify(&format!("STATUS=serving on {addr}: {} connections open", shared.active()));
+        }
+    });
+}
+
+/// systemd's watchdog interval (`WatchdogSec=` sets `$WATCHDOG_USEC`, and
+/// `$WATCHDOG_PID` names the process meant), if it is for this process.
+fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec))
+}
+
+/// Sends `WATCHDOG=1` every half interval, but only while every shard's
+/// loop has turned within that half: a shard stuck in a loop or a system
+/// call stops the pings, and systemd acts on it (`Restart=`).
+fn feed_watchdog(notifier: Arc<Notifier>, shared: Arc<Shared>, interval: std::time::Duration) {
+    let half = interval / 2;
+    let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
+        std::thread::sleep(half);
+        if shared.all_turning(std::time::Instant::now(), half) {
+            notifier.notify("WATCHDOG=1");
         }
     });
 }

@@ -4,8 +4,15 @@
 
 use crate::server::tokens::Tokens;
 use crate::ws::handshake::Admission;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A shard's last loop turn, in milliseconds since the process started, on
+/// a cache line of its own (one shard writes it, the watchdog reads it).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Beat(AtomicU64);
 
 /// Shared by all shards of a process.
 #[derive(Debug)]
@@ -14,13 +21,52 @@ pub struct Shared {
     max: usize,
     shutdown: AtomicBool,
     tokens: Option<Arc<Tokens>>,
+    /// For systemd's watchdog: how often every shard must turn, and when each last did.
+    heartbeat: Option<Duration>,
+    beats: Vec<Beat>,
+    epoch: Instant,
 }
 
 impl Shared {
     /// At most `max` upgraded connections at once; with `tokens`, only
     /// handshakes that carry one of them.
     pub fn new(max: usize, tokens: Option<Arc<Tokens>>) -> Shared {
-        Shared { active: AtomicUsize::new(0), max, shutdown: AtomicBool::new(false), tokens }
+        Shared {
+            active: AtomicUsize::new(0),
+            max,
+            shutdown: AtomicBool::new(false),
+            tokens,
+            heartbeat: None,
+            beats: Vec::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Asks each of `shards` shards to turn its loop at least every
+    /// `every` (for systemd's watchdog, see [`Shared::all_turning`]).
+    pub fn with_heartbeat(mut self, shards: usize, every: Duration) -> Shared {
+        self.heartbeat = Some(every);
+        self.beats = (0..shards).map(|_| Beat::default()).collect();
+        self
+    }
+
+    /// How often a shard must turn its loop, if a watchdog watches.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat
+    }
+
+    /// Shard `id` turned its loop at `now`.
+    pub fn beat(&self, id: usize, now: Instant) {
+        if let Some(b) = self.beats.get(id) {
+            b.0.store(now.saturating_duration_since(self.epoch).as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// True when every shard turned its loop within `within` of `now`.
+    pub fn all_turning(&self, now: Instant, within: Duration) -> bool {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        let within_ms = within.as_millis() as u64;
+        self.beats.iter().all(|b| now_ms.saturating_sub(b.0.load(Ordering::Relaxed)) <= within_ms)
     }
 
     /// Gives back an admitted connection's place.

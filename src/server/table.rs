@@ -109,6 +109,8 @@ pub struct Table<T> {
     handshake_budget: u32,
     /// Inflaters for compressed messages (permessage-deflate).
     inflaters: Inflaters,
+    /// When this shard last said it was turning (under a watchdog).
+    last_beat: Instant,
 }
 
 impl<T: PeerAddr> Table<T> {
@@ -126,6 +128,7 @@ impl<T: PeerAddr> Table<T> {
             next_report: None,
             handshake_budget: TLS_HANDSHAKES_PER_TURN,
             inflaters: Inflaters::new(ctx.settings.inflate_pool),
+            last_beat: Instant::now(),
             ctx,
         }
     }
@@ -195,9 +198,15 @@ impl<T: PeerAddr> Table<T> {
         self.slots.is_empty()
     }
 
-    /// Starts a turn of the driver's loop: the TLS handshake budget is full again.
+    /// Starts a turn of the driver's loop: the TLS handshake budget is full
+    /// again, and (under systemd's watchdog) the shard says it is turning.
     pub fn new_turn(&mut self) {
         self.handshake_budget = TLS_HANDSHAKES_PER_TURN;
+        if self.ctx.shared.heartbeat().is_some() {
+            let now = Instant::now();
+            self.ctx.shared.beat(self.ctx.id, now);
+            self.last_beat = now;
+        }
     }
 
     /// Whether input for `slot` must wait for the next turn: it is still in
@@ -400,9 +409,10 @@ impl<T: PeerAddr> Table<T> {
     }
 
     /// The earliest time the driver must wake for: a timer, the end of the
-    /// grace period, or the next shutdown progress line.
+    /// grace period, the next shutdown progress line, or the next heartbeat.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.timers.next_deadline(), self.grace_deadline, self.next_report].into_iter().flatten().min()
+        let beat = self.ctx.shared.heartbeat().map(|every| self.last_beat + every);
+        [self.timers.next_deadline(), self.grace_deadline, self.next_report, beat].into_iter().flatten().min()
     }
 
     /// During a shutdown, once every [`SHUTDOWN_REPORT`]: logs how many
