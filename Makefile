@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 build:
 	$(CARGO) build --release
@@ -110,6 +110,28 @@ fuzz:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Installs the release binary, the systemd unit (its paths follow PREFIX), the
+# sysctl.d file, the example config (kept if one is there) and the tuning
+# guide. DESTDIR stages into another root, e.g. for a package.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+BIN ?= target/release/ricochet
+install: build install-files
+install-files:
+	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ricochet
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/ricochet|$(PREFIX)/bin/ricochet|' \
+		-e 's|/usr/local/share/doc/ricochet|$(PREFIX)/share/doc/ricochet|' \
+		-e 's|/etc/ricochet/|$(SYSCONFDIR)/ricochet/|' \
+		tuning/ricochet.service > $(DESTDIR)$(UNITDIR)/ricochet.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/ricochet.service
+	install -D -m 644 tuning/sysctl.d/99-ricochet.conf $(DESTDIR)$(SYSCONFDIR)/sysctl.d/99-ricochet.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml || \
+		install -D -m 644 tuning/ricochet.toml $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml
+	install -D -m 644 tuning/README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/tuning/README.md
+	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/README.md
 
 clean:
 	$(CARGO) clean
