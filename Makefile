@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-unit deb-tools build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 build:
 	$(CARGO) build --release
@@ -45,7 +45,7 @@ TLS_SKIP := --skip a_backed_up_client_gets_every_byte_before_1001 --skip fixed_r
 # Unit tests once; the tests over real sockets once per backend, and the
 # transport ones again over TLS per backend; then the `make bench` runner end
 # to end on a tiny matrix.
-test: deps venv node-deps
+test: deps venv node-deps deb-tools
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll $(CARGO) test --all-targets
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring $(CARGO) test --test '*'
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll RICOCHET_TEST_TLS=1 $(CARGO) test $(TLS_TESTS) -- $(TLS_SKIP)
@@ -132,6 +132,21 @@ install-files:
 		install -D -m 644 tuning/ricochet.toml $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml
 	install -D -m 644 tuning/README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/tuning/README.md
 	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/README.md
+
+# A Debian package (cargo-deb, installed if missing) of what `make install`
+# installs, with /usr paths; the config is a conffile. Lands in target/debian/.
+deb: build deb-unit
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb
+	$(CARGO) deb --no-build
+DEB_DIR ?= target/deb
+deb-unit:
+	mkdir -p $(DEB_DIR)
+	sed -e 's|/usr/local/bin/ricochet|/usr/bin/ricochet|' -e 's|/usr/local/share/doc|/usr/share/doc|' \
+		tuning/ricochet.service > $(DEB_DIR)/ricochet.service
+
+# cargo-deb, for the package test.
+deb-tools:
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb
 
 clean:
 	$(CARGO) clean
