@@ -243,11 +243,6 @@ impl Report {
     }
 }
 
-/// The token a target's handshakes carry.
-fn args_token(target: &Target) -> Option<&str> {
-    target.token.as_deref()
-}
-
 struct Target {
     addr: SocketAddr,
     host: String,
@@ -482,7 +477,7 @@ fn open_all(
             &target.path,
             plan.size,
             target.framing,
-            args_token(target),
+            target.token.as_deref(),
         );
         c.flush()?;
         if c.state == State::Handshake {
@@ -633,7 +628,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
         };
         poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).ok()?;
         let s = target.stream(s).ok()?;
-        Some((Conn::with_token(s, *next_id, &target.host, &target.path, 0, target.framing, args_token(target)), t))
+        Some((Conn::with_token(s, *next_id, &target.host, &target.path, 0, target.framing, target.token.as_deref()), t))
     };
     for (i, slot) in slots.iter_mut().enumerate() {
         *slot = start(i, &mut next_id, &poll, &mut errors);

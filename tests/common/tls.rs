@@ -46,30 +46,27 @@ impl Pki {
         (c, k)
     }
 
-    /// A client certificate for `name` (extended key usage clientAuth)
-    /// signed by the CA, as DER chain and key.
-    pub fn client_cert(&self, name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    /// A client certificate for `name` (extended key usage clientAuth) signed by the CA.
+    fn client_leaf(&self, name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, name);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        (vec![cert.der().clone()], key)
+        (params.signed_by(&key, &self.ca, &self.ca_key).unwrap(), key)
     }
 
-    /// [`Pki::client_cert`] written as `<name>.pem` and `<name>.key`; returns both paths.
+    /// [`Pki::client_leaf`] as a DER chain and key, for a rustls client.
+    pub fn client_cert(&self, name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.client_leaf(name);
+        (vec![cert.der().clone()], PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+    }
+
+    /// [`Pki::client_leaf`] written as `<name>.pem` and `<name>.key`; returns both paths.
     pub fn client_cert_files(&self, name: &str) -> (PathBuf, PathBuf) {
-        let (chain, key) = self.client_cert(name);
-        let pem = |label: &str, der: &[u8]| {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-            format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-        };
+        let (cert, key) = self.client_leaf(name);
         let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
-        std::fs::write(&c, pem("CERTIFICATE", &chain[0])).unwrap();
-        std::fs::write(&k, pem("PRIVATE KEY", key.secret_der())).unwrap();
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
     }
 
