@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb deb-unit deb-tools build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 build:
 	$(CARGO) build --release
@@ -122,8 +122,8 @@ install: build install-files
 install-files:
 	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ricochet
 	install -d $(DESTDIR)$(UNITDIR)
-	sed -e 's|/usr/local/bin/ricochet|$(PREFIX)/bin/ricochet|' \
-		-e 's|/usr/local/share/doc/ricochet|$(PREFIX)/share/doc/ricochet|' \
+	sed -e 's|/usr/bin/ricochet|$(PREFIX)/bin/ricochet|' \
+		-e 's|/usr/share/doc/ricochet|$(PREFIX)/share/doc/ricochet|' \
 		-e 's|/etc/ricochet/|$(SYSCONFDIR)/ricochet/|' \
 		tuning/ricochet.service > $(DESTDIR)$(UNITDIR)/ricochet.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/ricochet.service
@@ -135,14 +135,10 @@ install-files:
 
 # A Debian package (cargo-deb, installed if missing) of what `make install`
 # installs, with /usr paths; the config is a conffile. Lands in target/debian/.
-deb: build deb-unit
+# The unit goes in as it is: its paths are the package's.
+deb: build
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb
 	$(CARGO) deb --no-build
-DEB_DIR ?= target/deb
-deb-unit:
-	mkdir -p $(DEB_DIR)
-	sed -e 's|/usr/local/bin/ricochet|/usr/bin/ricochet|' -e 's|/usr/local/share/doc|/usr/share/doc|' \
-		tuning/ricochet.service > $(DEB_DIR)/ricochet.service
 
 # cargo-deb, for the package test.
 deb-tools:

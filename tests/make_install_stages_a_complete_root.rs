@@ -8,7 +8,7 @@ use std::process::Command;
 
 fn install(root: &Path) -> std::process::Output {
     Command::new("make")
-        .args(["-s", "install-files", "PREFIX=/usr"])
+        .args(["-s", "install-files", "PREFIX=/opt/ricochet"])
         .arg(format!("DESTDIR={}", root.display()))
         .arg(format!("BIN={}", env!("CARGO_BIN_EXE_ricochet")))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -22,20 +22,21 @@ fn every_file_lands_where_the_unit_expects_it() {
     let out = install(root.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for f in [
-        "usr/bin/ricochet",
+        "opt/ricochet/bin/ricochet",
         "etc/systemd/system/ricochet.service",
         "etc/sysctl.d/99-ricochet.conf",
         "etc/ricochet/ricochet.toml",
-        "usr/share/doc/ricochet/README.md",
-        "usr/share/doc/ricochet/tuning/README.md",
+        "opt/ricochet/share/doc/ricochet/README.md",
+        "opt/ricochet/share/doc/ricochet/tuning/README.md",
     ] {
         assert!(root.path().join(f).is_file(), "{f} missing");
     }
     let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/ricochet.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/bin/ricochet serve --config /etc/ricochet/ricochet.toml"), "{unit}");
-    assert!(unit.contains("Type=notify") && !unit.contains("/usr/local"), "{unit}");
+    assert!(unit.contains("ExecStart=/opt/ricochet/bin/ricochet serve --config /etc/ricochet/ricochet.toml"), "{unit}");
+    assert!(unit.contains("file:///opt/ricochet/share/doc/ricochet/"), "{unit}");
+    assert!(unit.contains("Type=notify") && !unit.contains("/usr/"), "{unit}");
     // The staged binary runs, and reads the staged config as it is.
-    let bin = root.path().join("usr/bin/ricochet");
+    let bin = root.path().join("opt/ricochet/bin/ricochet");
     let v = Command::new(&bin).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("ricochet "));
     let config = root.path().join("etc/ricochet/ricochet.toml");
