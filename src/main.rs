@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 use ricochet::bench::{self, BenchArgs};
 use ricochet::logging::{self, say_error};
+use ricochet::process;
 use ricochet::server::config::{ServeArgs, Settings};
-use ricochet::server::shard;
 use ricochet::tune::{self, TuneArgs};
 use std::process::ExitCode;
 
@@ -71,13 +71,13 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(settings.log_format);
-            match shard::serve(settings) {
+            match process::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(
-                    e @ (shard::ServeError::Uring(_)
-                    | shard::ServeError::InUse { .. }
-                    | shard::ServeError::Tls(_)
-                    | shard::ServeError::Tokens(_)),
+                    e @ (process::ServeError::Uring(_)
+                    | process::ServeError::InUse { .. }
+                    | process::ServeError::Tls(_)
+                    | process::ServeError::Tokens(_)),
                 ) => {
                     say_error(e);
                     ExitCode::from(2)

@@ -1,0 +1,264 @@
+//! The assembly of a process: settings in, backend chosen, listeners bound,
+//! one pinned thread per shard, then the threads around them (signals,
+//! systemd, the admin listener). It sits above [`crate::server`] and
+//! [`crate::io`]: drivers depend on the shared connection table, and nothing
+//! below depends on them.
+
+mod signals;
+mod systemd;
+
+use crate::io::{epoll, uring};
+use crate::server::config::{Backend, Settings};
+use crate::server::listener::{self, ListenOptions};
+use crate::server::notify::Notifier;
+use crate::server::shard::ShardContext;
+use crate::server::shared::Shared;
+use crate::server::stats::Stats;
+use crate::server::tls::{self, Certificates, TlsError};
+use crate::server::tokens::{TokenError, Tokens};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A shard failed.
+    #[error("shard {shard} failed: {source}")]
+    Shard {
+        /// Which.
+        shard: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another socket already listens on the address (and `--share-port` was not given).
+    #[error("{addr} is already in use by another process (another ricochet?); stop it, choose another --listen, or pass --share-port to split connections with it on purpose")]
+    InUse {
+        /// Address.
+        addr: SocketAddr,
+    },
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The TLS certificates or configuration cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The bearer token file could not be used.
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    /// `--backend uring` where io_uring cannot be used.
+    #[error("--backend uring: {0}")]
+    Uring(#[from] uring::probe::Unavailable),
+}
+
+/// The backend the shards run on, after probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chosen {
+    Epoll,
+    Uring,
+}
+
+/// Resolves `auto` by probing io_uring; `uring` must pass the probe.
+fn choose_backend(asked: Backend) -> Result<Chosen, ServeError> {
+    match asked {
+        Backend::Epoll => Ok(Chosen::Epoll),
+        Backend::Uring => {
+            uring::probe::probe()?;
+            Ok(Chosen::Uring)
+        }
+        Backend::Auto => match uring::probe::probe() {
+            Ok(s) => {
+                info!(defer_taskrun = s.defer_taskrun, "backend auto: io_uring available, using it");
+                Ok(Chosen::Uring)
+            }
+            Err(e) => {
+                warn!("backend auto: using epoll because {e}");
+                Ok(Chosen::Epoll)
+            }
+        },
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM and a graceful shutdown; returns the
+/// summed counters. Prints `listening on ADDR` on stdout once every shard accepts.
+pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
+    // Each connection is a file: use all the hard limit allows, and say so
+    // when even that, or the listen queue limit, would cap the server.
+    let nofile = crate::tune::raise_nofile_limit();
+    for w in crate::tune::serve_warnings(
+        std::path::Path::new("/"),
+        settings.max_connections as u64,
+        settings.backlog as u64,
+        nofile,
+    ) {
+        warn!("{w}");
+    }
+    let backend = choose_backend(settings.backend)?;
+    // Tokens and certificates first: a bad file stops the start before any port is taken.
+    let tokens = match &settings.auth_tokens {
+        Some(path) => {
+            let (t, n) = Tokens::load(path)?;
+            info!(file = %path.display(), tokens = n, "bearer tokens required");
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
+    let (certs, tls) = match &settings.tls {
+        Some(source) => {
+            let (certs, notes) = Certificates::load(source.clone())?;
+            for n in notes {
+                if n.warn {
+                    warn!("{}", n.text);
+                } else {
+                    info!("{}", n.text);
+                }
+            }
+            let config = tls::server_config(certs.clone(), settings.tls_client.as_ref())?;
+            if let Some(c) = &settings.tls_client {
+                let mode = if c.optional { "optional" } else { "required" };
+                info!(ca = %c.ca.display(), mode, "TLS client certificates");
+            }
+            (Some(certs), Some(config))
+        }
+        None => (None, None),
+    };
+    let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
+    let wanted: Vec<(SocketAddr, bool)> =
+        settings.listen.iter().map(|&a| (a, false)).chain(settings.tls_listen.iter().map(|&a| (a, true))).collect();
+    // Per address, one listener per shard; then per shard, one of each.
+    let mut bound = Vec::new();
+    let mut ready_lines = Vec::new();
+    for &(addr, is_tls) in &wanted {
+        let bind_error = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
+            _ => ServeError::Bind { addr, source },
+        };
+        if !settings.share_port {
+            listener::ensure_unused(addr).map_err(bind_error)?;
+        }
+        let ls = listener::bind_all(addr, settings.shards, opts).map_err(bind_error)?;
+        let actual = ls[0].local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        ready_lines.push(if is_tls {
+            format!("listening on {actual} (tls)")
+        } else {
+            format!("listening on {actual}")
+        });
+        bound.push((ls.into_iter(), is_tls));
+    }
+    let per_shard: Vec<Vec<(std::net::TcpListener, bool)>> = (0..settings.shards)
+        .map(|_| bound.iter_mut().map(|(ls, is_tls)| (ls.next().expect("one per shard"), *is_tls)).collect())
+        .collect();
+    let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let settings = Arc::new(settings);
+    let notifier = Arc::new(Notifier::from_env());
+    let watchdog = notifier.enabled().then(systemd::watchdog_interval).flatten();
+    let mut shared = Shared::new(settings.max_connections, tokens.clone());
+    if let Some(w) = watchdog {
+        // Every shard turns at least four times per watchdog interval.
+        shared = shared.with_heartbeat(settings.shards, w / 4);
+    }
+    let shared = Arc::new(shared);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for (id, l) in per_shard.into_iter().enumerate() {
+        let ctx = ShardContext { id, settings: settings.clone(), shared: shared.clone(), tls: tls.clone() };
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let tx = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                let pinned = core.is_some_and(core_affinity::set_for_current);
+                let cpu = core.filter(|_| pinned).map(|c| c.id);
+                let tx2 = tx.clone();
+                let ready = move |r| {
+                    let _ = tx2.send(Ok((id, cpu, r)));
+                };
+                let r = match backend {
+                    Chosen::Epoll => epoll::run(ctx, l, ready),
+                    Chosen::Uring => uring::shard::run(ctx, l, ready),
+                };
+                if let Err(e) = &r {
+                    let _ = tx.send(Err((id, e.kind())));
+                }
+                r
+            })
+            .map_err(|source| ServeError::Shard { shard: id, source })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut wakers = Vec::new();
+    let mut lines = Vec::new();
+    for _ in 0..settings.shards {
+        match ready_rx.recv() {
+            Ok(Ok((id, cpu, r))) => {
+                wakers.push(r.wake);
+                lines.push((id, cpu));
+            }
+            Ok(Err((shard, kind))) => {
+                shared.request_shutdown();
+                return Err(ServeError::Shard { shard, source: kind.into() });
+            }
+            Err(_) => break,
+        }
+    }
+    signals::watch(shared.clone(), wakers, certs, tokens, notifier.clone(), settings.shutdown_grace)?;
+    {
+        // One write, so a reader sees every ready line together.
+        let text: String = ready_lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+    let addr = ready_lines.iter().map(|l| l.trim_start_matches("listening on ")).collect::<Vec<_>>().join(", ");
+    // Type=notify: ready once every shard listens, then a status line now and then.
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    if notifier.enabled() {
+        systemd::report_status(notifier.clone(), shared.clone(), addr.clone());
+    }
+    if let Some(w) = watchdog {
+        systemd::feed_watchdog(notifier.clone(), shared.clone(), w);
+    }
+    lines.sort();
+    for (id, cpu) in lines {
+        let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| c.to_string());
+        let backend = if backend == Chosen::Uring { "io_uring" } else { "epoll" };
+        info!(shard = id, cpu = %cpu, backend, addr = %addr, "shard accepting");
+    }
+    let mut total = Stats::default();
+    for (id, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok(s)) => {
+                info!(
+                    shard = id,
+                    accepted = s.accepted,
+                    upgraded = s.upgraded,
+                    rejected = s.rejected,
+                    protocol_errors = s.protocol_errors,
+                    messages = s.messages,
+                    bytes_in = s.bytes_in,
+                    bytes_out = s.bytes_out,
+                    recv_starved = s.recv_starved,
+                    ring_buffers = s.ring_buffers,
+                    tls_handshakes = s.tls_handshakes,
+                    tls_failures = s.tls_failures,
+                    "shard stopped"
+                );
+                total.add(&s);
+            }
+            Ok(Err(source)) => return Err(ServeError::Shard { shard: id, source }),
+            Err(_) => return Err(ServeError::Shard { shard: id, source: std::io::Error::other("panicked") }),
+        }
+    }
+    Ok(total)
+}
