@@ -54,7 +54,13 @@ fn open_session(config: &Config) -> Session {
     buf.extend_from_slice(REQUEST);
     let mut out = Output::new();
     s.handle_input(
-        &Ctx { config, now, admission: &AdmitAll, inflaters: ricochet::ws::harness::inflaters() },
+        &Ctx {
+            config,
+            now,
+            admission: &AdmitAll,
+            inflaters: ricochet::ws::harness::inflaters(),
+            counters: ricochet::ws::harness::counters(),
+        },
         &mut buf,
         HEADROOM,
         &mut out,
@@ -73,7 +79,13 @@ fn echo_iters(config: &Config, template: &[u8], n: u64, iters: u64) -> Duration 
     for _ in 0..iters {
         buf.copy_from_slice(template);
         out.clear();
-        let ctx = Ctx { config, now, admission: &AdmitAll, inflaters: ricochet::ws::harness::inflaters() };
+        let ctx = Ctx {
+            config,
+            now,
+            admission: &AdmitAll,
+            inflaters: ricochet::ws::harness::inflaters(),
+            counters: ricochet::ws::harness::counters(),
+        };
         let t0 = Instant::now();
         let p = session.handle_input(&ctx, black_box(&mut buf), HEADROOM, &mut out);
         total += t0.elapsed();

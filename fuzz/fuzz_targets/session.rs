@@ -33,7 +33,13 @@ fuzz_target!(|data: &[u8]| {
         _ => (FALLBACK, true),
     };
     let t0 = Instant::now();
-    let ctx = Ctx { config: &config, now: t0, admission: &AdmitAll, inflaters: ricochet::ws::harness::inflaters() };
+    let ctx = Ctx {
+        config: &config,
+        now: t0,
+        admission: &AdmitAll,
+        inflaters: ricochet::ws::harness::inflaters(),
+        counters: ricochet::ws::harness::counters(),
+    };
     let mut h = Harness::new(Session::new(&config, t0));
     // Most inputs skip the handshake so the fuzzer spends its time on frames.
     if flags & 1 == 0 {

@@ -10,7 +10,6 @@
 //! limits, shutdown) is the shared [`Table`]'s.
 
 use crate::server::shard::{ShardContext, ShardReady};
-use crate::server::stats::Stats;
 use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Output, HEADROOM};
 use mio::net::{TcpListener, TcpStream};
@@ -64,7 +63,7 @@ pub fn run(
     ctx: ShardContext,
     listeners: Vec<(std::net::TcpListener, bool)>,
     ready: impl FnOnce(ShardReady),
-) -> io::Result<Stats> {
+) -> io::Result<()> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     assert!(listeners.len() <= MAX_LISTENERS, "too many listeners");
@@ -88,7 +87,7 @@ pub fn run(
     };
     ready(ShardReady { wake: Box::new(move || drop(waker.wake())) });
     shard.event_loop()?;
-    Ok(shard.table.stats)
+    Ok(())
 }
 
 impl Shard {
@@ -262,7 +261,7 @@ impl Shard {
                     return self.drop_conn(slot);
                 }
             };
-            self.table.stats.bytes_in += n as u64;
+            self.table.metrics.bytes_in.add(n as u64);
             let end = reserve + n;
             self.table.input(slot, &mut self.buf[..end], start, now);
             if !self.flush_output(slot, end) {
@@ -300,8 +299,10 @@ impl Shard {
         } else if !out.is_empty() {
             match write_output(&mut s.io, out, buf) {
                 Ok(n) => {
-                    stats.bytes_out += n as u64;
+                    stats.bytes_out.add(n as u64);
                     if n < out.len() {
+                        // Reading stops until this drains (`on_writable`).
+                        stats.backpressure_stalls.add(1);
                         s.conn.queue(out, buf, n);
                     }
                 }
@@ -346,7 +347,7 @@ impl Shard {
             match s.io.write(s.conn.pending()) {
                 Ok(0) => return self.drop_conn(slot),
                 Ok(n) => {
-                    stats.bytes_out += n as u64;
+                    stats.bytes_out.add(n as u64);
                     s.conn.advance_pending(n);
                     if !s.conn.has_pending() {
                         break;

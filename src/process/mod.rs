@@ -10,10 +10,10 @@ mod systemd;
 use crate::io::{epoll, uring};
 use crate::server::config::{Backend, Settings};
 use crate::server::listener::{self, ListenOptions};
+use crate::server::metrics::ShardMetrics;
 use crate::server::notify::Notifier;
 use crate::server::shard::ShardContext;
 use crate::server::shared::Shared;
-use crate::server::stats::Stats;
 use crate::server::tls::{self, Certificates, TlsError};
 use crate::server::tokens::{TokenError, Tokens};
 use std::io::Write;
@@ -90,9 +90,9 @@ fn choose_backend(asked: Backend) -> Result<Chosen, ServeError> {
     }
 }
 
-/// Runs the server until SIGINT/SIGTERM and a graceful shutdown; returns the
-/// summed counters. Prints `listening on ADDR` on stdout once every shard accepts.
-pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
+/// Runs the server until SIGINT/SIGTERM and a graceful shutdown. Prints
+/// `listening on ADDR` on stdout once every shard accepts.
+pub fn serve(settings: Settings) -> Result<(), ServeError> {
     // Each connection is a file: use all the hard limit allows, and say so
     // when even that, or the listen queue limit, would cap the server.
     let nofile = crate::tune::raise_nofile_limit();
@@ -169,10 +169,17 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         shared = shared.with_heartbeat(settings.shards, w / 4);
     }
     let shared = Arc::new(shared);
+    let metrics: Vec<Arc<ShardMetrics>> = (0..settings.shards).map(|_| Arc::default()).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
     for (id, l) in per_shard.into_iter().enumerate() {
-        let ctx = ShardContext { id, settings: settings.clone(), shared: shared.clone(), tls: tls.clone() };
+        let ctx = ShardContext {
+            id,
+            settings: settings.clone(),
+            shared: shared.clone(),
+            tls: tls.clone(),
+            metrics: metrics[id].clone(),
+        };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let tx = ready_tx.clone();
         let t = std::thread::Builder::new()
@@ -235,30 +242,30 @@ pub fn serve(settings: Settings) -> Result<Stats, ServeError> {
         let backend = if backend == Chosen::Uring { "io_uring" } else { "epoll" };
         info!(shard = id, cpu = %cpu, backend, addr = %addr, "shard accepting");
     }
-    let mut total = Stats::default();
     for (id, t) in threads.into_iter().enumerate() {
         match t.join() {
-            Ok(Ok(s)) => {
+            Ok(Ok(())) => {
+                let m = &metrics[id];
                 info!(
                     shard = id,
-                    accepted = s.accepted,
-                    upgraded = s.upgraded,
-                    rejected = s.rejected,
-                    protocol_errors = s.protocol_errors,
-                    messages = s.messages,
-                    bytes_in = s.bytes_in,
-                    bytes_out = s.bytes_out,
-                    recv_starved = s.recv_starved,
-                    ring_buffers = s.ring_buffers,
-                    tls_handshakes = s.tls_handshakes,
-                    tls_failures = s.tls_failures,
+                    accepted = m.accepted.get(),
+                    upgraded = m.upgraded.get(),
+                    rejected = m.refused_total(),
+                    protocol_errors = m.protocol_errors_total(),
+                    messages = m.messages.get(),
+                    bytes_in = m.bytes_in.get(),
+                    bytes_out = m.bytes_out.get(),
+                    backpressure_stalls = m.backpressure_stalls.get(),
+                    recv_starved = m.recv_starved.get(),
+                    ring_buffers = m.ring_buffers.get(),
+                    tls_handshakes = m.tls_handshakes(),
+                    tls_failures = m.tls_failures.get(),
                     "shard stopped"
                 );
-                total.add(&s);
             }
             Ok(Err(source)) => return Err(ServeError::Shard { shard: id, source }),
             Err(_) => return Err(ServeError::Shard { shard: id, source: std::io::Error::other("panicked") }),
         }
     }
-    Ok(total)
+    Ok(())
 }

@@ -4,10 +4,10 @@
 pub mod config;
 pub mod conn;
 pub mod listener;
+pub mod metrics;
 pub mod notify;
 pub mod shard;
 pub mod shared;
-pub mod stats;
 pub mod table;
 pub mod timers;
 pub mod tls;

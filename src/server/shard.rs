@@ -3,6 +3,7 @@
 //! [`crate::process`], above both this module and the drivers.
 
 use crate::server::config::Settings;
+use crate::server::metrics::ShardMetrics;
 use crate::server::shared::Shared;
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ pub struct ShardContext {
     pub shared: Arc<Shared>,
     /// The TLS configuration every shard shares, when there are TLS listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// This shard's counters (it is their only writer; the admin listener reads them).
+    pub metrics: Arc<ShardMetrics>,
 }
 
 /// Sent by a shard once its event loop is about to run.

@@ -4,8 +4,8 @@
 //! once, so both backends behave the same.
 
 use crate::server::conn::Conn;
+use crate::server::metrics::{ShardMetrics, Timeout};
 use crate::server::shard::ShardContext;
-use crate::server::stats::Stats;
 use crate::server::timers::Timers;
 use crate::ws::deflate::Inflaters;
 use crate::ws::handshake::Rejection;
@@ -15,6 +15,7 @@ use crate::ws::{close, Ctx, Output, Phase, Progress, Session, HEADROOM};
 use slab::Slab;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -65,7 +66,7 @@ pub const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
 /// What a session call needs from the shard. A free function, so it borrows
 /// only `ctx` while a slot of the table is borrowed mutably.
 fn core_ctx<'a>(ctx: &'a ShardContext, inflaters: &'a Inflaters, now: Instant) -> Ctx<'a> {
-    Ctx { config: &ctx.settings.core, now, admission: &*ctx.shared, inflaters }
+    Ctx { config: &ctx.settings.core, now, admission: &*ctx.shared, inflaters, counters: &ctx.metrics.core }
 }
 
 /// A connection: the driver's I/O handle plus the shared state.
@@ -94,8 +95,8 @@ pub struct Table<T> {
     slots: Slab<Slot<T>>,
     next_generation: u32,
     timers: Timers,
-    /// Counters, logged at exit.
-    pub stats: Stats,
+    /// The shard's counters (the same set as `ctx.metrics`).
+    pub metrics: Arc<ShardMetrics>,
     /// Output of the last `input`, `timer` or `shutdown_close` call.
     pub out: Output,
     /// TLS connections: the session's output before it is encrypted into `out`.
@@ -120,7 +121,7 @@ impl<T: PeerAddr> Table<T> {
             slots: Slab::new(),
             next_generation: 0,
             timers: Timers::new(),
-            stats: Stats::default(),
+            metrics: ctx.metrics.clone(),
             out: Output::new(),
             plain_out: Output::new(),
             plain: Vec::new(),
@@ -135,7 +136,7 @@ impl<T: PeerAddr> Table<T> {
 
     /// Adds an accepted connection (from a TLS listener if `tls`); returns its slot.
     pub fn insert(&mut self, io: T, now: Instant, tls: bool) -> usize {
-        self.stats.accepted += 1;
+        self.metrics.accepted.add(1);
         self.next_generation = self.next_generation.wrapping_add(1);
         let session = Session::new(&self.ctx.settings.core, now);
         let mut conn = Conn::new(session);
@@ -146,13 +147,14 @@ impl<T: PeerAddr> Table<T> {
                 Err(e) => {
                     // Only a configuration rustls refuses can fail here; the
                     // connection is closed as soon as it sends anything.
-                    self.stats.tls_failures += 1;
+                    self.metrics.tls_failures.add(1);
                     debug!(error = %e, "cannot start TLS");
                     conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
                 }
             }
         }
         let slot = self.slots.insert(Slot { io, conn, generation: self.next_generation });
+        self.metrics.connections_open.set(self.slots.len() as u64);
         self.reschedule(slot);
         slot
     }
@@ -163,9 +165,9 @@ impl<T: PeerAddr> Table<T> {
     }
 
     /// The connection in `slot`, the last output and the counters, borrowed together.
-    pub fn split(&mut self, slot: usize) -> Option<(&mut Slot<T>, &Output, &mut Stats)> {
+    pub fn split(&mut self, slot: usize) -> Option<(&mut Slot<T>, &Output, &ShardMetrics)> {
         let s = self.slots.get_mut(slot)?;
-        Some((s, &self.out, &mut self.stats))
+        Some((s, &self.out, &self.metrics))
     }
 
     /// The connection in `slot` if it is still of `generation`.
@@ -176,6 +178,7 @@ impl<T: PeerAddr> Table<T> {
     /// Removes a connection, giving back its place in the connection limit.
     pub fn remove(&mut self, slot: usize) -> Option<Slot<T>> {
         let mut s = self.slots.try_remove(slot)?;
+        self.metrics.connections_open.set(self.slots.len() as u64);
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
             self.ctx.shared.release();
@@ -202,6 +205,7 @@ impl<T: PeerAddr> Table<T> {
     /// again, and (under systemd's watchdog) the shard says it is turning.
     pub fn new_turn(&mut self) {
         self.handshake_budget = TLS_HANDSHAKES_PER_TURN;
+        self.metrics.inflaters_in_use.set(self.inflaters.lent() as u64);
         if self.ctx.shared.heartbeat().is_some() {
             let now = Instant::now();
             self.ctx.shared.beat(self.ctx.id, now);
@@ -261,20 +265,20 @@ impl<T: PeerAddr> Table<T> {
         };
         let s = &mut self.slots[slot];
         s.conn.keep_carry(buf, start, &p);
-        self.stats.messages += p.messages;
+        self.metrics.messages.add(p.messages);
         if p.upgraded {
             s.conn.admitted = true;
-            self.stats.upgraded += 1;
+            self.metrics.upgraded.add(1);
             if let Some(token) = &p.token {
                 debug!(shard = self.ctx.id, peer = %Peer(&s.io), token = %token, "admitted with a bearer token");
             }
         }
         if let Some(r) = &p.rejected {
-            self.stats.rejected += 1;
+            self.metrics.refuse(r);
             log_refusal(self.ctx.id, &s.io, r);
         }
         if let Some(err) = p.error {
-            self.stats.protocol_errors += 1;
+            self.metrics.protocol_errors.count(err.close_code());
             debug!(shard = self.ctx.id, peer = %Peer(&s.io), close_code = err.close_code(), error = %err, "protocol error");
         }
         self.reschedule(slot);
@@ -301,7 +305,11 @@ impl<T: PeerAddr> Table<T> {
             Ok(r) => {
                 p.consumed = r.consumed;
                 if handshaking && !tls.is_handshaking() {
-                    self.stats.tls_handshakes += 1;
+                    if tls.resumed() {
+                        self.metrics.tls_resumed.add(1);
+                    } else {
+                        self.metrics.tls_full.add(1);
+                    }
                     if let Some(subject) = crate::server::tls::client_subject(tls.peer_certificates()) {
                         debug!(shard = self.ctx.id, peer = %Peer(&s.io), subject, "TLS client certificate");
                     }
@@ -321,7 +329,7 @@ impl<T: PeerAddr> Table<T> {
                 let close = s.conn.session.is_closed();
                 if let Err(e) = tls.seal(&self.plain_out, &self.plain, close, &mut self.out) {
                     if !self.plain_out.is_empty() {
-                        self.stats.tls_failures += 1;
+                        self.metrics.tls_failures.add(1);
                         debug!(shard = self.ctx.id, peer = %Peer(&s.io), error = %e, "TLS failed");
                         s.conn.session.abort(&ctx);
                         p.consumed = all;
@@ -334,7 +342,7 @@ impl<T: PeerAddr> Table<T> {
                     s.conn.session.refuse(&ctx, &Rejection::NotTls, &mut self.out);
                     p.rejected = Some(Rejection::NotTls);
                 } else {
-                    self.stats.tls_failures += 1;
+                    self.metrics.tls_failures.add(1);
                     debug!(shard = self.ctx.id, peer = %Peer(&s.io), error = %e, "TLS failed");
                     s.conn.session.abort(&ctx);
                 }
@@ -390,12 +398,20 @@ impl<T: PeerAddr> Table<T> {
             s.conn.timer_at = None;
             self.out.clear();
             let ctx = core_ctx(&self.ctx, &self.inflaters, now);
-            let in_handshake = s.conn.session.phase() == Phase::Handshake;
-            if s.conn.session.handle_timeout(&ctx, &mut self.out) {
+            let before = s.conn.session.phase();
+            let drop = s.conn.session.handle_timeout(&ctx, &mut self.out);
+            let after = s.conn.session.phase();
+            match before {
+                Phase::Handshake if drop || after != before => self.metrics.timeout(Timeout::Handshake),
+                Phase::Open if drop || after != before => self.metrics.timeout(Timeout::Idle),
+                Phase::CloseSent | Phase::Closed if drop => self.metrics.timeout(Timeout::Close),
+                _ => {} // a ping at half the idle timeout, or not due yet
+            }
+            if drop {
                 return Some((f.slot, TimerAction::Drop));
             }
-            if in_handshake && s.conn.session.is_closed() {
-                self.stats.rejected += 1;
+            if before == Phase::Handshake && s.conn.session.is_closed() {
+                self.metrics.refuse(&Rejection::Timeout);
                 log_refusal(self.ctx.id, &s.io, &Rejection::Timeout);
             }
             if !self.seal_out(f.slot) {
@@ -473,7 +489,7 @@ impl<T: PeerAddr> Table<T> {
         self.out.clear();
         let ctx = core_ctx(&self.ctx, &self.inflaters, now);
         if s.conn.session.phase() == Phase::Handshake {
-            self.stats.rejected += 1;
+            self.metrics.refuse(&Rejection::ShuttingDown);
             log_refusal(self.ctx.id, &s.io, &Rejection::ShuttingDown);
         }
         s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);

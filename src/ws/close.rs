@@ -7,6 +7,8 @@ use crate::ws::utf8;
 pub const NORMAL: u16 = 1000;
 /// 1001: going away (server shutting down).
 pub const GOING_AWAY: u16 = 1001;
+/// 1005: no status code was present (never sent; RFC 6455 §7.4.1).
+pub const NO_STATUS: u16 = 1005;
 /// 1002: protocol error.
 pub const PROTOCOL_ERROR: u16 = 1002;
 /// 1007: message data not consistent with its type (bad UTF-8).

@@ -161,7 +161,52 @@ pub enum Rejection {
     NotTls,
 }
 
+/// Every refusal's short name and HTTP status, in [`Rejection::index`]
+/// order: the bounded label set of the refusal metrics.
+pub const REFUSALS: [(&str, u16); 17] = [
+    ("head_too_large", 431),
+    ("too_many_headers", 431),
+    ("malformed", 400),
+    ("method_not_allowed", 405),
+    ("not_http11", 400),
+    ("missing_host", 400),
+    ("not_upgrade", 400),
+    ("no_connection_upgrade", 400),
+    ("unsupported_version", 426),
+    ("bad_key", 400),
+    ("path_not_found", 404),
+    ("origin_forbidden", 403),
+    ("unauthorized", 401),
+    ("overloaded", 503),
+    ("timeout", 408),
+    ("shutting_down", 503),
+    ("not_tls", 400),
+];
+
 impl Rejection {
+    /// This refusal's place in [`REFUSALS`].
+    pub fn index(&self) -> usize {
+        match self {
+            Rejection::HeadTooLarge(_) => 0,
+            Rejection::TooManyHeaders => 1,
+            Rejection::Malformed(_) => 2,
+            Rejection::MethodNotAllowed(_) => 3,
+            Rejection::NotHttp11 => 4,
+            Rejection::MissingHost => 5,
+            Rejection::NotUpgrade => 6,
+            Rejection::NoConnectionUpgrade => 7,
+            Rejection::UnsupportedVersion => 8,
+            Rejection::BadKey => 9,
+            Rejection::PathNotFound => 10,
+            Rejection::OriginForbidden => 11,
+            Rejection::Unauthorized(_) => 12,
+            Rejection::Overloaded => 13,
+            Rejection::Timeout => 14,
+            Rejection::ShuttingDown => 15,
+            Rejection::NotTls => 16,
+        }
+    }
+
     /// HTTP status code and reason phrase.
     pub fn status(&self) -> (u16, &'static str) {
         match self {
@@ -404,6 +449,34 @@ mod tests {
 
     fn parse(req: &str) -> Result<Request, Rejection> {
         parse_request(req.as_bytes(), &HandshakePolicy::default(), &AdmitAll)
+    }
+
+    #[test]
+    fn every_refusal_has_its_status_in_the_label_table() {
+        let mut seen = std::collections::HashSet::new();
+        for r in [
+            Rejection::HeadTooLarge(1),
+            Rejection::TooManyHeaders,
+            Rejection::Malformed("x"),
+            Rejection::MethodNotAllowed("POST".into()),
+            Rejection::NotHttp11,
+            Rejection::MissingHost,
+            Rejection::NotUpgrade,
+            Rejection::NoConnectionUpgrade,
+            Rejection::UnsupportedVersion,
+            Rejection::BadKey,
+            Rejection::PathNotFound,
+            Rejection::OriginForbidden,
+            Rejection::Unauthorized(None),
+            Rejection::Overloaded,
+            Rejection::Timeout,
+            Rejection::ShuttingDown,
+            Rejection::NotTls,
+        ] {
+            assert_eq!(REFUSALS[r.index()].1, r.status().0, "{r:?}");
+            assert!(seen.insert(r.index()), "{r:?} shares its index");
+        }
+        assert_eq!(seen.len(), REFUSALS.len());
     }
 
     #[test]

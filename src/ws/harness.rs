@@ -3,6 +3,7 @@
 //! call left unconsumed. Tests, the fuzz target and the benchmarks use it,
 //! so the carry-over rules they exercise are the backends' own.
 
+use crate::ws::counters::CoreCounters;
 use crate::ws::deflate::Inflaters;
 use crate::ws::output::Output;
 use crate::ws::session::{Ctx, Progress, Session, HEADROOM};
@@ -14,6 +15,15 @@ pub fn inflaters() -> &'static Inflaters {
         static POOL: &'static Inflaters = Box::leak(Box::new(Inflaters::new(64)));
     }
     POOL.with(|p| *p)
+}
+
+/// Counters one thread's sessions bump, as a shard's do (one writer each):
+/// for tests, the fuzz target and the benchmarks.
+pub fn counters() -> &'static CoreCounters {
+    thread_local! {
+        static COUNTERS: &'static CoreCounters = Box::leak(Box::default());
+    }
+    COUNTERS.with(|c| *c)
 }
 
 /// A session plus the state a backend keeps next to it.

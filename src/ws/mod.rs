@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod client;
 pub mod close;
 pub mod config;
+pub mod counters;
 pub mod deflate;
 pub mod error;
 pub mod frame;

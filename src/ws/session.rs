@@ -19,6 +19,7 @@
 
 use crate::ws::close;
 use crate::ws::config::{Config, Reply};
+use crate::ws::counters::CoreCounters;
 use crate::ws::deflate::{Echo, Inflater, Inflaters};
 use crate::ws::error::ProtocolError;
 use crate::ws::frame::{self, HeaderStatus, OpCode};
@@ -82,6 +83,8 @@ pub struct Ctx<'a> {
     pub admission: &'a dyn Admission,
     /// The shard's inflaters, for compressed messages (RFC 7692).
     pub inflaters: &'a Inflaters,
+    /// The shard's counters of protocol events.
+    pub counters: &'a CoreCounters,
 }
 
 /// What one [`Session::handle_input`] call did.
@@ -612,6 +615,7 @@ impl Session {
             if msg_done {
                 self.msg = None;
                 self.compressed = false;
+                ctx.counters.messages_discarded.add(1);
             }
             return Some(piece_end);
         }
@@ -657,6 +661,9 @@ impl Session {
             Reply::Fixed(_) => {}
         }
         if msg_done {
+            if self.compressed {
+                ctx.counters.inflated_messages.add(1);
+            }
             self.msg = None;
             self.msg_len = 0;
             self.out_open = false;
@@ -696,12 +703,15 @@ impl Session {
             }
             OpCode::Close => match close::parse_close_payload(&buf[ps..pe]) {
                 Ok(code) => {
+                    // RFC 6455 §7.1.5: a close without a code counts as 1005.
+                    ctx.counters.close_received.count(if pe == ps { close::NO_STATUS } else { code });
                     if self.phase == Phase::Open {
                         // RFC 6455 §5.5.1: answer with a close echoing the code,
                         // written over the 4 mask-key bytes of the client's header.
                         let c = code.to_be_bytes();
                         buf[pos + 2..pos + 6].copy_from_slice(&[0x88, 0x02, c[0], c[1]]);
                         out.push_input(pos + 2, pos + 6);
+                        ctx.counters.close_sent.count(code);
                     }
                     self.peer_closed = true;
                     self.enter_closed(ctx);
@@ -720,6 +730,7 @@ impl Session {
         p.error = Some(e);
         if self.phase == Phase::Open && !self.mid_committed_frame() {
             out.push_close(e.close_code(), e.reason());
+            ctx.counters.close_sent.count(e.close_code());
         }
         self.enter_closed(ctx);
     }
@@ -731,6 +742,7 @@ impl Session {
             return;
         }
         out.push_close(code, reason);
+        ctx.counters.close_sent.count(code);
         // The rest of a message in progress is only skipped now.
         self.release(ctx.inflaters);
         self.phase = Phase::CloseSent;

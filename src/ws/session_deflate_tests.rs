@@ -230,7 +230,13 @@ fn fallback_output_per_call_is_bounded() {
     let data = vec![0u8; 4 << 20];
     let input = compressed(OpCode::Binary, &data);
     let now = Instant::now();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: inflaters() };
+    let ctx = Ctx {
+        config: &config,
+        now,
+        admission: &AdmitAll,
+        inflaters: inflaters(),
+        counters: crate::ws::harness::counters(),
+    };
     let mut h = Harness::new(Session::new(&config, now));
     h.feed(&ctx, &request(Some(NARROW)));
     h.sent.clear();
@@ -255,7 +261,8 @@ fn a_message_spanning_reads_waits_for_a_free_inflater() {
     let config = deflate_config();
     let pool = Inflaters::new(1);
     let now = Instant::now();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: &pool };
+    let ctx =
+        Ctx { config: &config, now, admission: &AdmitAll, inflaters: &pool, counters: crate::ws::harness::counters() };
     let (mut a, mut b) = (Harness::new(Session::new(&config, now)), Harness::new(Session::new(&config, now)));
     a.feed(&ctx, &request(Some(BROWSER)));
     b.feed(&ctx, &request(Some(BROWSER)));
@@ -294,7 +301,8 @@ fn a_connection_failed_mid_message_gives_its_inflater_back() {
     let config = deflate_config();
     let pool = Inflaters::new(1);
     let now = Instant::now();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: &pool };
+    let ctx =
+        Ctx { config: &config, now, admission: &AdmitAll, inflaters: &pool, counters: crate::ws::harness::counters() };
     let mut a = Harness::new(Session::new(&config, now));
     a.feed(&ctx, &request(Some(BROWSER)));
     let z = deflate_message(&[5u8; 10_000]);
@@ -325,7 +333,13 @@ fn pong_reply_mode_answers_compressed_messages_uncompressed() {
 fn the_handshake_answer_names_the_extension() {
     let config = deflate_config();
     let now = Instant::now();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: inflaters() };
+    let ctx = Ctx {
+        config: &config,
+        now,
+        admission: &AdmitAll,
+        inflaters: inflaters(),
+        counters: crate::ws::harness::counters(),
+    };
     let mut h = Harness::new(Session::new(&config, now));
     h.feed(&ctx, &request(Some(BROWSER)));
     let text = String::from_utf8(h.sent.clone()).unwrap();
@@ -333,7 +347,13 @@ fn the_handshake_answer_names_the_extension() {
     assert_eq!(h.session.deflate(), Some(Echo::Passthrough));
     // Disabled: the offer is ignored.
     let config = Config::default();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: inflaters() };
+    let ctx = Ctx {
+        config: &config,
+        now,
+        admission: &AdmitAll,
+        inflaters: inflaters(),
+        counters: crate::ws::harness::counters(),
+    };
     let mut h = Harness::new(Session::new(&config, now));
     h.feed(&ctx, &request(Some(BROWSER)));
     assert!(!String::from_utf8_lossy(&h.sent).contains("Extensions"));

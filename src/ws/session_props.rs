@@ -99,7 +99,7 @@ proptest! {
     ) {
         let config = Config::default();
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
+        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters(), counters: crate::ws::harness::counters() };
         let (wire, expect) = encode(&msgs, key);
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, REQUEST);
@@ -127,7 +127,7 @@ proptest! {
         let mut config = Config::default();
         config.handshake.permessage_deflate = true;
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
+        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters(), counters: crate::ws::harness::counters() };
         let offer = if fallback { "server_max_window_bits=9" } else { "client_max_window_bits" };
         let request = String::from_utf8(REQUEST.to_vec()).unwrap().replace(
             "\r\n\r\n",

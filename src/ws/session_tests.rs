@@ -37,7 +37,13 @@ pub(super) fn run_request(
     answer: impl FnOnce(&[u8]),
 ) -> (Vec<u8>, Harness) {
     let now = Instant::now();
-    let ctx = Ctx { config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
+    let ctx = Ctx {
+        config,
+        now,
+        admission: &AdmitAll,
+        inflaters: crate::ws::harness::inflaters(),
+        counters: crate::ws::harness::counters(),
+    };
     let mut h = Harness::new(Session::new(config, now));
     h.feed(&ctx, request);
     answer(&h.sent);
@@ -122,7 +128,13 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
     let config = Config::default();
     for i in 0..REQUEST.len() {
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
+        let ctx = Ctx {
+            config: &config,
+            now,
+            admission: &AdmitAll,
+            inflaters: crate::ws::harness::inflaters(),
+            counters: crate::ws::harness::counters(),
+        };
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, &REQUEST[..i]);
         assert!(h.sent.is_empty());
@@ -136,7 +148,13 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
 fn frames_after_the_request_in_the_same_read_are_echoed() {
     let config = Config::default();
     let now = Instant::now();
-    let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() };
+    let ctx = Ctx {
+        config: &config,
+        now,
+        admission: &AdmitAll,
+        inflaters: crate::ws::harness::inflaters(),
+        counters: crate::ws::harness::counters(),
+    };
     let mut h = Harness::new(Session::new(&config, now));
     let mut input = REQUEST.to_vec();
     input.extend(frame(true, OpCode::Text, b"early"));
@@ -429,7 +447,13 @@ fn messages_are_counted() {
 }
 
 fn at(config: &Config, now: Instant) -> Ctx<'_> {
-    Ctx { config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters() }
+    Ctx {
+        config,
+        now,
+        admission: &AdmitAll,
+        inflaters: crate::ws::harness::inflaters(),
+        counters: crate::ws::harness::counters(),
+    }
 }
 
 #[test]

@@ -103,6 +103,12 @@ impl TlsConn {
         self.conn.is_handshaking()
     }
 
+    /// True once a handshake completed by resuming an earlier session
+    /// (a ticket or a session ID) rather than with a full key exchange.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The client's certificate chain, once the handshake has it.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.conn.peer_certificates()

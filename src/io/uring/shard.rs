@@ -16,7 +16,6 @@
 use super::buf_ring::BufRing;
 use super::probe::new_ring;
 use crate::server::shard::{ShardContext, ShardReady};
-use crate::server::stats::Stats;
 use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -144,7 +143,7 @@ pub fn run(
     ctx: ShardContext,
     listeners: Vec<(std::net::TcpListener, bool)>,
     ready: impl FnOnce(ShardReady),
-) -> io::Result<Stats> {
+) -> io::Result<()> {
     let s = &ctx.settings;
     let (ring, _defer) = new_ring(s.ring_entries)?;
     let bufs = BufRing::new(
@@ -177,6 +176,7 @@ pub fn run(
         parked: Vec::new(),
         cqes: Vec::new(),
     };
+    shard.table.metrics.ring_buffers.set(u64::from(shard.bufs.len()));
     for i in 0..shard.listeners.len() {
         shard.arm_accept(i)?;
     }
@@ -190,8 +190,7 @@ pub fn run(
         }),
     });
     shard.event_loop()?;
-    shard.table.stats.ring_buffers = u64::from(shard.bufs.len());
-    Ok(shard.table.stats)
+    Ok(())
 }
 
 impl Shard {
@@ -419,7 +418,7 @@ impl Shard {
             1.. => {
                 let b = bid.expect("a receive with data names its buffer");
                 let len = res as usize;
-                self.table.stats.bytes_in += len as u64;
+                self.table.metrics.bytes_in.add(len as u64);
                 let waits =
                     self.table.get_gen(slot, generation).is_some_and(|s| s.io.waiting) || self.table.must_wait(slot);
                 let s = self.table.get_gen(slot, generation).expect("checked above");
@@ -452,11 +451,12 @@ impl Shard {
             }
             0 => return self.on_eof(slot),
             _ if -res == libc::ENOBUFS => {
-                self.table.stats.recv_starved += 1;
+                self.table.metrics.recv_starved.add(1);
                 self.starved.push((slot, generation));
                 // Every buffer is in use: the load needs more, if the ring may grow.
                 match self.bufs.grow() {
                     Ok(true) => {
+                        self.table.metrics.ring_buffers.set(u64::from(self.bufs.len()));
                         debug!(shard = self.table.ctx.id, buffers = self.bufs.len(), "receive buffers grown");
                         self.recycled = true; // re-arm the starved receives now
                     }
@@ -677,7 +677,7 @@ impl Shard {
             self.keep_job(job);
             return self.close(slot);
         }
-        self.table.stats.bytes_out += sent as u64;
+        self.table.metrics.bytes_out.add(sent as u64);
         if sent < job.total {
             // The socket is full: keep the rest, give the buffer back, and
             // wait until the socket takes more.
@@ -698,6 +698,7 @@ impl Shard {
                 self.give_back(b);
             }
             self.keep_job(job);
+            self.table.metrics.backpressure_stalls.add(1);
             let s = self.table.get_gen(slot, generation).expect("checked above");
             s.io.throttled = true;
             // What was queued behind this send stays behind its rest.
