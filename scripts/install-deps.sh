@@ -3,8 +3,11 @@
 # Python websockets client runs in a venv), python3-lib2to3 (the Autobahn
 # suite is converted from Python 2), haproxy (a real load balancer health-
 # checks the server), Node.js and npm (Node's ws is a client of the
-# permessage-deflate tests) and chromium (a real browser is another). Idempotent; as root it installs with apt-get, otherwise
-# it says what to install.
+# permessage-deflate tests), chromium (a real browser is another) and
+# prometheus (promtool checks /metrics, and a real Prometheus scrapes it;
+# installed without its recommended exporters, and its own service is not
+# used). Idempotent; as root it installs with apt-get, otherwise it says what
+# to install.
 set -euo pipefail
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -13,14 +16,17 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need+=(chromium)
-[ ${#need[@]} -eq 0 ] && exit 0
+bare=()
+command -v promtool >/dev/null || bare+=(prometheus)
+[ ${#need[@]} -eq 0 ] && [ ${#bare[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  run=()
 elif command -v sudo >/dev/null; then
-  sudo apt-get update -qq
-  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  run=(sudo)
 else
-  echo "install-deps: please install: ${need[*]}" >&2
+  echo "install-deps: please install: ${need[*]} ${bare[*]}" >&2
   exit 1
 fi
+"${run[@]}" apt-get update -qq
+[ ${#need[@]} -eq 0 ] || "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+[ ${#bare[@]} -eq 0 ] || "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${bare[@]}"

@@ -70,17 +70,21 @@ fn the_file_passes_the_audit_for_the_load_it_names() {
 }
 
 #[test]
-fn example_config_is_exactly_the_defaults() {
+fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
     let from_file =
         Settings::resolve(&ServeArgs { config: Some(format!("{DIR}/ricochet.toml").into()), ..Default::default() })
             .unwrap();
-    let defaults = Settings::resolve(&ServeArgs::default()).unwrap();
+    // The one departure: the unit and the example turn the admin listener on, privately.
+    let defaults =
+        Settings::resolve(&ServeArgs { metrics_listen: Some("127.0.0.1:9090".into()), ..Default::default() }).unwrap();
+    assert_eq!(Settings::resolve(&ServeArgs::default()).unwrap().metrics_listen, None);
     assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
     // Every setting appears, commented out where its default is "unset".
     let text = std::fs::read_to_string(format!("{DIR}/ricochet.toml")).unwrap();
     for key in [
         "listen",
         "tls-listen",
+        "metrics-listen",
         "tls-cert",
         "tls-key",
         "tls-self-signed",

@@ -7,6 +7,8 @@
 mod signals;
 mod systemd;
 
+use crate::admin::exposition::BuildInfo;
+use crate::admin::{Admin, AdminContext};
 use crate::io::{epoll, uring};
 use crate::server::config::{Backend, Settings};
 use crate::server::listener::{self, ListenOptions};
@@ -156,6 +158,23 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         });
         bound.push((ls.into_iter(), is_tls));
     }
+    // The admin listener is bound now too: a taken port stops the start.
+    let admin = match settings.metrics_listen {
+        Some(addr) => {
+            let bind_error = |source: std::io::Error| match source.kind() {
+                std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
+                _ => ServeError::Bind { addr, source },
+            };
+            let a = Admin::bind(addr).map_err(bind_error)?;
+            let actual = a.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+            Some((a, actual))
+        }
+        None => None,
+    };
+    let public: Vec<(SocketAddr, bool)> = bound
+        .iter()
+        .map(|(ls, is_tls)| (ls.as_slice()[0].local_addr().expect("checked when bound"), *is_tls))
+        .collect();
     let per_shard: Vec<Vec<(std::net::TcpListener, bool)>> = (0..settings.shards)
         .map(|_| bound.iter_mut().map(|(ls, is_tls)| (ls.next().expect("one per shard"), *is_tls)).collect())
         .collect();
@@ -220,6 +239,18 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         }
     }
     signals::watch(shared.clone(), wakers, certs, tokens, notifier.clone(), settings.shutdown_grace)?;
+    if let Some((a, actual)) = admin {
+        let info = BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("RICOCHET_GIT_COMMIT"),
+            backend: if backend == Chosen::Uring { "io_uring" } else { "epoll" },
+            tls: tls.is_some(),
+            deflate: settings.core.handshake.permessage_deflate,
+        };
+        let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public);
+        a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;
+        ready_lines.push(format!("metrics on {actual}"));
+    }
     {
         // One write, so a reader sees every ready line together.
         let text: String = ready_lines.iter().map(|l| format!("{l}\n")).collect();
@@ -227,7 +258,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
-    let addr = ready_lines.iter().map(|l| l.trim_start_matches("listening on ")).collect::<Vec<_>>().join(", ");
+    let addr = ready_lines.iter().filter_map(|l| l.strip_prefix("listening on ")).collect::<Vec<_>>().join(", ");
     // Type=notify: ready once every shard listens, then a status line now and then.
     notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
     if notifier.enabled() {

@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Address every shard listens on for plain ws:// (SO_REUSEPORT); port 0 picks one free port for all [default: 0.0.0.0:8080, or none when --tls-listen is given]
     #[arg(long, env = "RICOCHET_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Admin listener for operators, on a thread of its own: Prometheus metrics at /metrics, the same figures as JSON at /stats.json, /healthz, and a live status page at /. Keep it private (e.g. 127.0.0.1:9090): it needs no token [default: off]
+    #[arg(long, env = "RICOCHET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Address for wss:// (TLS), repeatable; every shard listens on each. Needs --tls-cert and --tls-key, or --tls-self-signed
     #[arg(long = "tls-listen", env = "RICOCHET_TLS_LISTEN", value_name = "ADDR", value_delimiter = ',')]
     pub tls_listen: Vec<String>,
@@ -180,6 +183,7 @@ pub enum Backend {
 struct FileSettings {
     listen: Option<String>,
     tls_listen: Option<Vec<String>>,
+    metrics_listen: Option<String>,
     tls_cert: Option<Vec<PathBuf>>,
     tls_key: Option<Vec<PathBuf>>,
     tls_self_signed: Option<bool>,
@@ -222,6 +226,8 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// TLS listen addresses.
     pub tls_listen: Vec<SocketAddr>,
+    /// The admin listener's address (metrics, status page), if any.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where the TLS certificates come from, when there are TLS listeners.
     pub tls: Option<CertSource>,
     /// Client certificates asked for on TLS listeners, if any.
@@ -291,6 +297,8 @@ impl Settings {
             None if tls_listen.is_empty() => Some(address("listen", DEFAULT_LISTEN)?),
             None => None,
         };
+        let metrics_listen =
+            args.metrics_listen.clone().or(file.metrics_listen).map(|t| address("metrics-listen", &t)).transpose()?;
         let tls_cert = if args.tls_cert.is_empty() { file.tls_cert.unwrap_or_default() } else { args.tls_cert.clone() };
         let tls_key = if args.tls_key.is_empty() { file.tls_key.unwrap_or_default() } else { args.tls_key.clone() };
         let self_signed = args.tls_self_signed || file.tls_self_signed.unwrap_or(false);
@@ -452,6 +460,7 @@ impl Settings {
         Ok(Settings {
             listen,
             tls_listen,
+            metrics_listen,
             tls,
             tls_client,
             shards,

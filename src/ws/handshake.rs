@@ -297,25 +297,72 @@ pub fn accept_key(key: &[u8]) -> [u8; ACCEPT_LEN] {
     out
 }
 
+/// Parses the request head at the start of `buf` into `req`: its length,
+/// or `None` while it is incomplete. The limits and errors of every request
+/// Ricochet reads, the handshake's and the admin listener's.
+fn parse_head<'h, 'b>(
+    req: &mut httparse::Request<'h, 'b>,
+    buf: &'b [u8],
+    max_head_bytes: usize,
+) -> Result<Option<usize>, Rejection> {
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > max_head_bytes => Err(Rejection::HeadTooLarge(max_head_bytes)),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() >= max_head_bytes => Err(Rejection::HeadTooLarge(max_head_bytes)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Rejection::TooManyHeaders),
+        Err(e) => Err(Rejection::Malformed(parse_error_text(e))),
+    }
+}
+
+/// A plain HTTP request (the admin listener's): what it asks for and
+/// whether the connection stays open after the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlainRequest {
+    /// Bytes of `buf` the head took (a GET has no body).
+    pub len: usize,
+    /// `GET` or `HEAD`; other methods are refused with 405.
+    pub head: bool,
+    /// The path, without the query.
+    pub path: String,
+    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection:
+    /// keep-alive` (RFC 9112 §9.3).
+    pub keep_alive: bool,
+}
+
+/// Reads a plain GET or HEAD request head from `buf`; `None` while it is
+/// incomplete. A request with a body is refused: nothing here takes one.
+pub fn parse_plain_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<PlainRequest>, Rejection> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let Some(len) = parse_head(&mut req, buf, max_head_bytes)? else { return Ok(None) };
+    let method = req.method.unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return Err(Rejection::MethodNotAllowed(method.chars().take(16).collect()));
+    }
+    let has_body = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() != b"0")
+    });
+    if has_body {
+        return Err(Rejection::Malformed("a GET or HEAD request carries no body here"));
+    }
+    let target = req.path.unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    let keep_alive = if req.version == Some(1) {
+        !header_has_token(req.headers, "connection", "close")
+    } else {
+        header_has_token(req.headers, "connection", "keep-alive")
+    };
+    Ok(Some(PlainRequest { len, head: method == "HEAD", path, keep_alive }))
+}
+
 /// Reads a request head from `buf` (which may hold only part of it, or the
 /// head followed by frames) and applies `policy`.
 pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admission) -> Result<Request, Rejection> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            if buf.len() >= policy.max_head_bytes {
-                return Err(Rejection::HeadTooLarge(policy.max_head_bytes));
-            }
-            return Ok(Request::Partial);
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooManyHeaders),
-        Err(e) => return Err(Rejection::Malformed(parse_error_text(e))),
-    };
-    if head_len > policy.max_head_bytes {
-        return Err(Rejection::HeadTooLarge(policy.max_head_bytes));
-    }
+    let Some(head_len) = parse_head(&mut req, buf, policy.max_head_bytes)? else { return Ok(Request::Partial) };
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
@@ -449,6 +496,23 @@ mod tests {
 
     fn parse(req: &str) -> Result<Request, Rejection> {
         parse_request(req.as_bytes(), &HandshakePolicy::default(), &AdmitAll)
+    }
+
+    #[test]
+    fn plain_requests_say_what_they_ask_for_and_whether_to_keep_the_connection() {
+        let p = |r: &str| parse_plain_request(r.as_bytes(), 8192);
+        let r = p("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\nGET").unwrap().unwrap();
+        assert_eq!(r, PlainRequest { len: 38, head: false, path: "/metrics".into(), keep_alive: true });
+        assert!(!p("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(!p("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(p("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(p("HEAD /healthz HTTP/1.1\r\n\r\n").unwrap().unwrap().head);
+        assert_eq!(p("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(p("POST /metrics HTTP/1.1\r\n\r\n").unwrap_err().status().0, 405);
+        assert_eq!(p("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap_err().status().0, 400);
+        assert_eq!(p("\x16\x03\x01").unwrap_err().status().0, 400);
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        assert_eq!(p(&huge).unwrap_err().status().0, 431);
     }
 
     #[test]

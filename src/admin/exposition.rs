@@ -1,0 +1,422 @@
+//! What a scrape shows: every shard's counters as metric families, encoded
+//! as Prometheus text (format 0.0.4) for `/metrics` and as JSON for
+//! `/stats.json`. Both encodings come from the same families, so they never
+//! disagree. Labels are only of bounded cardinality: shard, backend, HTTP
+//! status and reason, close code, timeout kind, TLS result.
+
+use crate::admin::process_stats::ProcessStats;
+use crate::server::metrics::{ShardMetrics, TIMEOUT_KINDS};
+use crate::ws::counters::{ByCloseCode, Counter};
+use crate::ws::handshake::REFUSALS;
+use std::fmt::Write;
+
+/// The content type Prometheus expects of the text format (Prometheus 3
+/// refuses a scrape whose type is missing or unknown).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a family only goes up or may go down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows (its name ends in `_total`).
+    Counter,
+    /// A current value.
+    Gauge,
+}
+
+/// One labelled value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Label names and values.
+    pub labels: Vec<(&'static str, String)>,
+    /// The value.
+    pub value: f64,
+}
+
+/// A metric: its name, help, kind and samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    /// The full name (counters with `_total`).
+    pub name: &'static str,
+    /// One line saying what it counts.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its samples.
+    pub samples: Vec<Sample>,
+}
+
+/// What the process is, for `ricochet_build_info` and for deciding which
+/// families apply.
+#[derive(Clone, Debug)]
+pub struct BuildInfo {
+    /// The crate version.
+    pub version: &'static str,
+    /// The git commit it was built from.
+    pub commit: &'static str,
+    /// `epoll` or `io_uring`.
+    pub backend: &'static str,
+    /// TLS listeners exist.
+    pub tls: bool,
+    /// permessage-deflate is enabled.
+    pub deflate: bool,
+}
+
+/// Everything one scrape reads.
+pub struct Scrape<'a> {
+    /// Each shard's counters, in shard order.
+    pub shards: &'a [std::sync::Arc<ShardMetrics>],
+    /// What the process is.
+    pub info: &'a BuildInfo,
+    /// WebSocket connections admitted and not yet closed, process-wide.
+    pub websockets_open: u64,
+    /// The process's resource use, if `/proc` could be read.
+    pub process: Option<ProcessStats>,
+}
+
+fn one(value: f64) -> Vec<Sample> {
+    vec![Sample { labels: Vec::new(), value }]
+}
+
+fn labelled<'a>(name: &'static str, values: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Sample> {
+    values.into_iter().map(|(l, v)| Sample { labels: vec![(name, l.to_string())], value: v as f64 }).collect()
+}
+
+fn codes(c: &ByCloseCode) -> Vec<Sample> {
+    labelled("code", c.values())
+}
+
+impl Scrape<'_> {
+    /// One sample per shard of what `get` reads from its counters.
+    fn per_shard(&self, get: impl Fn(&ShardMetrics) -> u64) -> Vec<Sample> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Sample { labels: vec![("shard", i.to_string())], value: get(m) as f64 })
+            .collect()
+    }
+
+    /// Every family, in a stable order.
+    pub fn families(&self) -> Vec<Family> {
+        let t = ShardMetrics::sum(self.shards.iter().map(|s| &**s));
+        let i = self.info;
+        let mut f = Vec::new();
+        let mut add = |name, help, kind, samples| f.push(Family { name, help, kind, samples });
+        use Kind::{Counter as C, Gauge as G};
+        add(
+            "ricochet_build_info",
+            "Always 1; the labels say which build and backend this is.",
+            G,
+            vec![Sample {
+                labels: vec![
+                    ("version", i.version.to_string()),
+                    ("commit", i.commit.to_string()),
+                    ("backend", i.backend.to_string()),
+                ],
+                value: 1.0,
+            }],
+        );
+        add("ricochet_shards", "Shards (pinned event-loop threads).", G, one(self.shards.len() as f64));
+        add(
+            "ricochet_connections_open",
+            "TCP connections a shard holds: handshaking, open or closing.",
+            G,
+            self.per_shard(|m| m.connections_open.get()),
+        );
+        add(
+            "ricochet_websockets_open",
+            "WebSocket connections admitted and not yet closed (what --max-connections limits).",
+            G,
+            one(self.websockets_open as f64),
+        );
+        add(
+            "ricochet_connections_accepted_total",
+            "TCP connections accepted.",
+            C,
+            self.per_shard(|m| m.accepted.get()),
+        );
+        add("ricochet_handshakes_total", "WebSocket handshakes completed.", C, self.per_shard(|m| m.upgraded.get()));
+        add(
+            "ricochet_handshakes_refused_total",
+            "Handshakes refused with an HTTP error, by status and reason.",
+            C,
+            REFUSALS
+                .iter()
+                .zip(&t.refused)
+                .map(|((reason, status), n)| Sample {
+                    labels: vec![("status", status.to_string()), ("reason", reason.to_string())],
+                    value: n.get() as f64,
+                })
+                .collect(),
+        );
+        add(
+            "ricochet_messages_received_total",
+            "Data messages received whole (all but the discarded ones are echoed).",
+            C,
+            self.per_shard(|m| m.messages.get() + m.core.messages_discarded.get()),
+        );
+        add(
+            "ricochet_messages_sent_total",
+            "Data messages echoed (queued whole for sending).",
+            C,
+            self.per_shard(|m| m.messages.get()),
+        );
+        add(
+            "ricochet_messages_discarded_total",
+            "Data messages received after the server's close frame, read only to find the client's close (RFC 6455 section 5.5.1).",
+            C,
+            self.per_shard(|m| m.core.messages_discarded.get()),
+        );
+        add(
+            "ricochet_received_bytes_total",
+            "Bytes read from client sockets (TLS records on TLS listeners).",
+            C,
+            self.per_shard(|m| m.bytes_in.get()),
+        );
+        add(
+            "ricochet_sent_bytes_total",
+            "Bytes written to client sockets (TLS records on TLS listeners).",
+            C,
+            self.per_shard(|m| m.bytes_out.get()),
+        );
+        add(
+            "ricochet_close_frames_received_total",
+            "Valid close frames received, by code (1005: a close without a code; other: 3000-4999).",
+            C,
+            codes(&t.core.close_received),
+        );
+        add("ricochet_close_frames_sent_total", "Close frames sent, by code.", C, codes(&t.core.close_sent));
+        add(
+            "ricochet_protocol_errors_total",
+            "Connections failed for a protocol violation, by the close code sent.",
+            C,
+            codes(&t.protocol_errors),
+        );
+        add(
+            "ricochet_backpressure_stalls_total",
+            "Writes the client's socket did not take whole: the connection stopped being read until they drained.",
+            C,
+            self.per_shard(|m| m.backpressure_stalls.get()),
+        );
+        add(
+            "ricochet_timeouts_total",
+            "Timeouts, by kind: handshake (request or TLS handshake too slow), idle (no frame, ping unanswered), close (close handshake or hang-up too slow).",
+            C,
+            labelled("kind", TIMEOUT_KINDS.iter().copied().zip(t.timeouts.iter().map(Counter::get))),
+        );
+        if i.backend == "io_uring" {
+            add(
+                "ricochet_uring_receive_starved_total",
+                "io_uring receives that found no free buffer and were re-armed; many mean --uring-buffers is too small.",
+                C,
+                self.per_shard(|m| m.recv_starved.get()),
+            );
+            add(
+                "ricochet_uring_receive_buffers",
+                "io_uring receive buffers a shard's ring has grown to.",
+                G,
+                self.per_shard(|m| m.ring_buffers.get()),
+            );
+        }
+        if i.tls {
+            add(
+                "ricochet_tls_handshakes_total",
+                "TLS handshakes by result: full, resumed (a ticket or session ID) or failed (including non-TLS bytes).",
+                C,
+                labelled(
+                    "result",
+                    [("full", t.tls_full.get()), ("resumed", t.tls_resumed.get()), ("failed", t.tls_failures.get())],
+                ),
+            );
+        }
+        if i.deflate {
+            add(
+                "ricochet_deflate_messages_inflated_total",
+                "Compressed messages inflated to be checked (permessage-deflate).",
+                C,
+                self.per_shard(|m| m.core.inflated_messages.get()),
+            );
+            add(
+                "ricochet_deflate_inflaters_in_use",
+                "Pooled inflaters lent to compressed messages that span reads.",
+                G,
+                self.per_shard(|m| m.inflaters_in_use.get()),
+            );
+        }
+        if let Some(p) = self.process {
+            add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", C, one(p.cpu_seconds));
+            add("process_resident_memory_bytes", "Resident memory size in bytes.", G, one(p.resident_bytes as f64));
+            add("process_virtual_memory_bytes", "Virtual memory size in bytes.", G, one(p.virtual_bytes as f64));
+            add("process_open_fds", "Number of open file descriptors.", G, one(p.open_fds as f64));
+            add("process_max_fds", "Maximum number of open file descriptors.", G, one(p.max_fds as f64));
+            add(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                G,
+                one(p.start_time_seconds),
+            );
+            add("process_threads", "Number of OS threads in the process.", G, one(p.threads as f64));
+        }
+        f
+    }
+}
+
+/// A value as the text format writes it: integers without a fraction.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Encodes families as Prometheus text format 0.0.4.
+pub fn prometheus_text(families: &[Family]) -> String {
+    let mut out = String::with_capacity(8192);
+    for f in families {
+        // HELP escapes backslash and newline; label values also the double quote.
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\").replace('\n', "\\n"));
+        let kind = if f.kind == Kind::Counter { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+        for s in &f.samples {
+            out.push_str(f.name);
+            if !s.labels.is_empty() {
+                out.push('{');
+                for (k, (name, value)) in s.labels.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    let v = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                    let _ = write!(out, "{name}=\"{v}\"");
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", number(s.value));
+        }
+    }
+    out
+}
+
+/// Encodes families as a JSON object: each name maps to its samples, each
+/// with its labels and value (`jq '.ricochet_messages_received_total |
+/// map(.value) | add'`).
+pub fn json(families: &[Family]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for f in families {
+        let samples: Vec<serde_json::Value> = f
+            .samples
+            .iter()
+            .map(|s| {
+                let labels: serde_json::Map<String, serde_json::Value> =
+                    s.labels.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_str()))).collect();
+                serde_json::json!({ "labels": labels, "value": s.value })
+            })
+            .collect();
+        map.insert(f.name.to_string(), serde_json::Value::Array(samples));
+    }
+    serde_json::Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn info(backend: &'static str, tls: bool, deflate: bool) -> BuildInfo {
+        BuildInfo { version: "1.2.3", commit: "abc\"d", backend, tls, deflate }
+    }
+
+    #[test]
+    fn text_has_help_type_and_escaped_labels() {
+        let fams = vec![
+            Family {
+                name: "x_total",
+                help: "a \\ b\nc",
+                kind: Kind::Counter,
+                samples: vec![Sample { labels: vec![("l", "q\"\\\n".into()), ("m", "2".into())], value: 3.0 }],
+            },
+            Family { name: "y", help: "h", kind: Kind::Gauge, samples: vec![Sample { labels: vec![], value: 0.25 }] },
+        ];
+        assert_eq!(
+            prometheus_text(&fams),
+            "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\nx_total{l=\"q\\\"\\\\\\n\",m=\"2\"} 3\n\
+             # HELP y h\n# TYPE y gauge\ny 0.25\n"
+        );
+    }
+
+    #[test]
+    fn shards_are_labelled_and_label_sets_are_summed() {
+        let a = Arc::new(ShardMetrics::default());
+        let b = Arc::new(ShardMetrics::default());
+        a.messages.add(5);
+        b.messages.add(7);
+        a.core.close_sent.count(1001);
+        b.core.close_sent.count(1001);
+        b.refuse(&crate::ws::handshake::Rejection::Unauthorized(None));
+        let shards = [a, b];
+        let i = info("epoll", false, false);
+        let text = prometheus_text(&Scrape { shards: &shards, info: &i, websockets_open: 4, process: None }.families());
+        for line in [
+            "ricochet_messages_received_total{shard=\"0\"} 5",
+            "ricochet_messages_received_total{shard=\"1\"} 7",
+            "ricochet_close_frames_sent_total{code=\"1001\"} 2",
+            "ricochet_close_frames_sent_total{code=\"other\"} 0",
+            "ricochet_handshakes_refused_total{status=\"401\",reason=\"unauthorized\"} 1",
+            "ricochet_websockets_open 4",
+            "ricochet_build_info{version=\"1.2.3\",commit=\"abc\\\"d\",backend=\"epoll\"} 1",
+            "ricochet_timeouts_total{kind=\"idle\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // Families that do not apply are left out.
+        assert!(!text.contains("ricochet_tls_") && !text.contains("uring") && !text.contains("deflate"));
+        assert!(!text.contains("process_"));
+    }
+
+    #[test]
+    fn optional_families_appear_when_they_apply() {
+        let shards = [Arc::new(ShardMetrics::default())];
+        let i = info("io_uring", true, true);
+        let p = ProcessStats::read().ok();
+        let names: Vec<_> = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p }
+            .families()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        for n in [
+            "ricochet_uring_receive_starved_total",
+            "ricochet_tls_handshakes_total",
+            "ricochet_deflate_messages_inflated_total",
+            "ricochet_deflate_inflaters_in_use",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(names.contains(&n), "{n} missing");
+        }
+        for n in &names {
+            let counter = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p }
+                .families()
+                .into_iter()
+                .find(|f| f.name == *n)
+                .unwrap()
+                .kind
+                == Kind::Counter;
+            assert_eq!(counter, n.ends_with("_total"), "{n}: counters and only counters end in _total");
+        }
+    }
+
+    #[test]
+    fn json_holds_the_same_figures() {
+        let a = Arc::new(ShardMetrics::default());
+        a.bytes_in.add(1234);
+        let shards = [a];
+        let i = info("epoll", false, false);
+        let fams = Scrape { shards: &shards, info: &i, websockets_open: 0, process: None }.families();
+        let j = json(&fams);
+        assert_eq!(j["ricochet_received_bytes_total"][0]["value"], 1234.0);
+        assert_eq!(j["ricochet_received_bytes_total"][0]["labels"]["shard"], "0");
+        assert_eq!(j.as_object().unwrap().len(), fams.len());
+    }
+}
