@@ -199,7 +199,7 @@ impl Scrape<'_> {
         );
         add(
             "ricochet_timeouts_total",
-            "Timeouts, by kind: handshake (request or TLS handshake too slow), idle (no frame, ping unanswered), close (close handshake or hang-up too slow).",
+            "Timeouts, by kind: handshake (request or TLS handshake too slow), idle (no frame, ping unanswered), close (after a close frame or a refusal, the client neither finished nor hung up in time).",
             C,
             labelled("kind", TIMEOUT_KINDS.iter().copied().zip(t.timeouts.iter().map(Counter::get))),
         );

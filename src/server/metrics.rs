@@ -16,8 +16,8 @@ pub enum Timeout {
     Handshake = 0,
     /// No frame came for the idle timeout (after a ping went unanswered).
     Idle = 1,
-    /// A close handshake, or the wait for the client to hang up after one,
-    /// outlived the close timeout.
+    /// After a close frame or a refusal, the client neither finished the
+    /// close nor hung up within the close timeout.
     Close = 2,
 }
 

@@ -2,6 +2,7 @@
 //! loopback port, talk to it over real sockets, read its memory and logs.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod tls;
 
 use ricochet::ws::client::{decode_server_frames_with, encode_masked, events, Event, ServerFrame};
@@ -34,6 +35,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every ready line's address, with whether it is TLS.
     pub listeners: Vec<(SocketAddr, bool)>,
+    /// The admin listener (`metrics on ADDR`), if one was asked for.
+    pub metrics: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -131,7 +134,8 @@ impl Server {
             let _ = child.kill();
             panic!("server did not start: {lines:?}\n{}", stderr.lock().unwrap());
         };
-        Server { child, addr, listeners, stderr }
+        let metrics = lines.iter().find_map(|l| l.strip_prefix("metrics on ")?.trim().parse().ok());
+        Server { child, addr, listeners, metrics, stderr }
     }
 
     /// The server's process id.
