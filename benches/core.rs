@@ -14,7 +14,7 @@ use ricochet::ws::client::encode_masked;
 use ricochet::ws::frame::OpCode;
 use ricochet::ws::handshake::{parse_request, AdmitAll, HandshakePolicy};
 use ricochet::ws::mask::apply_mask;
-use ricochet::ws::{Config, Ctx, Output, Session, HEADROOM};
+use ricochet::ws::{Config, Output, Session, HEADROOM};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,18 +53,7 @@ fn open_session(config: &Config) -> Session {
     let mut buf = vec![0u8; HEADROOM];
     buf.extend_from_slice(REQUEST);
     let mut out = Output::new();
-    s.handle_input(
-        &Ctx {
-            config,
-            now,
-            admission: &AdmitAll,
-            inflaters: ricochet::ws::harness::inflaters(),
-            counters: ricochet::ws::harness::counters(),
-        },
-        &mut buf,
-        HEADROOM,
-        &mut out,
-    );
+    s.handle_input(&ricochet::ws::harness::ctx(config, now), &mut buf, HEADROOM, &mut out);
     s
 }
 
@@ -79,13 +68,7 @@ fn echo_iters(config: &Config, template: &[u8], n: u64, iters: u64) -> Duration 
     for _ in 0..iters {
         buf.copy_from_slice(template);
         out.clear();
-        let ctx = Ctx {
-            config,
-            now,
-            admission: &AdmitAll,
-            inflaters: ricochet::ws::harness::inflaters(),
-            counters: ricochet::ws::harness::counters(),
-        };
+        let ctx = ricochet::ws::harness::ctx(config, now);
         let t0 = Instant::now();
         let p = session.handle_input(&ctx, black_box(&mut buf), HEADROOM, &mut out);
         total += t0.elapsed();

@@ -7,7 +7,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ricochet::ws::handshake::AdmitAll;
 use ricochet::ws::harness::Harness;
 use ricochet::ws::{Config, Ctx, Reply, Session};
 use std::time::{Duration, Instant};
@@ -33,13 +32,7 @@ fuzz_target!(|data: &[u8]| {
         _ => (FALLBACK, true),
     };
     let t0 = Instant::now();
-    let ctx = Ctx {
-        config: &config,
-        now: t0,
-        admission: &AdmitAll,
-        inflaters: ricochet::ws::harness::inflaters(),
-        counters: ricochet::ws::harness::counters(),
-    };
+    let ctx = ricochet::ws::harness::ctx(&config, t0);
     let mut h = Harness::new(Session::new(&config, t0));
     // Most inputs skip the handshake so the fuzzer spends its time on frames.
     if flags & 1 == 0 {

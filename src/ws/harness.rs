@@ -3,10 +3,13 @@
 //! call left unconsumed. Tests, the fuzz target and the benchmarks use it,
 //! so the carry-over rules they exercise are the backends' own.
 
+use crate::ws::config::Config;
 use crate::ws::counters::CoreCounters;
 use crate::ws::deflate::Inflaters;
+use crate::ws::handshake::AdmitAll;
 use crate::ws::output::Output;
 use crate::ws::session::{Ctx, Progress, Session, HEADROOM};
+use std::time::Instant;
 
 /// Inflaters one thread's sessions share, as a shard's do: for tests, the
 /// fuzz target and the benchmarks, which run sessions without a shard.
@@ -24,6 +27,12 @@ pub fn counters() -> &'static CoreCounters {
         static COUNTERS: &'static CoreCounters = Box::leak(Box::default());
     }
     COUNTERS.with(|c| *c)
+}
+
+/// A session context as a shard makes it, admitting everyone, with this
+/// thread's inflaters and counters.
+pub fn ctx(config: &Config, now: Instant) -> Ctx<'_> {
+    Ctx { config, now, admission: &AdmitAll, inflaters: inflaters(), counters: counters() }
 }
 
 /// A session plus the state a backend keeps next to it.

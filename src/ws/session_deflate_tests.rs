@@ -230,13 +230,7 @@ fn fallback_output_per_call_is_bounded() {
     let data = vec![0u8; 4 << 20];
     let input = compressed(OpCode::Binary, &data);
     let now = Instant::now();
-    let ctx = Ctx {
-        config: &config,
-        now,
-        admission: &AdmitAll,
-        inflaters: inflaters(),
-        counters: crate::ws::harness::counters(),
-    };
+    let ctx = crate::ws::harness::ctx(&config, now);
     let mut h = Harness::new(Session::new(&config, now));
     h.feed(&ctx, &request(Some(NARROW)));
     h.sent.clear();
@@ -333,13 +327,7 @@ fn pong_reply_mode_answers_compressed_messages_uncompressed() {
 fn the_handshake_answer_names_the_extension() {
     let config = deflate_config();
     let now = Instant::now();
-    let ctx = Ctx {
-        config: &config,
-        now,
-        admission: &AdmitAll,
-        inflaters: inflaters(),
-        counters: crate::ws::harness::counters(),
-    };
+    let ctx = crate::ws::harness::ctx(&config, now);
     let mut h = Harness::new(Session::new(&config, now));
     h.feed(&ctx, &request(Some(BROWSER)));
     let text = String::from_utf8(h.sent.clone()).unwrap();
@@ -347,13 +335,7 @@ fn the_handshake_answer_names_the_extension() {
     assert_eq!(h.session.deflate(), Some(Echo::Passthrough));
     // Disabled: the offer is ignored.
     let config = Config::default();
-    let ctx = Ctx {
-        config: &config,
-        now,
-        admission: &AdmitAll,
-        inflaters: inflaters(),
-        counters: crate::ws::harness::counters(),
-    };
+    let ctx = crate::ws::harness::ctx(&config, now);
     let mut h = Harness::new(Session::new(&config, now));
     h.feed(&ctx, &request(Some(BROWSER)));
     assert!(!String::from_utf8_lossy(&h.sent).contains("Extensions"));

@@ -5,7 +5,6 @@ use super::*;
 use crate::ws::client::{
     decode_server_frames, decode_server_frames_with, deflate_message, encode_masked, events, Event,
 };
-use crate::ws::handshake::AdmitAll;
 use crate::ws::harness::Harness;
 use proptest::prelude::*;
 
@@ -99,7 +98,7 @@ proptest! {
     ) {
         let config = Config::default();
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters(), counters: crate::ws::harness::counters() };
+        let ctx = crate::ws::harness::ctx(&config, now);
         let (wire, expect) = encode(&msgs, key);
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, REQUEST);
@@ -127,7 +126,7 @@ proptest! {
         let mut config = Config::default();
         config.handshake.permessage_deflate = true;
         let now = Instant::now();
-        let ctx = Ctx { config: &config, now, admission: &AdmitAll, inflaters: crate::ws::harness::inflaters(), counters: crate::ws::harness::counters() };
+        let ctx = crate::ws::harness::ctx(&config, now);
         let offer = if fallback { "server_max_window_bits=9" } else { "client_max_window_bits" };
         let request = String::from_utf8(REQUEST.to_vec()).unwrap().replace(
             "\r\n\r\n",

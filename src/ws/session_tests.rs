@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::ws::client::{decode_server_frames, encode_masked, events, Event};
-use crate::ws::handshake::AdmitAll;
 use crate::ws::harness::Harness;
 use std::time::Duration;
 
@@ -37,13 +36,7 @@ pub(super) fn run_request(
     answer: impl FnOnce(&[u8]),
 ) -> (Vec<u8>, Harness) {
     let now = Instant::now();
-    let ctx = Ctx {
-        config,
-        now,
-        admission: &AdmitAll,
-        inflaters: crate::ws::harness::inflaters(),
-        counters: crate::ws::harness::counters(),
-    };
+    let ctx = crate::ws::harness::ctx(config, now);
     let mut h = Harness::new(Session::new(config, now));
     h.feed(&ctx, request);
     answer(&h.sent);
@@ -128,13 +121,7 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
     let config = Config::default();
     for i in 0..REQUEST.len() {
         let now = Instant::now();
-        let ctx = Ctx {
-            config: &config,
-            now,
-            admission: &AdmitAll,
-            inflaters: crate::ws::harness::inflaters(),
-            counters: crate::ws::harness::counters(),
-        };
+        let ctx = crate::ws::harness::ctx(&config, now);
         let mut h = Harness::new(Session::new(&config, now));
         h.feed(&ctx, &REQUEST[..i]);
         assert!(h.sent.is_empty());
@@ -148,13 +135,7 @@ fn handshake_split_at_every_byte_gives_the_same_101() {
 fn frames_after_the_request_in_the_same_read_are_echoed() {
     let config = Config::default();
     let now = Instant::now();
-    let ctx = Ctx {
-        config: &config,
-        now,
-        admission: &AdmitAll,
-        inflaters: crate::ws::harness::inflaters(),
-        counters: crate::ws::harness::counters(),
-    };
+    let ctx = crate::ws::harness::ctx(&config, now);
     let mut h = Harness::new(Session::new(&config, now));
     let mut input = REQUEST.to_vec();
     input.extend(frame(true, OpCode::Text, b"early"));
@@ -447,13 +428,7 @@ fn messages_are_counted() {
 }
 
 fn at(config: &Config, now: Instant) -> Ctx<'_> {
-    Ctx {
-        config,
-        now,
-        admission: &AdmitAll,
-        inflaters: crate::ws::harness::inflaters(),
-        counters: crate::ws::harness::counters(),
-    }
+    crate::ws::harness::ctx(config, now)
 }
 
 #[test]
