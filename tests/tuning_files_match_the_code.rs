@@ -85,6 +85,7 @@ fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
         "listen",
         "tls-listen",
         "metrics-listen",
+        "proxy-protocol",
         "tls-cert",
         "tls-key",
         "tls-self-signed",

@@ -59,6 +59,8 @@ pub struct BuildInfo {
     pub tls: bool,
     /// permessage-deflate is enabled.
     pub deflate: bool,
+    /// Listeners require a PROXY protocol header.
+    pub proxy: bool,
 }
 
 /// Everything one scrape reads.
@@ -242,6 +244,14 @@ impl Scrape<'_> {
                 self.per_shard(|m| m.inflaters_in_use.get()),
             );
         }
+        if i.proxy {
+            add(
+                "ricochet_proxy_headers_total",
+                "PROXY protocol headers read, by result: ok, or error (missing or malformed; the connection was closed).",
+                C,
+                labelled("result", [("ok", t.proxy_headers.get()), ("error", t.proxy_errors.get())]),
+            );
+        }
         if let Some(p) = self.process {
             add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", C, one(p.cpu_seconds));
             add("process_resident_memory_bytes", "Resident memory size in bytes.", G, one(p.resident_bytes as f64));
@@ -322,7 +332,7 @@ mod tests {
     use std::sync::Arc;
 
     fn info(backend: &'static str, tls: bool, deflate: bool) -> BuildInfo {
-        BuildInfo { version: "1.2.3", commit: "abc\"d", backend, tls, deflate }
+        BuildInfo { version: "1.2.3", commit: "abc\"d", backend, tls, deflate, proxy: deflate }
     }
 
     #[test]
@@ -387,6 +397,7 @@ mod tests {
             "ricochet_tls_handshakes_total",
             "ricochet_deflate_messages_inflated_total",
             "ricochet_deflate_inflaters_in_use",
+            "ricochet_proxy_headers_total",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
             "process_open_fds",

@@ -244,6 +244,7 @@ fn settings_json(s: &Settings) -> serde_json::Value {
         "shutdown-grace": secs(s.shutdown_grace),
         "permessage-deflate": on(h.permessage_deflate),
         "auth-tokens": on(s.auth_tokens.is_some()),
+        "proxy-protocol": on(s.proxy_protocol),
         "tls-client-auth": s.tls_client.as_ref().map_or("off", |c| if c.optional { "optional" } else { "required" }),
         "allowed-origin": if h.allowed_origins.is_empty() { "any".to_string() } else { h.allowed_origins.join(", ") },
         "path": h.path.clone().unwrap_or_else(|| "any".into()),

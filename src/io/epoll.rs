@@ -52,10 +52,12 @@ struct Shard {
 
 /// The reserve in front of each read: headroom for a server header plus the
 /// largest carry (a request head just under its limit, or a control frame;
-/// with TLS listeners, part of a TLS record).
+/// with TLS listeners, part of a TLS record; with `--proxy-protocol`, part of
+/// a PROXY header).
 pub fn read_reserve(ctx: &ShardContext) -> usize {
     let tls = if ctx.tls.is_some() { crate::ws::tls::MAX_RECORD_LEN } else { 0 };
-    HEADROOM + ctx.settings.core.handshake.max_head_bytes.max(256).max(tls)
+    let proxy = if ctx.settings.proxy_protocol { crate::ws::proxy::V2_MAX } else { 0 };
+    HEADROOM + ctx.settings.core.handshake.max_head_bytes.max(256).max(tls).max(proxy)
 }
 
 /// Runs one shard until shutdown completes; returns its counters.

@@ -246,6 +246,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             backend: if backend == Chosen::Uring { "io_uring" } else { "epoll" },
             tls: tls.is_some(),
             deflate: settings.core.handshake.permessage_deflate,
+            proxy: settings.proxy_protocol,
         };
         let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public);
         a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;

@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Admin listener for operators, on a thread of its own: Prometheus metrics at /metrics, the same figures as JSON at /stats.json, /healthz, and a live status page at /. Keep it private (e.g. 127.0.0.1:9090): it needs no token [default: off]
     #[arg(long, env = "RICOCHET_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Every listener requires a PROXY protocol header (v1 or v2, as HAProxy's send-proxy / send-proxy-v2 or an AWS NLB send it) before the TLS ClientHello or the HTTP request; its client address is the one logged. A connection without a valid one is closed. Only behind a balancer that always sends it: anyone who can reach the port could otherwise claim any address
+    #[arg(long, env = "RICOCHET_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: bool,
     /// Address for wss:// (TLS), repeatable; every shard listens on each. Needs --tls-cert and --tls-key, or --tls-self-signed
     #[arg(long = "tls-listen", env = "RICOCHET_TLS_LISTEN", value_name = "ADDR", value_delimiter = ',')]
     pub tls_listen: Vec<String>,
@@ -184,6 +187,7 @@ struct FileSettings {
     listen: Option<String>,
     tls_listen: Option<Vec<String>>,
     metrics_listen: Option<String>,
+    proxy_protocol: Option<bool>,
     tls_cert: Option<Vec<PathBuf>>,
     tls_key: Option<Vec<PathBuf>>,
     tls_self_signed: Option<bool>,
@@ -228,6 +232,8 @@ pub struct Settings {
     pub tls_listen: Vec<SocketAddr>,
     /// The admin listener's address (metrics, status page), if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// Listeners require a PROXY protocol header first.
+    pub proxy_protocol: bool,
     /// Where the TLS certificates come from, when there are TLS listeners.
     pub tls: Option<CertSource>,
     /// Client certificates asked for on TLS listeners, if any.
@@ -461,6 +467,7 @@ impl Settings {
             listen,
             tls_listen,
             metrics_listen,
+            proxy_protocol: args.proxy_protocol || file.proxy_protocol.unwrap_or(false),
             tls,
             tls_client,
             shards,

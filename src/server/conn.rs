@@ -5,6 +5,7 @@
 
 use crate::ws::tls::TlsConn;
 use crate::ws::{Output, Progress, Session};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Output bytes kept for a connection whose socket is full. Reading stops
@@ -32,6 +33,12 @@ pub struct Conn {
     /// The TLS layer, on a `--tls-listen` connection; `carry` then holds
     /// ciphertext (part of a record) and the layer the plaintext carry.
     pub tls: Option<Box<TlsConn>>,
+    /// Under `--proxy-protocol`: the PROXY header has not been read yet, and
+    /// `carry` holds part of it.
+    pub proxy_pending: bool,
+    /// The client's address as a PROXY header named it (boxed: most
+    /// connections never have one, and an idle connection stays small).
+    pub client: Option<Box<SocketAddr>>,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -51,6 +58,8 @@ impl Conn {
             peer_eof: false,
             close_started: false,
             tls: None,
+            proxy_pending: false,
+            client: None,
         }
     }
 

@@ -61,6 +61,10 @@ pub struct ShardMetrics {
     pub tls_failures: Counter,
     /// Gauge: pooled inflaters lent to compressed messages that span reads.
     pub inflaters_in_use: Counter,
+    /// PROXY protocol headers read (`--proxy-protocol`).
+    pub proxy_headers: Counter,
+    /// Connections closed for a missing or malformed PROXY header.
+    pub proxy_errors: Counter,
     /// What the protocol core counts itself.
     pub core: CoreCounters,
 }
@@ -117,6 +121,8 @@ impl ShardMetrics {
             add(&t.tls_resumed, &s.tls_resumed);
             add(&t.tls_failures, &s.tls_failures);
             add(&t.inflaters_in_use, &s.inflaters_in_use);
+            add(&t.proxy_headers, &s.proxy_headers);
+            add(&t.proxy_errors, &s.proxy_errors);
             t.core.add_from(&s.core);
         }
         t

@@ -25,14 +25,15 @@ pub trait PeerAddr {
     fn peer_addr(&self) -> Option<SocketAddr>;
 }
 
-/// Shows a connection's client address in a log line, looked up only when
-/// the line is actually written (`getpeername` costs a system call, and
-/// nothing is stored per connection for it).
-struct Peer<'a, T>(&'a T);
+/// Shows a connection's client address in a log line: the one its PROXY
+/// header named, else the socket's, looked up only when the line is
+/// actually written (`getpeername` costs a system call, and nothing is
+/// stored per connection for it).
+struct Peer<'a, T>(&'a T, Option<&'a SocketAddr>);
 
 impl<T: PeerAddr> fmt::Display for Peer<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.peer_addr() {
+        match self.1.copied().or_else(|| self.0.peer_addr()) {
             Some(a) => write!(f, "{a}"),
             None => f.write_str("unknown"),
         }
@@ -40,8 +41,8 @@ impl<T: PeerAddr> fmt::Display for Peer<'_, T> {
 }
 
 /// Logs a refused handshake at debug: the client, the status and why.
-fn log_refusal<T: PeerAddr>(shard: usize, io: &T, r: &Rejection) {
-    debug!(shard, peer = %Peer(io), status = r.status().0, reason = %r, "handshake refused");
+fn log_refusal<T: PeerAddr>(shard: usize, s: &Slot<T>, r: &Rejection) {
+    debug!(shard, peer = %Peer(&s.io, s.conn.client.as_deref()), status = r.status().0, reason = %r, "handshake refused");
 }
 
 /// TLS handshake inputs a shard handles per turn of its event loop; more wait
@@ -140,6 +141,7 @@ impl<T: PeerAddr> Table<T> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let session = Session::new(&self.ctx.settings.core, now);
         let mut conn = Conn::new(session);
+        conn.proxy_pending = self.ctx.settings.proxy_protocol;
         if tls {
             let config = self.ctx.tls.clone().expect("a TLS listener comes with a TLS configuration");
             match TlsConn::new(config) {
@@ -254,7 +256,32 @@ impl<T: PeerAddr> Table<T> {
     /// `self.out` then holds what to send, resolved against `buf`.
     pub fn input(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
         self.out.clear();
-        let p = if self.slots[slot].conn.tls.is_some() {
+        // Under --proxy-protocol the header comes first, before TLS or HTTP.
+        let mut header = 0;
+        if self.slots[slot].conn.proxy_pending {
+            match self.proxy_header(slot, &buf[start..], now) {
+                Some(0) => {
+                    // Incomplete: carried until the rest arrives (the
+                    // handshake timeout covers it), or the connection failed.
+                    let s = &mut self.slots[slot];
+                    let consumed = if s.conn.session.is_closed() { buf.len() - start } else { 0 };
+                    let p = Progress { consumed, ..Progress::default() };
+                    s.conn.keep_carry(buf, start, &p);
+                    self.reschedule(slot);
+                    return p;
+                }
+                Some(n) => header = n,
+                None => {}
+            }
+            if start + header == buf.len() {
+                let p = Progress { consumed: header, ..Progress::default() };
+                self.slots[slot].conn.keep_carry(buf, start, &p);
+                return p;
+            }
+        }
+        let start_all = start;
+        let start = start + header;
+        let mut p = if self.slots[slot].conn.tls.is_some() {
             self.input_tls(slot, buf, start, now)
         } else {
             let ctx = core_ctx(&self.ctx, &self.inflaters, now);
@@ -263,6 +290,8 @@ impl<T: PeerAddr> Table<T> {
             self.out.coalesce(buf);
             p
         };
+        p.consumed += header;
+        let start = start_all;
         let s = &mut self.slots[slot];
         s.conn.keep_carry(buf, start, &p);
         self.metrics.messages.add(p.messages);
@@ -270,19 +299,46 @@ impl<T: PeerAddr> Table<T> {
             s.conn.admitted = true;
             self.metrics.upgraded.add(1);
             if let Some(token) = &p.token {
-                debug!(shard = self.ctx.id, peer = %Peer(&s.io), token = %token, "admitted with a bearer token");
+                debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), token = %token, "admitted with a bearer token");
             }
         }
         if let Some(r) = &p.rejected {
             self.metrics.refuse(r);
-            log_refusal(self.ctx.id, &s.io, r);
+            log_refusal(self.ctx.id, s, r);
         }
         if let Some(err) = p.error {
             self.metrics.protocol_errors.count(err.close_code());
-            debug!(shard = self.ctx.id, peer = %Peer(&s.io), close_code = err.close_code(), error = %err, "protocol error");
+            debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), close_code = err.close_code(), error = %err, "protocol error");
         }
         self.reschedule(slot);
         p
+    }
+
+    /// Reads the PROXY header at the start of `input`: `Some(len)` once it is
+    /// complete (the client's address kept), `Some(0)` while incomplete or
+    /// after a failure (the connection is then closed without an answer: it
+    /// may not even speak HTTP, and guessing is what the specification
+    /// forbids), `None` if no header was pending.
+    fn proxy_header(&mut self, slot: usize, input: &[u8], now: Instant) -> Option<usize> {
+        let s = self.slots.get_mut(slot)?;
+        if !s.conn.proxy_pending {
+            return None;
+        }
+        match crate::ws::proxy::parse(input) {
+            Ok(None) => Some(0),
+            Ok(Some(h)) => {
+                s.conn.proxy_pending = false;
+                s.conn.client = h.source.map(Box::new);
+                self.metrics.proxy_headers.add(1);
+                Some(h.len)
+            }
+            Err(e) => {
+                self.metrics.proxy_errors.add(1);
+                debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), error = %e, "PROXY header refused");
+                s.conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
+                Some(0)
+            }
+        }
     }
 
     /// The TLS half of [`Table::input`]: `buf[start..]` is ciphertext (a
@@ -311,7 +367,7 @@ impl<T: PeerAddr> Table<T> {
                         self.metrics.tls_full.add(1);
                     }
                     if let Some(subject) = crate::server::tls::client_subject(tls.peer_certificates()) {
-                        debug!(shard = self.ctx.id, peer = %Peer(&s.io), subject, "TLS client certificate");
+                        debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), subject, "TLS client certificate");
                     }
                 }
                 // A stalled session is called with its plaintext carry alone.
@@ -330,7 +386,7 @@ impl<T: PeerAddr> Table<T> {
                 if let Err(e) = tls.seal(&self.plain_out, &self.plain, close, &mut self.out) {
                     if !self.plain_out.is_empty() {
                         self.metrics.tls_failures.add(1);
-                        debug!(shard = self.ctx.id, peer = %Peer(&s.io), error = %e, "TLS failed");
+                        debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), error = %e, "TLS failed");
                         s.conn.session.abort(&ctx);
                         p.consumed = all;
                     }
@@ -343,7 +399,7 @@ impl<T: PeerAddr> Table<T> {
                     p.rejected = Some(Rejection::NotTls);
                 } else {
                     self.metrics.tls_failures.add(1);
-                    debug!(shard = self.ctx.id, peer = %Peer(&s.io), error = %e, "TLS failed");
+                    debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), error = %e, "TLS failed");
                     s.conn.session.abort(&ctx);
                 }
             }
@@ -412,7 +468,12 @@ impl<T: PeerAddr> Table<T> {
             }
             if before == Phase::Handshake && s.conn.session.is_closed() {
                 self.metrics.refuse(&Rejection::Timeout);
-                log_refusal(self.ctx.id, &s.io, &Rejection::Timeout);
+                log_refusal(self.ctx.id, s, &Rejection::Timeout);
+            }
+            if s.conn.proxy_pending && s.conn.session.is_closed() {
+                // No PROXY header yet: the peer may not even speak HTTP, so
+                // it gets no 408, only the close.
+                return Some((f.slot, TimerAction::Drop));
             }
             if !self.seal_out(f.slot) {
                 // A TLS handshake that did not finish in time: nothing can be said.
@@ -490,7 +551,7 @@ impl<T: PeerAddr> Table<T> {
         let ctx = core_ctx(&self.ctx, &self.inflaters, now);
         if s.conn.session.phase() == Phase::Handshake {
             self.metrics.refuse(&Rejection::ShuttingDown);
-            log_refusal(self.ctx.id, &s.io, &Rejection::ShuttingDown);
+            log_refusal(self.ctx.id, s, &Rejection::ShuttingDown);
         }
         s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);
         self.seal_out(slot);

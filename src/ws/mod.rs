@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod harness;
 pub mod mask;
 pub mod output;
+pub mod proxy;
 pub mod session;
 pub mod tls;
 pub mod utf8;

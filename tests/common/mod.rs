@@ -368,6 +368,32 @@ impl RawClient {
         RawClient { stream, buf: Vec::new(), deflate: false }
     }
 
+    /// Runs over an open TCP connection (TLS is set up when [`over_tls`]).
+    pub fn over(tcp: TcpStream) -> RawClient {
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream = if over_tls() { Stream::Tls(Box::new(tls::over(tcp, "127.0.0.1"))) } else { Stream::Plain(tcp) };
+        RawClient { stream, buf: Vec::new(), deflate: false }
+    }
+
+    /// Connects and writes `prefix` (a PROXY header) on the bare TCP
+    /// connection, one byte per write when `bytewise`, before anything else
+    /// (TLS included).
+    pub fn connect_after(addr: SocketAddr, prefix: &[u8], bytewise: bool) -> RawClient {
+        let mut tcp = TcpStream::connect(addr).expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        if bytewise {
+            for b in prefix {
+                tcp.write_all(&[*b]).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        } else {
+            tcp.write_all(prefix).unwrap();
+        }
+        RawClient::over(tcp)
+    }
+
     /// Connects and completes the handshake.
     pub fn open(addr: SocketAddr) -> RawClient {
         let mut c = RawClient::connect(addr);

@@ -111,8 +111,15 @@ pub fn connect(
     addr: std::net::SocketAddr,
     name: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    over(std::net::TcpStream::connect(addr).expect("connect"), name)
+}
+
+/// A blocking TLS client stream over an open TCP connection, as [`connect`].
+pub fn over(
+    tcp: std::net::TcpStream,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     let config = shared().0.client_config();
     let conn = rustls::ClientConnection::new(config, ServerName::try_from(name.to_string()).unwrap()).unwrap();
-    let tcp = std::net::TcpStream::connect(addr).expect("connect");
     rustls::StreamOwned::new(conn, tcp)
 }
