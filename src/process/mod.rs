@@ -183,6 +183,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let notifier = Arc::new(Notifier::from_env());
     let watchdog = notifier.enabled().then(systemd::watchdog_interval).flatten();
     let mut shared = Shared::new(settings.max_connections, tokens.clone());
+    if let Some(n) = settings.max_connections_per_ip {
+        shared = shared.with_per_ip(n, settings.ipv6_prefix);
+    }
     if let Some(w) = watchdog {
         // Every shard turns at least four times per watchdog interval.
         shared = shared.with_heartbeat(settings.shards, w / 4);

@@ -113,6 +113,12 @@ pub struct ServeArgs {
     /// Upgraded connections per process; further handshakes get 503 [default: 100000]
     #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
+    /// Upgraded connections per client address (its PROXY header's under --proxy-protocol), across all shards; further handshakes from it get 429 with Retry-After [default: no limit]
+    #[arg(long, env = "RICOCHET_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<String>,
+    /// With --max-connections-per-ip: IPv6 clients are counted per network of this prefix length (one subscriber's /64 holds many addresses) [default: 64]
+    #[arg(long, env = "RICOCHET_IPV6_PREFIX", value_name = "BITS")]
+    pub ipv6_prefix: Option<String>,
     /// Largest message (all its frames); larger fails with close 1009 [default: 16MiB]
     #[arg(long, env = "RICOCHET_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<String>,
@@ -201,6 +207,8 @@ struct FileSettings {
     sndbuf: Option<toml::Value>,
     nodelay: Option<bool>,
     max_connections: Option<toml::Value>,
+    max_connections_per_ip: Option<toml::Value>,
+    ipv6_prefix: Option<toml::Value>,
     max_message_size: Option<toml::Value>,
     handshake_timeout: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
@@ -254,6 +262,10 @@ pub struct Settings {
     pub nodelay: bool,
     /// Upgraded connections per process.
     pub max_connections: usize,
+    /// Upgraded connections per client address, if limited.
+    pub max_connections_per_ip: Option<u32>,
+    /// IPv6 clients are counted per network of this prefix length.
+    pub ipv6_prefix: u8,
     /// Graceful shutdown limit.
     pub shutdown_grace: Duration,
     /// Receive buffer per shard.
@@ -334,6 +346,17 @@ impl Settings {
             u32::MAX as u64,
             "a whole number of at least 1",
         )? as usize;
+        let max_connections_per_ip = pick(&args.max_connections_per_ip, &file.max_connections_per_ip)
+            .map(|v| parse_int("max-connections-per-ip", &v, 1, u32::MAX as u64, "a whole number of at least 1"))
+            .transpose()?
+            .map(|n| n as u32);
+        let ipv6_prefix = parse_int(
+            "ipv6-prefix",
+            &pick(&args.ipv6_prefix, &file.ipv6_prefix).unwrap_or_else(|| "64".into()),
+            1,
+            128,
+            "a prefix length from 1 to 128",
+        )? as u8;
         let max_message_size = parse_size(
             "max-message-size",
             &pick(&args.max_message_size, &file.max_message_size).unwrap_or_else(|| "16MiB".into()),
@@ -478,6 +501,8 @@ impl Settings {
             sndbuf,
             nodelay: !args.no_nodelay && file.nodelay.unwrap_or(true),
             max_connections,
+            max_connections_per_ip,
+            ipv6_prefix,
             shutdown_grace,
             read_buffer,
             backend,

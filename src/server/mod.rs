@@ -6,6 +6,7 @@ pub mod conn;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+pub mod per_ip;
 pub mod shard;
 pub mod shared;
 pub mod table;

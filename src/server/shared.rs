@@ -1,9 +1,11 @@
-//! The little state shards share: the process-wide connection count (touched
-//! only at handshake and close, never per message), the shutdown flag and
-//! the bearer tokens, if any.
+//! The little state shards share: the process-wide connection count and the
+//! per-address counts (touched only at handshake and close, never per
+//! message), the shutdown flag and the bearer tokens, if any.
 
+use crate::server::per_ip::PerIp;
 use crate::server::tokens::Tokens;
-use crate::ws::handshake::Admission;
+use crate::ws::handshake::{Admission, Rejection};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub struct Shared {
     max: usize,
     shutdown: AtomicBool,
     tokens: Option<Arc<Tokens>>,
+    /// `--max-connections-per-ip`, if set.
+    per_ip: Option<PerIp>,
     /// For systemd's watchdog: how often every shard must turn, and when each last did.
     heartbeat: Option<Duration>,
     beats: Vec<Beat>,
@@ -36,10 +40,44 @@ impl Shared {
             max,
             shutdown: AtomicBool::new(false),
             tokens,
+            per_ip: None,
             heartbeat: None,
             beats: Vec::new(),
             epoch: Instant::now(),
         }
+    }
+
+    /// At most `max` upgraded connections per client address (IPv6: per `/v6_prefix`).
+    pub fn with_per_ip(mut self, max: u32, v6_prefix: u8) -> Shared {
+        self.per_ip = Some(PerIp::new(max, v6_prefix));
+        self
+    }
+
+    /// Whether connections are counted per client address.
+    pub fn per_ip(&self) -> bool {
+        self.per_ip.is_some()
+    }
+
+    /// Client addresses (or IPv6 prefixes) with connections open, with the per-address limit on.
+    pub fn addresses(&self) -> Option<usize> {
+        self.per_ip.as_ref().map(PerIp::addresses)
+    }
+
+    /// Counts in one more connection from `peer`: the process-wide limit,
+    /// then the per-address one (when set and the address is known).
+    pub fn try_admit_from(&self, peer: Option<IpAddr>) -> Result<(), Rejection> {
+        let admitted =
+            self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max).then_some(n + 1));
+        if admitted.is_err() {
+            return Err(Rejection::Overloaded);
+        }
+        if let (Some(p), Some(ip)) = (&self.per_ip, peer) {
+            if !p.acquire(ip) {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+                return Err(Rejection::TooManyFromAddress(p.max()));
+            }
+        }
+        Ok(())
     }
 
     /// Asks each of `shards` shards to turn its loop at least every
@@ -69,9 +107,12 @@ impl Shared {
         self.beats.iter().all(|b| now_ms.saturating_sub(b.0.load(Ordering::Relaxed)) <= within_ms)
     }
 
-    /// Gives back an admitted connection's place.
-    pub fn release(&self) {
+    /// Gives back the place of a connection admitted from `peer`.
+    pub fn release(&self, peer: Option<IpAddr>) {
         self.active.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(p), Some(ip)) = (&self.per_ip, peer) {
+            p.release(ip);
+        }
     }
 
     /// Upgraded connections now open.
@@ -91,8 +132,9 @@ impl Shared {
 }
 
 impl Admission for Shared {
-    fn try_admit(&self) -> bool {
-        self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max).then_some(n + 1)).is_ok()
+    /// Without a client address: the process-wide limit only.
+    fn try_admit(&self) -> Result<(), Rejection> {
+        self.try_admit_from(None)
     }
 
     fn tokens_required(&self) -> bool {
@@ -101,5 +143,27 @@ impl Admission for Shared {
 
     fn accepts_token(&self, token: &[u8]) -> bool {
         self.tokens.as_ref().is_none_or(|t| t.accepts(token))
+    }
+}
+
+/// Admission for one handshake from a known client address.
+pub struct AdmitFrom<'a> {
+    /// The process's shared state.
+    pub shared: &'a Shared,
+    /// The client's address (its PROXY header's, else the socket's).
+    pub peer: Option<IpAddr>,
+}
+
+impl Admission for AdmitFrom<'_> {
+    fn try_admit(&self) -> Result<(), Rejection> {
+        self.shared.try_admit_from(self.peer)
+    }
+
+    fn tokens_required(&self) -> bool {
+        self.shared.tokens_required()
+    }
+
+    fn accepts_token(&self, token: &[u8]) -> bool {
+        self.shared.accepts_token(token)
     }
 }

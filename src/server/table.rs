@@ -6,6 +6,7 @@
 use crate::server::conn::Conn;
 use crate::server::metrics::{ShardMetrics, Timeout};
 use crate::server::shard::ShardContext;
+use crate::server::shared::AdmitFrom;
 use crate::server::timers::Timers;
 use crate::ws::deflate::Inflaters;
 use crate::ws::handshake::Rejection;
@@ -183,7 +184,7 @@ impl<T: PeerAddr> Table<T> {
         self.metrics.connections_open.set(self.slots.len() as u64);
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
-            self.ctx.shared.release();
+            self.ctx.shared.release(s.conn.client.as_deref().map(SocketAddr::ip));
         }
         Some(s)
     }
@@ -281,10 +282,12 @@ impl<T: PeerAddr> Table<T> {
         }
         let start_all = start;
         let start = start + header;
+        let peer = self.admission_peer(slot);
+        let admit = AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()) };
         let mut p = if self.slots[slot].conn.tls.is_some() {
-            self.input_tls(slot, buf, start, now)
+            self.input_tls(slot, buf, start, now, peer)
         } else {
-            let ctx = core_ctx(&self.ctx, &self.inflaters, now);
+            let ctx = Ctx { admission: &admit, ..core_ctx(&self.ctx, &self.inflaters, now) };
             let s = &mut self.slots[slot];
             let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
             self.out.coalesce(buf);
@@ -297,6 +300,10 @@ impl<T: PeerAddr> Table<T> {
         self.metrics.messages.add(p.messages);
         if p.upgraded {
             s.conn.admitted = true;
+            if s.conn.client.is_none() {
+                // The address it was counted under, for the release.
+                s.conn.client = peer.map(Box::new);
+            }
             self.metrics.upgraded.add(1);
             if let Some(token) = &p.token {
                 debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), token = %token, "admitted with a bearer token");
@@ -312,6 +319,17 @@ impl<T: PeerAddr> Table<T> {
         }
         self.reschedule(slot);
         p
+    }
+
+    /// The client address a handshake is admitted under, when connections
+    /// are counted per address and this one is still in its handshake: its
+    /// PROXY header's, else the socket's (one `getpeername`).
+    fn admission_peer(&self, slot: usize) -> Option<SocketAddr> {
+        let s = self.slots.get(slot)?;
+        if !self.ctx.shared.per_ip() || s.conn.session.phase() != Phase::Handshake {
+            return None;
+        }
+        s.conn.client.as_deref().copied().or_else(|| s.io.peer_addr())
     }
 
     /// Reads the PROXY header at the start of `input`: `Some(len)` once it is
@@ -346,9 +364,17 @@ impl<T: PeerAddr> Table<T> {
     /// gathered behind the carried plaintext in `self.plain` and handed to the
     /// session in one call; its output is encrypted into `self.out` after any
     /// handshake messages. `consumed` counts ciphertext.
-    fn input_tls(&mut self, slot: usize, buf: &mut [u8], start: usize, now: Instant) -> Progress {
+    fn input_tls(
+        &mut self,
+        slot: usize,
+        buf: &mut [u8],
+        start: usize,
+        now: Instant,
+        peer: Option<SocketAddr>,
+    ) -> Progress {
         self.plain_out.clear();
-        let ctx = core_ctx(&self.ctx, &self.inflaters, now);
+        let admit = AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()) };
+        let ctx = Ctx { admission: &admit, ..core_ctx(&self.ctx, &self.inflaters, now) };
         let s = &mut self.slots[slot];
         let tls = s.conn.tls.as_mut().expect("checked by the caller");
         self.plain.clear();
@@ -429,7 +455,7 @@ impl<T: PeerAddr> Table<T> {
         let Some(s) = self.slots.get_mut(slot) else { return };
         if s.conn.admitted && s.conn.session.is_closed() {
             s.conn.admitted = false;
-            self.ctx.shared.release();
+            self.ctx.shared.release(s.conn.client.as_deref().map(SocketAddr::ip));
         }
     }
 

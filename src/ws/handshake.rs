@@ -54,8 +54,10 @@ impl Default for HandshakePolicy {
 /// Decides whether one more connection may be upgraded (the overload hook)
 /// and, with tokens configured, whether it may connect at all.
 pub trait Admission {
-    /// Returns true and counts the connection in, or false for a 503.
-    fn try_admit(&self) -> bool;
+    /// Counts the connection in, or says why not: [`Rejection::Overloaded`]
+    /// (503) at the server's limit, [`Rejection::TooManyFromAddress`] (429)
+    /// at the client address's.
+    fn try_admit(&self) -> Result<(), Rejection>;
 
     /// Whether a handshake must carry a bearer token (see [`crate::ws::bearer`]).
     fn tokens_required(&self) -> bool {
@@ -73,8 +75,8 @@ pub trait Admission {
 pub struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn try_admit(&self) -> bool {
-        true
+    fn try_admit(&self) -> Result<(), Rejection> {
+        Ok(())
     }
 }
 
@@ -150,6 +152,10 @@ pub enum Rejection {
     /// The server is at its connection limit.
     #[error("server at capacity, try again later")]
     Overloaded,
+    /// The client's address has as many connections open as one may have
+    /// (`--max-connections-per-ip`).
+    #[error("too many connections from your address (at most {0}), try again later")]
+    TooManyFromAddress(u32),
     /// The request head did not arrive within the handshake timeout.
     #[error("handshake timed out")]
     Timeout,
@@ -163,7 +169,7 @@ pub enum Rejection {
 
 /// Every refusal's short name and HTTP status, in [`Rejection::index`]
 /// order: the bounded label set of the refusal metrics.
-pub const REFUSALS: [(&str, u16); 17] = [
+pub const REFUSALS: [(&str, u16); 18] = [
     ("head_too_large", 431),
     ("too_many_headers", 431),
     ("malformed", 400),
@@ -181,6 +187,7 @@ pub const REFUSALS: [(&str, u16); 17] = [
     ("timeout", 408),
     ("shutting_down", 503),
     ("not_tls", 400),
+    ("too_many_from_address", 429),
 ];
 
 impl Rejection {
@@ -204,6 +211,7 @@ impl Rejection {
             Rejection::Timeout => 14,
             Rejection::ShuttingDown => 15,
             Rejection::NotTls => 16,
+            Rejection::TooManyFromAddress(_) => 17,
         }
     }
 
@@ -217,6 +225,7 @@ impl Rejection {
             Rejection::OriginForbidden => (403, "Forbidden"),
             Rejection::Unauthorized(_) => (401, "Unauthorized"),
             Rejection::Overloaded | Rejection::ShuttingDown => (503, "Service Unavailable"),
+            Rejection::TooManyFromAddress(_) => (429, "Too Many Requests"),
             Rejection::Timeout => (408, "Request Timeout"),
             _ => (400, "Bad Request"),
         }
@@ -230,6 +239,8 @@ impl Rejection {
             // RFC 6750 §3: no error code when no token came, invalid_token when a wrong one did.
             Rejection::Unauthorized(None) => "WWW-Authenticate: Bearer\r\n",
             Rejection::Unauthorized(Some(_)) => "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
+            // RFC 6585 §4: the client may say when to try again.
+            Rejection::TooManyFromAddress(_) => "Retry-After: 5\r\n",
             _ => "",
         }
     }
@@ -422,9 +433,7 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
         }
     }
     let protocol = select_protocol(req.headers, &policy.subprotocols);
-    if !admission.try_admit() {
-        return Err(Rejection::Overloaded);
-    }
+    admission.try_admit()?;
     let deflate = if policy.permessage_deflate {
         deflate::negotiate(
             req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions")).map(|h| h.value),
@@ -489,8 +498,8 @@ mod tests {
 
     struct Deny;
     impl Admission for Deny {
-        fn try_admit(&self) -> bool {
-            false
+        fn try_admit(&self) -> Result<(), Rejection> {
+            Err(Rejection::Overloaded)
         }
     }
 
@@ -536,6 +545,7 @@ mod tests {
             Rejection::Timeout,
             Rejection::ShuttingDown,
             Rejection::NotTls,
+            Rejection::TooManyFromAddress(3),
         ] {
             assert_eq!(REFUSALS[r.index()].1, r.status().0, "{r:?}");
             assert!(seen.insert(r.index()), "{r:?} shares its index");

@@ -1,0 +1,93 @@
+//! `--max-connections-per-ip`: clients from different loopback addresses
+//! (127.0.0.2, 127.0.0.3: all of 127.0.0.0/8 is loopback) each get their own
+//! limit; beyond it a handshake gets 429 with Retry-After, a one-line reason
+//! and `Connection: close`; a closed connection frees its place; under
+//! `--proxy-protocol` the address counted is the header's.
+
+mod common;
+
+use common::admin::{sum, wait_for};
+use common::{upgrade_request, RawClient, Server};
+use ricochet::ws::client::Event;
+use ricochet::ws::frame::OpCode;
+use std::net::{SocketAddr, TcpStream};
+
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// A handshake from `from`: the client, open, or the refusal's head and body.
+fn handshake(c: &mut RawClient) -> Result<(), String> {
+    c.send_raw(upgrade_request("/").as_bytes());
+    let head = c.read_http_head();
+    if head.starts_with("HTTP/1.1 101 ") {
+        return Ok(());
+    }
+    let body = String::from_utf8_lossy(&c.read_to_end()).into_owned();
+    Err(format!("{head}{body}"))
+}
+
+fn open_from(from: &str, to: SocketAddr) -> Result<RawClient, String> {
+    let mut c = RawClient::over(connect_from(from, to));
+    handshake(&mut c).map(|_| c)
+}
+
+fn echo(c: &mut RawClient, text: &str) {
+    c.send(true, OpCode::Text, text.as_bytes());
+    assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, text.as_bytes().to_vec())));
+}
+
+#[test]
+fn each_address_has_its_own_limit_and_a_close_frees_a_place() {
+    let server = Server::start(&["--max-connections-per-ip", "2", "--metrics-listen", "127.0.0.1:0", "--shards", "2"]);
+    let mut a1 = open_from("127.0.0.2", server.addr).unwrap();
+    let mut a2 = open_from("127.0.0.2", server.addr).unwrap();
+    let refusal = open_from("127.0.0.2", server.addr).err().expect("a third from 127.0.0.2 was admitted");
+    assert!(refusal.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{refusal}");
+    assert!(refusal.contains("\r\nRetry-After: 5\r\n") && refusal.contains("\r\nConnection: close\r\n"), "{refusal}");
+    let body = refusal.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(body, "too many connections from your address (at most 2), try again later\n");
+    // Another address is unaffected, and the first two still echo.
+    let mut b1 = open_from("127.0.0.3", server.addr).unwrap();
+    let _b2 = open_from("127.0.0.3", server.addr).unwrap();
+    echo(&mut a1, "a1");
+    echo(&mut a2, "a2");
+    echo(&mut b1, "b1");
+    // A close gives the place back.
+    a1.send(true, OpCode::Close, &1000u16.to_be_bytes());
+    assert_eq!(a1.expect_close(), Some(1000));
+    let mut again = None;
+    for _ in 0..100 {
+        match open_from("127.0.0.2", server.addr) {
+            Ok(c) => {
+                again = Some(c);
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    echo(again.as_mut().expect("the closed connection's place was not freed"), "again");
+    let m = wait_for(server.metrics.unwrap(), "the refusal counted", |m| {
+        sum(m, "ricochet_handshakes_refused_total", &["status=\"429\"", "reason=\"too_many_from_address\""]) >= 1.0
+    });
+    assert_eq!(sum(&m, "ricochet_websockets_open", &[]), 4.0);
+}
+
+#[test]
+fn behind_a_balancer_the_header_address_is_the_one_counted() {
+    let server = Server::start(&["--max-connections-per-ip", "1", "--proxy-protocol"]);
+    let header = |src: &str| format!("PROXY TCP4 {src} 10.0.0.1 40000 443\r\n").into_bytes();
+    // All from 127.0.0.1 (the balancer), for two different clients.
+    let mut x = RawClient::connect_after(server.addr, &header("192.0.2.10"), false);
+    handshake(&mut x).unwrap();
+    let mut y = RawClient::connect_after(server.addr, &header("192.0.2.11"), false);
+    handshake(&mut y).unwrap();
+    let mut x2 = RawClient::connect_after(server.addr, &header("192.0.2.10"), false);
+    let refusal = handshake(&mut x2).unwrap_err();
+    assert!(refusal.starts_with("HTTP/1.1 429 "), "{refusal}");
+    echo(&mut x, "x");
+    echo(&mut y, "y");
+}
