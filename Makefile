@@ -40,7 +40,8 @@ TLS_TESTS := --test interop_rust_client --test interop_python_client --test rand
 	--test many_small_frames_per_read_echo_intact --test shards_share_one_port \
 	--test compressed_echoes_reach_independent_clients --test compressed_messages_wait_for_a_free_inflater \
 	--test tokens_decide_who_may_connect --test metrics_move_when_things_happen \
-	--test proxy_protocol_names_the_client --test per_client_limits_hold_per_address
+	--test proxy_protocol_names_the_client --test per_client_limits_hold_per_address \
+	--test rate_limits_slow_clients_without_loss
 TLS_SKIP := --skip a_backed_up_client_gets_every_byte_before_1001 --skip fixed_replies_between_pongs_all_arrive
 
 # Unit tests once; the tests over real sockets once per backend, and the

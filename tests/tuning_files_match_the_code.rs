@@ -100,6 +100,8 @@ fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
         "max-connections",
         "max-connections-per-ip",
         "ipv6-prefix",
+        "max-message-rate",
+        "max-bytes-per-second",
         "max-message-size",
         "handshake-timeout",
         "idle-timeout",

@@ -61,6 +61,8 @@ pub struct BuildInfo {
     pub deflate: bool,
     /// Listeners require a PROXY protocol header.
     pub proxy: bool,
+    /// Connections have rate limits.
+    pub rate_limited: bool,
 }
 
 /// Everything one scrape reads.
@@ -199,6 +201,14 @@ impl Scrape<'_> {
             C,
             self.per_shard(|m| m.backpressure_stalls.get()),
         );
+        if i.rate_limited {
+            add(
+                "ricochet_rate_limited_total",
+                "Times a connection sent more than --max-message-rate or --max-bytes-per-second allow and was not read until its bucket refilled.",
+                C,
+                self.per_shard(|m| m.rate_limited.get()),
+            );
+        }
         add(
             "ricochet_timeouts_total",
             "Timeouts, by kind: handshake (request or TLS handshake too slow), idle (no frame, ping unanswered), close (after a close frame or a refusal, the client neither finished nor hung up in time).",
@@ -332,7 +342,7 @@ mod tests {
     use std::sync::Arc;
 
     fn info(backend: &'static str, tls: bool, deflate: bool) -> BuildInfo {
-        BuildInfo { version: "1.2.3", commit: "abc\"d", backend, tls, deflate, proxy: deflate }
+        BuildInfo { version: "1.2.3", commit: "abc\"d", backend, tls, deflate, proxy: deflate, rate_limited: deflate }
     }
 
     #[test]
@@ -398,6 +408,7 @@ mod tests {
             "ricochet_deflate_messages_inflated_total",
             "ricochet_deflate_inflaters_in_use",
             "ricochet_proxy_headers_total",
+            "ricochet_rate_limited_total",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
             "process_open_fds",

@@ -157,6 +157,7 @@ impl Shard {
                     TimerAction::Send => {
                         self.flush_output(slot, 0);
                     }
+                    TimerAction::Resume => self.on_readable(slot, now),
                 }
             }
             if self.table.shutting_down() {
@@ -231,6 +232,12 @@ impl Shard {
                 // No inflater free: the socket stays unread, so TCP flow
                 // control holds the client back until one is.
                 self.parked.push(slot);
+                return;
+            }
+            if self.table.throttled(slot, now) {
+                // Over its rate limit: neither the carry nor the socket is
+                // read (TCP flow control holds the client back) until its
+                // timer says TimerAction::Resume.
                 return;
             }
             if self.table.stalled(slot) {

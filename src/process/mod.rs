@@ -250,6 +250,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             tls: tls.is_some(),
             deflate: settings.core.handshake.permessage_deflate,
             proxy: settings.proxy_protocol,
+            rate_limited: settings.rate.is_some(),
         };
         let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public);
         a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;

@@ -119,6 +119,12 @@ pub struct ServeArgs {
     /// With --max-connections-per-ip: IPv6 clients are counted per network of this prefix length (one subscriber's /64 holds many addresses) [default: 64]
     #[arg(long, env = "RICOCHET_IPV6_PREFIX", value_name = "BITS")]
     pub ipv6_prefix: Option<String>,
+    /// Data messages per second each connection may send (a token bucket holding one second's worth): over it, the connection is not read until the bucket refills, so TCP flow control slows the client and nothing is lost [default: no limit]
+    #[arg(long, env = "RICOCHET_MAX_MESSAGE_RATE", value_name = "N")]
+    pub max_message_rate: Option<String>,
+    /// Bytes per second each connection may send (K/M/G suffixes; TLS records on TLS listeners), enforced like --max-message-rate: keeps a public echo endpoint from being an unmetered bandwidth source [default: no limit]
+    #[arg(long, env = "RICOCHET_MAX_BYTES_PER_SECOND", value_name = "BYTES")]
+    pub max_bytes_per_second: Option<String>,
     /// Largest message (all its frames); larger fails with close 1009 [default: 16MiB]
     #[arg(long, env = "RICOCHET_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<String>,
@@ -209,6 +215,8 @@ struct FileSettings {
     max_connections: Option<toml::Value>,
     max_connections_per_ip: Option<toml::Value>,
     ipv6_prefix: Option<toml::Value>,
+    max_message_rate: Option<toml::Value>,
+    max_bytes_per_second: Option<toml::Value>,
     max_message_size: Option<toml::Value>,
     handshake_timeout: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
@@ -266,6 +274,8 @@ pub struct Settings {
     pub max_connections_per_ip: Option<u32>,
     /// IPv6 clients are counted per network of this prefix length.
     pub ipv6_prefix: u8,
+    /// Per-connection rate limits, if any.
+    pub rate: Option<crate::server::rate::RateLimit>,
     /// Graceful shutdown limit.
     pub shutdown_grace: Duration,
     /// Receive buffer per shard.
@@ -357,6 +367,17 @@ impl Settings {
             128,
             "a prefix length from 1 to 128",
         )? as u8;
+        let max_message_rate = pick(&args.max_message_rate, &file.max_message_rate)
+            .map(|v| parse_int("max-message-rate", &v, 1, 1 << 32, "a whole number of messages per second, at least 1"))
+            .transpose()?;
+        let max_bytes_per_second = pick(&args.max_bytes_per_second, &file.max_bytes_per_second)
+            .map(|v| parse_size("max-bytes-per-second", &v, 1, 1 << 40))
+            .transpose()?;
+        let rate =
+            (max_message_rate.is_some() || max_bytes_per_second.is_some()).then(|| crate::server::rate::RateLimit {
+                messages_per_second: max_message_rate.map(|n| n as f64),
+                bytes_per_second: max_bytes_per_second.map(|n| n as f64),
+            });
         let max_message_size = parse_size(
             "max-message-size",
             &pick(&args.max_message_size, &file.max_message_size).unwrap_or_else(|| "16MiB".into()),
@@ -503,6 +524,7 @@ impl Settings {
             max_connections,
             max_connections_per_ip,
             ipv6_prefix,
+            rate,
             shutdown_grace,
             read_buffer,
             backend,

@@ -3,6 +3,7 @@
 //! allocated for an idle connection: `carry` holds at most a request head or
 //! a control frame, `pending` exists only after a short write.
 
+use crate::server::rate::Bucket;
 use crate::ws::tls::TlsConn;
 use crate::ws::{Output, Progress, Session};
 use std::net::SocketAddr;
@@ -36,9 +37,18 @@ pub struct Conn {
     /// Under `--proxy-protocol`: the PROXY header has not been read yet, and
     /// `carry` holds part of it.
     pub proxy_pending: bool,
-    /// The client's address as a PROXY header named it (boxed: most
-    /// connections never have one, and an idle connection stays small).
-    pub client: Option<Box<SocketAddr>>,
+    /// What only some connections need (boxed, so the rest stay small).
+    extra: Option<Box<Extra>>,
+}
+
+/// State a connection has only with some settings.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// The client's address as its PROXY header named it, or as the
+    /// per-address limit counted it.
+    pub client: Option<SocketAddr>,
+    /// The rate limit's tokens.
+    pub bucket: Option<Bucket>,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -59,8 +69,23 @@ impl Conn {
             close_started: false,
             tls: None,
             proxy_pending: false,
-            client: None,
+            extra: None,
         }
+    }
+
+    /// The client's address, if a PROXY header named it or a limit counted it.
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.extra.as_ref().and_then(|e| e.client)
+    }
+
+    /// What only some connections need, made on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The rate limit's tokens, if the connection has them.
+    pub fn bucket(&self) -> Option<&Bucket> {
+        self.extra.as_ref().and_then(|e| e.bucket.as_ref())
     }
 
     /// Copies the carried bytes to end at `reserve` in `buf` (the next read

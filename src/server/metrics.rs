@@ -41,6 +41,9 @@ pub struct ShardMetrics {
     pub bytes_in: Counter,
     /// Bytes written to sockets (ciphertext on TLS).
     pub bytes_out: Counter,
+    /// Times a connection spent more than its rate limit and was not read
+    /// until its bucket refilled.
+    pub rate_limited: Counter,
     /// Writes the socket did not take in full: the rest was queued and the
     /// connection stopped being read until it drained (TCP flow control then
     /// holds the client back).
@@ -112,6 +115,7 @@ impl ShardMetrics {
             add(&t.bytes_in, &s.bytes_in);
             add(&t.bytes_out, &s.bytes_out);
             add(&t.backpressure_stalls, &s.backpressure_stalls);
+            add(&t.rate_limited, &s.rate_limited);
             for (a, b) in t.timeouts.iter().zip(&s.timeouts) {
                 add(a, b);
             }

@@ -7,6 +7,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod per_ip;
+pub mod rate;
 pub mod shard;
 pub mod shared;
 pub mod table;

@@ -5,6 +5,7 @@
 
 use crate::server::conn::Conn;
 use crate::server::metrics::{ShardMetrics, Timeout};
+use crate::server::rate::Bucket;
 use crate::server::shard::ShardContext;
 use crate::server::shared::AdmitFrom;
 use crate::server::timers::Timers;
@@ -12,7 +13,7 @@ use crate::ws::deflate::Inflaters;
 use crate::ws::handshake::Rejection;
 use crate::ws::session::Stall;
 use crate::ws::tls::{Sniff, TlsConn};
-use crate::ws::{close, Ctx, Output, Phase, Progress, Session, HEADROOM};
+use crate::ws::{close, Budget, Ctx, Output, Phase, Progress, Session, HEADROOM};
 use slab::Slab;
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,11 +31,11 @@ pub trait PeerAddr {
 /// header named, else the socket's, looked up only when the line is
 /// actually written (`getpeername` costs a system call, and nothing is
 /// stored per connection for it).
-struct Peer<'a, T>(&'a T, Option<&'a SocketAddr>);
+struct Peer<'a, T>(&'a T, Option<SocketAddr>);
 
 impl<T: PeerAddr> fmt::Display for Peer<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.1.copied().or_else(|| self.0.peer_addr()) {
+        match self.1.or_else(|| self.0.peer_addr()) {
             Some(a) => write!(f, "{a}"),
             None => f.write_str("unknown"),
         }
@@ -43,7 +44,7 @@ impl<T: PeerAddr> fmt::Display for Peer<'_, T> {
 
 /// Logs a refused handshake at debug: the client, the status and why.
 fn log_refusal<T: PeerAddr>(shard: usize, s: &Slot<T>, r: &Rejection) {
-    debug!(shard, peer = %Peer(&s.io, s.conn.client.as_deref()), status = r.status().0, reason = %r, "handshake refused");
+    debug!(shard, peer = %Peer(&s.io, s.conn.client()), status = r.status().0, reason = %r, "handshake refused");
 }
 
 /// TLS handshake inputs a shard handles per turn of its event loop; more wait
@@ -68,7 +69,14 @@ pub const SHUTDOWN_SWEEP: Duration = Duration::from_millis(10);
 /// What a session call needs from the shard. A free function, so it borrows
 /// only `ctx` while a slot of the table is borrowed mutably.
 fn core_ctx<'a>(ctx: &'a ShardContext, inflaters: &'a Inflaters, now: Instant) -> Ctx<'a> {
-    Ctx { config: &ctx.settings.core, now, admission: &*ctx.shared, inflaters, counters: &ctx.metrics.core }
+    Ctx {
+        config: &ctx.settings.core,
+        now,
+        admission: &*ctx.shared,
+        inflaters,
+        counters: &ctx.metrics.core,
+        budget: Budget::UNLIMITED,
+    }
 }
 
 /// A connection: the driver's I/O handle plus the shared state.
@@ -86,6 +94,8 @@ pub struct Slot<T> {
 pub enum TimerAction {
     /// Send the table's output (it may be empty).
     Send,
+    /// A rate-limited connection's bucket has refilled: read it again.
+    Resume,
     /// Drop the connection now.
     Drop,
 }
@@ -184,7 +194,7 @@ impl<T: PeerAddr> Table<T> {
         self.metrics.connections_open.set(self.slots.len() as u64);
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
-            self.ctx.shared.release(s.conn.client.as_deref().map(SocketAddr::ip));
+            self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
         }
         Some(s)
     }
@@ -241,6 +251,14 @@ impl<T: PeerAddr> Table<T> {
             && !self.inflaters.available()
     }
 
+    /// Whether the connection spent more than its rate limit allows: it
+    /// must not be read until its timer says [`TimerAction::Resume`]. Never
+    /// during a shutdown, which must drain every connection.
+    pub fn throttled(&self, slot: usize, now: Instant) -> bool {
+        !self.shutting_down()
+            && self.slots.get(slot).and_then(|s| s.conn.bucket()).and_then(|b| b.paused_until).is_some_and(|t| now < t)
+    }
+
     /// Whether a parked connection could go on now.
     pub fn inflater_free(&self) -> bool {
         self.inflaters.available()
@@ -283,11 +301,12 @@ impl<T: PeerAddr> Table<T> {
         let start_all = start;
         let start = start + header;
         let peer = self.admission_peer(slot);
+        let budget = self.budget(slot, now);
         let admit = AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()) };
         let mut p = if self.slots[slot].conn.tls.is_some() {
-            self.input_tls(slot, buf, start, now, peer)
+            self.input_tls(slot, buf, start, now, peer, budget)
         } else {
-            let ctx = Ctx { admission: &admit, ..core_ctx(&self.ctx, &self.inflaters, now) };
+            let ctx = Ctx { admission: &admit, budget, ..core_ctx(&self.ctx, &self.inflaters, now) };
             let s = &mut self.slots[slot];
             let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
             self.out.coalesce(buf);
@@ -300,25 +319,42 @@ impl<T: PeerAddr> Table<T> {
         self.metrics.messages.add(p.messages);
         if p.upgraded {
             s.conn.admitted = true;
-            if s.conn.client.is_none() {
+            if s.conn.client().is_none() && peer.is_some() {
                 // The address it was counted under, for the release.
-                s.conn.client = peer.map(Box::new);
+                s.conn.extra_mut().client = peer;
             }
             self.metrics.upgraded.add(1);
             if let Some(token) = &p.token {
-                debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), token = %token, "admitted with a bearer token");
+                debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), token = %token, "admitted with a bearer token");
             }
         }
         if let Some(r) = &p.rejected {
             self.metrics.refuse(r);
             log_refusal(self.ctx.id, s, r);
         }
+        if let Some(limit) = self.ctx.settings.rate {
+            let bucket = s.conn.extra_mut().bucket.get_or_insert_with(|| Bucket::new(&limit, now));
+            if bucket.spend(&limit, p.messages, p.consumed as u64, now).is_some() {
+                self.metrics.rate_limited.add(1);
+            }
+        }
         if let Some(err) = p.error {
             self.metrics.protocol_errors.count(err.close_code());
-            debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), close_code = err.close_code(), error = %err, "protocol error");
+            debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), close_code = err.close_code(), error = %err, "protocol error");
         }
         self.reschedule(slot);
         p
+    }
+
+    /// What the connection's rate limit lets one call handle now (all of it
+    /// without limits, and during a shutdown, which must drain everything).
+    fn budget(&mut self, slot: usize, now: Instant) -> Budget {
+        let Some(limit) = self.ctx.settings.rate else { return Budget::UNLIMITED };
+        if self.shutting_down() {
+            return Budget::UNLIMITED;
+        }
+        let Some(s) = self.slots.get_mut(slot) else { return Budget::UNLIMITED };
+        s.conn.extra_mut().bucket.get_or_insert_with(|| Bucket::new(&limit, now)).budget(&limit, now)
     }
 
     /// The client address a handshake is admitted under, when connections
@@ -329,7 +365,7 @@ impl<T: PeerAddr> Table<T> {
         if !self.ctx.shared.per_ip() || s.conn.session.phase() != Phase::Handshake {
             return None;
         }
-        s.conn.client.as_deref().copied().or_else(|| s.io.peer_addr())
+        s.conn.client().or_else(|| s.io.peer_addr())
     }
 
     /// Reads the PROXY header at the start of `input`: `Some(len)` once it is
@@ -346,13 +382,15 @@ impl<T: PeerAddr> Table<T> {
             Ok(None) => Some(0),
             Ok(Some(h)) => {
                 s.conn.proxy_pending = false;
-                s.conn.client = h.source.map(Box::new);
+                if h.source.is_some() {
+                    s.conn.extra_mut().client = h.source;
+                }
                 self.metrics.proxy_headers.add(1);
                 Some(h.len)
             }
             Err(e) => {
                 self.metrics.proxy_errors.add(1);
-                debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), error = %e, "PROXY header refused");
+                debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), error = %e, "PROXY header refused");
                 s.conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
                 Some(0)
             }
@@ -371,11 +409,13 @@ impl<T: PeerAddr> Table<T> {
         start: usize,
         now: Instant,
         peer: Option<SocketAddr>,
+        budget: Budget,
     ) -> Progress {
         self.plain_out.clear();
         let admit = AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()) };
-        let ctx = Ctx { admission: &admit, ..core_ctx(&self.ctx, &self.inflaters, now) };
+        let ctx = Ctx { admission: &admit, budget, ..core_ctx(&self.ctx, &self.inflaters, now) };
         let s = &mut self.slots[slot];
+        let client = s.conn.client();
         let tls = s.conn.tls.as_mut().expect("checked by the caller");
         self.plain.clear();
         self.plain.resize(HEADROOM, 0);
@@ -393,7 +433,7 @@ impl<T: PeerAddr> Table<T> {
                         self.metrics.tls_full.add(1);
                     }
                     if let Some(subject) = crate::server::tls::client_subject(tls.peer_certificates()) {
-                        debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), subject, "TLS client certificate");
+                        debug!(shard = self.ctx.id, peer = %Peer(&s.io, client), subject, "TLS client certificate");
                     }
                 }
                 // A stalled session is called with its plaintext carry alone.
@@ -412,7 +452,7 @@ impl<T: PeerAddr> Table<T> {
                 if let Err(e) = tls.seal(&self.plain_out, &self.plain, close, &mut self.out) {
                     if !self.plain_out.is_empty() {
                         self.metrics.tls_failures.add(1);
-                        debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), error = %e, "TLS failed");
+                        debug!(shard = self.ctx.id, peer = %Peer(&s.io, client), error = %e, "TLS failed");
                         s.conn.session.abort(&ctx);
                         p.consumed = all;
                     }
@@ -425,7 +465,7 @@ impl<T: PeerAddr> Table<T> {
                     p.rejected = Some(Rejection::NotTls);
                 } else {
                     self.metrics.tls_failures.add(1);
-                    debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client.as_deref()), error = %e, "TLS failed");
+                    debug!(shard = self.ctx.id, peer = %Peer(&s.io, client), error = %e, "TLS failed");
                     s.conn.session.abort(&ctx);
                 }
             }
@@ -455,7 +495,7 @@ impl<T: PeerAddr> Table<T> {
         let Some(s) = self.slots.get_mut(slot) else { return };
         if s.conn.admitted && s.conn.session.is_closed() {
             s.conn.admitted = false;
-            self.ctx.shared.release(s.conn.client.as_deref().map(SocketAddr::ip));
+            self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
         }
     }
 
@@ -463,7 +503,11 @@ impl<T: PeerAddr> Table<T> {
     /// one already scheduled (later moves are found when the entry fires).
     pub fn reschedule(&mut self, slot: usize) {
         let Some(s) = self.slots.get_mut(slot) else { return };
-        let Some(want) = s.conn.session.poll_timeout(&self.ctx.settings.core) else { return };
+        let paused = s.conn.bucket().and_then(|b| b.paused_until);
+        let Some(want) = [s.conn.session.poll_timeout(&self.ctx.settings.core), paused].into_iter().flatten().min()
+        else {
+            return;
+        };
         if s.conn.timer_at.is_none_or(|t| want < t) {
             s.conn.timer_at = Some(want);
             self.timers.schedule(want, slot, s.generation);
@@ -479,6 +523,11 @@ impl<T: PeerAddr> Table<T> {
             }
             s.conn.timer_at = None;
             self.out.clear();
+            if let Some(b) = s.conn.extra_mut().bucket.as_mut().filter(|b| b.paused_until.is_some_and(|t| now >= t)) {
+                b.paused_until = None;
+                self.reschedule(f.slot);
+                return Some((f.slot, TimerAction::Resume));
+            }
             let ctx = core_ctx(&self.ctx, &self.inflaters, now);
             let before = s.conn.session.phase();
             let drop = s.conn.session.handle_timeout(&ctx, &mut self.out);

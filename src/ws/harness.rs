@@ -8,7 +8,7 @@ use crate::ws::counters::CoreCounters;
 use crate::ws::deflate::Inflaters;
 use crate::ws::handshake::AdmitAll;
 use crate::ws::output::Output;
-use crate::ws::session::{Ctx, Progress, Session, HEADROOM};
+use crate::ws::session::{Budget, Ctx, Progress, Session, HEADROOM};
 use std::time::Instant;
 
 /// Inflaters one thread's sessions share, as a shard's do: for tests, the
@@ -32,7 +32,7 @@ pub fn counters() -> &'static CoreCounters {
 /// A session context as a shard makes it, admitting everyone, with this
 /// thread's inflaters and counters.
 pub fn ctx(config: &Config, now: Instant) -> Ctx<'_> {
-    Ctx { config, now, admission: &AdmitAll, inflaters: inflaters(), counters: counters() }
+    Ctx { config, now, admission: &AdmitAll, inflaters: inflaters(), counters: counters(), budget: Budget::UNLIMITED }
 }
 
 /// A session plus the state a backend keeps next to it.

@@ -56,6 +56,25 @@ pub enum Stall {
     /// The fallback echo spent its output budget: call again once the
     /// output has gone out.
     Output,
+    /// The connection's rate limit allows no more frames now ([`Budget`]):
+    /// call again once it does.
+    Budget,
+}
+
+/// How much of the input one call may handle: the messages and bytes a
+/// connection's rate limit allows now. The session stops before the next
+/// frame header once either is spent (so one frame may go past it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Complete data messages.
+    pub messages: u64,
+    /// Input bytes.
+    pub bytes: u64,
+}
+
+impl Budget {
+    /// No limit.
+    pub const UNLIMITED: Budget = Budget { messages: u64::MAX, bytes: u64::MAX };
 }
 
 /// Where a connection is in its life.
@@ -85,6 +104,8 @@ pub struct Ctx<'a> {
     pub inflaters: &'a Inflaters,
     /// The shard's counters of protocol events.
     pub counters: &'a CoreCounters,
+    /// What this call may handle (rate limits).
+    pub budget: Budget,
 }
 
 /// What one [`Session::handle_input`] call did.
@@ -265,6 +286,11 @@ impl Session {
                         Some(next) => next,
                         None => break,
                     }
+                }
+                Phase::Open if p.messages >= ctx.budget.messages || (pos - start) as u64 >= ctx.budget.bytes => {
+                    // Rate limited: the rest waits, unread, at a frame boundary.
+                    self.stall = Some(Stall::Budget);
+                    break;
                 }
                 Phase::Open | Phase::CloseSent => match self.frame(ctx, buf, pos, out, &mut p) {
                     Some(next) => next,

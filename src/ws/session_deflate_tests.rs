@@ -5,7 +5,6 @@
 use super::*;
 use crate::ws::client::{decode_server_frames_with, deflate_message, encode_masked, events, Event};
 use crate::ws::close;
-use crate::ws::handshake::AdmitAll;
 use crate::ws::harness::{inflaters, Harness};
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -255,8 +254,7 @@ fn a_message_spanning_reads_waits_for_a_free_inflater() {
     let config = deflate_config();
     let pool = Inflaters::new(1);
     let now = Instant::now();
-    let ctx =
-        Ctx { config: &config, now, admission: &AdmitAll, inflaters: &pool, counters: crate::ws::harness::counters() };
+    let ctx = Ctx { inflaters: &pool, ..crate::ws::harness::ctx(&config, now) };
     let (mut a, mut b) = (Harness::new(Session::new(&config, now)), Harness::new(Session::new(&config, now)));
     a.feed(&ctx, &request(Some(BROWSER)));
     b.feed(&ctx, &request(Some(BROWSER)));
@@ -295,8 +293,7 @@ fn a_connection_failed_mid_message_gives_its_inflater_back() {
     let config = deflate_config();
     let pool = Inflaters::new(1);
     let now = Instant::now();
-    let ctx =
-        Ctx { config: &config, now, admission: &AdmitAll, inflaters: &pool, counters: crate::ws::harness::counters() };
+    let ctx = Ctx { inflaters: &pool, ..crate::ws::harness::ctx(&config, now) };
     let mut a = Harness::new(Session::new(&config, now));
     a.feed(&ctx, &request(Some(BROWSER)));
     let z = deflate_message(&[5u8; 10_000]);

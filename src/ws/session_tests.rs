@@ -544,3 +544,34 @@ fn carry_is_bounded_by_a_header_or_a_control_frame() {
     let (_, h) = run_with(&Config::default(), &t[..14 + MIN_PIECE - 1], &[]);
     assert_eq!(h.carry, &t[14..14 + MIN_PIECE - 1]);
 }
+
+#[test]
+fn a_budget_stops_at_a_frame_boundary_and_the_rest_waits_in_the_carry() {
+    let config = Config::default();
+    let now = Instant::now();
+    let mut h = Harness::new(Session::new(&config, now));
+    h.feed(&crate::ws::harness::ctx(&config, now), REQUEST);
+    h.sent.clear();
+    let wire: Vec<u8> = (0..5).flat_map(|k| frame(true, OpCode::Text, format!("m{k}").as_bytes())).collect();
+    // Two messages allowed: the third frame is not even looked at.
+    let tight = Ctx { budget: Budget { messages: 2, bytes: u64::MAX }, ..crate::ws::harness::ctx(&config, now) };
+    h.feed_once(&tight, &wire);
+    assert_eq!(h.session.stalled(), Some(Stall::Budget));
+    assert_eq!(h.total.messages, 2);
+    assert_eq!(h.carry, wire[2 * 8..], "three frames of 8 bytes wait");
+    // Bytes: a frame starts while any are left, so 9 bytes let two through.
+    let bytes = Ctx { budget: Budget { messages: u64::MAX, bytes: 9 }, ..crate::ws::harness::ctx(&config, now) };
+    h.feed_once(&bytes, &[]);
+    assert_eq!((h.total.messages, h.session.stalled()), (4, Some(Stall::Budget)));
+    h.feed_once(&crate::ws::harness::ctx(&config, now), &[]);
+    assert_eq!((h.total.messages, h.session.stalled()), (5, None));
+    let (frames, _) = decode_server_frames(&h.sent).unwrap();
+    let texts: Vec<Vec<u8>> = events(&frames)
+        .into_iter()
+        .map(|e| match e {
+            Event::Message(OpCode::Text, t) => t,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(texts, (0..5).map(|k| format!("m{k}").into_bytes()).collect::<Vec<_>>());
+}

@@ -308,6 +308,7 @@ impl Shard {
                 match action {
                     TimerAction::Drop => self.close(slot),
                     TimerAction::Send => self.send_output(slot, None, now),
+                    TimerAction::Resume => self.maybe_finish(slot, now),
                 }
             }
             if self.table.shutting_down() {
@@ -435,10 +436,13 @@ impl Shard {
                     self.give_back(b);
                     return;
                 }
-                if s.io.busy || s.conn.has_pending() || s.conn.session.stalled().is_some() {
-                    // Backed up (or the session stalled on complete input):
-                    // keep the bytes with the connection, give the buffer
-                    // back, and stop receiving until the output drains.
+                let throttled = self.table.throttled(slot, now);
+                let s = self.table.get_gen(slot, generation).expect("checked above");
+                if s.io.busy || s.conn.has_pending() || s.conn.session.stalled().is_some() || throttled {
+                    // Backed up (or the session stalled on complete input, or
+                    // the connection is over its rate limit): keep the bytes
+                    // with the connection, give the buffer back, and stop
+                    // receiving until the output drains (or the bucket refills).
                     // SAFETY: `b` came from this completion and is ours until given back.
                     let data = unsafe { self.bufs.slot_mut(b, len) };
                     s.conn.defer_input(&data[RESERVE..]);
@@ -752,6 +756,11 @@ impl Shard {
             if !self.parked.contains(&(slot, generation)) {
                 self.parked.push((slot, generation));
             }
+            return;
+        }
+        if self.table.throttled(slot, now) {
+            // Over its rate limit: neither kept input nor the socket is read
+            // until its timer says TimerAction::Resume.
             return;
         }
         if self.table.stalled(slot) {
