@@ -357,6 +357,12 @@ pub fn audit(host: &Host, load: &Load) -> Vec<Finding> {
             131072,
             "unsent bytes a socket buffers: less memory, less latency per slow client",
         ),
+        exactly(
+            host,
+            "net.ipv4.tcp_migrate_req",
+            1,
+            "a closing SO_REUSEPORT listener hands its queued connections to another instead of resetting them",
+        ),
         exactly(host, "net.core.busy_poll", 0, "busy polling burns a core; only for dedicated cores"),
         exactly(host, "net.core.busy_read", 0, "busy polling burns a core; only for dedicated cores"),
         cpus(host),

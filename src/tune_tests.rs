@@ -29,6 +29,7 @@ fn stock() -> tempfile::TempDir {
         ("net.ipv4.tcp_notsent_lowat", "4294967295"),
         ("net.core.busy_poll", "0"),
         ("net.core.busy_read", "0"),
+        ("net.ipv4.tcp_migrate_req", "0"),
         ("kernel.io_uring_disabled", "0"),
         ("net.ipv4.ip_local_reserved_ports", ""),
     ] {

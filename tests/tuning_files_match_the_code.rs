@@ -86,6 +86,7 @@ fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
         "tls-listen",
         "metrics-listen",
         "proxy-protocol",
+        "takeover",
         "tls-cert",
         "tls-key",
         "tls-self-signed",

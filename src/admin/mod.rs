@@ -21,6 +21,7 @@ use process_stats::ProcessStats;
 use serde_json::json;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -92,6 +93,16 @@ impl Admin {
         Ok(Admin { listener: TcpListener::bind(addr)? })
     }
 
+    /// Serves a listener received from another process (`--takeover`).
+    pub fn from_listener(listener: TcpListener) -> Admin {
+        Admin { listener }
+    }
+
+    /// A copy of the listening socket, to hand over.
+    pub fn try_clone_listener(&self) -> io::Result<TcpListener> {
+        self.listener.try_clone()
+    }
+
     /// The address bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -106,10 +117,19 @@ impl Admin {
             std::thread::sleep(SAMPLE_EVERY);
         })?;
         let active = Arc::new(AtomicUsize::new(0));
+        // Non-blocking, polled: after a handover the thread must notice and
+        // let go of the socket, which the new process serves.
+        self.listener.set_nonblocking(true)?;
         std::thread::Builder::new().name("admin".into()).spawn(move || {
-            for conn in self.listener.incoming() {
-                let mut stream = match conn {
-                    Ok(s) => s,
+            while !ctx.shared.handed_over() {
+                let mut stream = match self.listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let mut pfd = libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                        // SAFETY: one pollfd, valid for the call.
+                        unsafe { libc::poll(&mut pfd, 1, 200) };
+                        continue;
+                    }
                     Err(e) => {
                         // EMFILE and the like: wait rather than spin.
                         warn!(error = %e, "admin listener: accept failed");
@@ -117,6 +137,7 @@ impl Admin {
                         continue;
                     }
                 };
+                let _ = stream.set_nonblocking(false);
                 if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::AcqRel);
                     let mut out = Vec::new();

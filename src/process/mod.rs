@@ -4,8 +4,11 @@
 //! [`crate::io`]: drivers depend on the shared connection table, and nothing
 //! below depends on them.
 
+mod drain;
+mod handover;
 mod signals;
 mod systemd;
+mod takeover;
 
 use crate::admin::exposition::BuildInfo;
 use crate::admin::{Admin, AdminContext};
@@ -18,6 +21,8 @@ use crate::server::shard::ShardContext;
 use crate::server::shared::Shared;
 use crate::server::tls::{self, Certificates, TlsError};
 use crate::server::tokens::{TokenError, Tokens};
+use drain::Drain;
+use handover::Role;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -59,6 +64,9 @@ pub enum ServeError {
     /// The bearer token file could not be used.
     #[error(transparent)]
     Tokens(#[from] TokenError),
+    /// `--takeover` could not take or offer the listeners.
+    #[error("--takeover: {0}")]
+    Takeover(String),
     /// `--backend uring` where io_uring cannot be used.
     #[error("--backend uring: {0}")]
     Uring(#[from] uring::probe::Unavailable),
@@ -138,25 +146,39 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
     let wanted: Vec<(SocketAddr, bool)> =
         settings.listen.iter().map(|&a| (a, false)).chain(settings.tls_listen.iter().map(|&a| (a, true))).collect();
-    // Per address, one listener per shard; then per shard, one of each.
-    let mut bound = Vec::new();
+    // With --takeover, a running server's listeners come first: the same
+    // sockets, so nothing waiting in their queues is lost.
+    let mut takeover = match &settings.takeover {
+        Some(path) => takeover::take(path)?,
+        None => None,
+    };
+    let mut passed = takeover.as_mut().map(|t| std::mem::take(&mut t.passed)).unwrap_or_default();
+    // Per address, its sockets (one per shard when bound here); then per
+    // shard, its share of each.
+    let mut bound: Vec<(Vec<std::net::TcpListener>, bool)> = Vec::new();
     let mut ready_lines = Vec::new();
     for &(addr, is_tls) in &wanted {
         let bind_error = |source: std::io::Error| match source.kind() {
             std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
             _ => ServeError::Bind { addr, source },
         };
-        if !settings.share_port {
-            listener::ensure_unused(addr).map_err(bind_error)?;
-        }
-        let ls = listener::bind_all(addr, settings.shards, opts).map_err(bind_error)?;
+        let role = if is_tls { Role::Tls } else { Role::Plain };
+        let inherited = takeover::claim(&mut passed, role, addr);
+        let ls = if !inherited.is_empty() {
+            inherited
+        } else {
+            if !settings.share_port {
+                listener::ensure_unused(addr).map_err(bind_error)?;
+            }
+            listener::bind_all(addr, settings.shards, opts).map_err(bind_error)?
+        };
         let actual = ls[0].local_addr().map_err(|source| ServeError::Bind { addr, source })?;
         ready_lines.push(if is_tls {
             format!("listening on {actual} (tls)")
         } else {
             format!("listening on {actual}")
         });
-        bound.push((ls.into_iter(), is_tls));
+        bound.push((ls, is_tls));
     }
     // The admin listener is bound now too: a taken port stops the start.
     let admin = match settings.metrics_listen {
@@ -165,19 +187,34 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                 std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
                 _ => ServeError::Bind { addr, source },
             };
-            let a = Admin::bind(addr).map_err(bind_error)?;
+            let a = match takeover::claim(&mut passed, Role::Admin, addr).pop() {
+                Some(l) => Admin::from_listener(l),
+                None => Admin::bind(addr).map_err(bind_error)?,
+            };
             let actual = a.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
             Some((a, actual))
         }
         None => None,
     };
-    let public: Vec<(SocketAddr, bool)> = bound
-        .iter()
-        .map(|(ls, is_tls)| (ls.as_slice()[0].local_addr().expect("checked when bound"), *is_tls))
-        .collect();
-    let per_shard: Vec<Vec<(std::net::TcpListener, bool)>> = (0..settings.shards)
-        .map(|_| bound.iter_mut().map(|(ls, is_tls)| (ls.next().expect("one per shard"), *is_tls)).collect())
-        .collect();
+    for p in passed {
+        warn!(addr = %p.addr, "takeover: not serving an inherited listener the settings no longer name; it closes with the old process");
+    }
+    let public: Vec<(SocketAddr, bool)> =
+        bound.iter().map(|(ls, is_tls)| (ls[0].local_addr().expect("checked when bound"), *is_tls)).collect();
+    // Copies of every listener, to hand over to the next process.
+    let mut kept = Vec::new();
+    if settings.takeover.is_some() {
+        for (ls, is_tls) in &bound {
+            for l in ls {
+                let copy = l.try_clone().map_err(|source| ServeError::Takeover(source.to_string()))?;
+                kept.push((if *is_tls { Role::Tls } else { Role::Plain }, copy));
+            }
+        }
+        if let Some((a, _)) = &admin {
+            kept.push((Role::Admin, a.try_clone_listener().map_err(|e| ServeError::Takeover(e.to_string()))?));
+        }
+    }
+    let per_shard = takeover::share(bound, settings.shards).map_err(|e| ServeError::Takeover(e.to_string()))?;
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
     let notifier = Arc::new(Notifier::from_env());
@@ -226,7 +263,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         threads.push(t);
     }
     drop(ready_tx);
-    let mut wakers = Vec::new();
+    let mut wakers: Vec<Box<dyn Fn() + Send + Sync>> = Vec::new();
     let mut lines = Vec::new();
     for _ in 0..settings.shards {
         match ready_rx.recv() {
@@ -241,7 +278,14 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             Err(_) => break,
         }
     }
-    signals::watch(shared.clone(), wakers, certs, tokens, notifier.clone(), settings.shutdown_grace)?;
+    let drain = Arc::new(Drain {
+        shared: shared.clone(),
+        wakers,
+        notifier: notifier.clone(),
+        grace: settings.shutdown_grace,
+        kept: std::sync::Mutex::new(kept),
+    });
+    signals::watch(drain.clone(), certs, tokens, settings.takeover.clone())?;
     if let Some((a, actual)) = admin {
         let info = BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -264,8 +308,21 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         let _ = out.flush();
     }
     let addr = ready_lines.iter().filter_map(|l| l.strip_prefix("listening on ")).collect::<Vec<_>>().join(", ");
-    // Type=notify: ready once every shard listens, then a status line now and then.
-    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    // The old process may stop accepting now; then this one takes its place
+    // for the next takeover.
+    let mut own_socket = None;
+    if let Some(path) = &settings.takeover {
+        if let Some(t) = &takeover {
+            takeover::confirm(t).map_err(|e| ServeError::Takeover(e.to_string()))?;
+            info!(path = %path.display(), "took over the listeners of the running server; it drains now");
+        }
+        own_socket = Some(takeover::serve(path, drain.clone()).map_err(|e| ServeError::Takeover(e.to_string()))?);
+    }
+    // Type=notify: ready once every shard listens, then a status line now
+    // and then. After a takeover this is a new main process (the unit needs
+    // NotifyAccess=all to hear it).
+    let main_pid = if takeover.is_some() { format!("MAINPID={}\n", std::process::id()) } else { String::new() };
+    notifier.notify(&format!("{main_pid}READY=1\nSTATUS=serving on {addr}"));
     if notifier.enabled() {
         systemd::report_status(notifier.clone(), shared.clone(), addr.clone());
     }
@@ -302,6 +359,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             Ok(Err(source)) => return Err(ServeError::Shard { shard: id, source }),
             Err(_) => return Err(ServeError::Shard { shard: id, source: std::io::Error::other("panicked") }),
         }
+    }
+    if let Some(own) = own_socket {
+        own.remove_if_ours();
     }
     Ok(())
 }

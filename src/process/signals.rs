@@ -1,11 +1,10 @@
 //! Signals: SIGINT/SIGTERM drain and stop, SIGHUP reloads.
 
-use super::systemd::STOP_MARGIN;
+use super::drain::Drain;
 use super::ServeError;
-use crate::server::notify::Notifier;
-use crate::server::shared::Shared;
 use crate::server::tls::Certificates;
 use crate::server::tokens::Tokens;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -17,20 +16,30 @@ use tracing::{info, warn};
 /// Each action comes before its log line: logging may fail (standard error a
 /// closed pipe), and a shutdown must not depend on it.
 pub(super) fn watch(
-    shared: Arc<Shared>,
-    wakers: Vec<Box<dyn Fn() + Send>>,
+    drain: Arc<Drain>,
     certs: Option<Arc<Certificates>>,
     tokens: Option<Arc<Tokens>>,
-    notifier: Arc<Notifier>,
-    grace: std::time::Duration,
+    takeover: Option<PathBuf>,
 ) -> Result<(), ServeError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(ServeError::Signals)?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2]).map_err(ServeError::Signals)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGUSR2 {
+                    match &takeover {
+                        None => warn!("SIGUSR2: a restart that refuses no connection needs --takeover; still serving"),
+                        Some(_) if drain.shared.shutdown_requested() => warn!("SIGUSR2: already draining"),
+                        Some(path) => match start_successor() {
+                            Ok(pid) => info!(pid, path = %path.display(), "SIGUSR2: started a new server to take over"),
+                            Err(e) => warn!("SIGUSR2: cannot start a new server: {e}"),
+                        },
+                    }
+                    continue;
+                }
                 if sig == SIGHUP {
                     match &tokens {
                         None => {}
@@ -59,14 +68,7 @@ pub(super) fn watch(
                 }
                 seen += 1;
                 if seen == 1 {
-                    shared.request_shutdown();
-                    for wake in &wakers {
-                        wake();
-                    }
-                    // The drain may take the whole grace period: ask systemd
-                    // for that much (and a little) beyond its stop timeout.
-                    let extend = (grace + STOP_MARGIN).as_micros();
-                    notifier.notify(&format!("STOPPING=1\nEXTEND_TIMEOUT_USEC={extend}\nSTATUS=draining connections"));
+                    drain.start();
                     info!(signal = sig, "shutting down gracefully (send again to exit at once)");
                 } else {
                     std::process::exit(128 + sig);
@@ -75,4 +77,21 @@ pub(super) fn watch(
         })
         .map_err(ServeError::Signals)?;
     Ok(())
+}
+
+/// SIGUSR2 (nginx's signal for a binary upgrade): runs the program at the
+/// path this one was started as (the new binary, after an upgrade) with the
+/// same arguments; it takes the listeners over `--takeover` and this
+/// process drains once it accepts. Under systemd it becomes the main
+/// process (`MAINPID=`, which needs `NotifyAccess=all`), and it feeds the
+/// watchdog itself.
+fn start_successor() -> std::io::Result<u32> {
+    let mut args = std::env::args_os();
+    let program = args.next().ok_or_else(|| std::io::Error::other("no program name"))?;
+    let child = std::process::Command::new(program)
+        .args(args)
+        .env_remove("WATCHDOG_PID")
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child.id())
 }

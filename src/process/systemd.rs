@@ -4,10 +4,6 @@ use crate::server::notify::Notifier;
 use crate::server::shared::Shared;
 use std::sync::Arc;
 
-/// Time asked of systemd beyond the grace period when stopping: the last
-/// connections' close handshakes and the exit itself.
-pub(super) const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// How often the open connections go to systemd as `STATUS=`.
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 

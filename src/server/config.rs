@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Every listener requires a PROXY protocol header (v1 or v2, as HAProxy's send-proxy / send-proxy-v2 or an AWS NLB send it) before the TLS ClientHello or the HTTP request; its client address is the one logged. A connection without a valid one is closed. Only behind a balancer that always sends it: anyone who can reach the port could otherwise claim any address
     #[arg(long, env = "RICOCHET_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
     pub proxy_protocol: bool,
+    /// Restarts and upgrades that refuse no connection: offer the listening sockets at this unix socket (mode 0600), and at start take them from a server offering them there; that server then stops accepting and drains (echoes, then close 1001) while this one serves the same sockets. Without a server there, listeners are bound as usual [default: off]
+    #[arg(long, env = "RICOCHET_TAKEOVER", value_name = "PATH")]
+    pub takeover: Option<PathBuf>,
     /// Address for wss:// (TLS), repeatable; every shard listens on each. Needs --tls-cert and --tls-key, or --tls-self-signed
     #[arg(long = "tls-listen", env = "RICOCHET_TLS_LISTEN", value_name = "ADDR", value_delimiter = ',')]
     pub tls_listen: Vec<String>,
@@ -200,6 +203,7 @@ struct FileSettings {
     tls_listen: Option<Vec<String>>,
     metrics_listen: Option<String>,
     proxy_protocol: Option<bool>,
+    takeover: Option<PathBuf>,
     tls_cert: Option<Vec<PathBuf>>,
     tls_key: Option<Vec<PathBuf>>,
     tls_self_signed: Option<bool>,
@@ -250,6 +254,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Listeners require a PROXY protocol header first.
     pub proxy_protocol: bool,
+    /// Where listeners are offered to and taken from (`--takeover`).
+    pub takeover: Option<PathBuf>,
     /// Where the TLS certificates come from, when there are TLS listeners.
     pub tls: Option<CertSource>,
     /// Client certificates asked for on TLS listeners, if any.
@@ -512,6 +518,7 @@ impl Settings {
             tls_listen,
             metrics_listen,
             proxy_protocol: args.proxy_protocol || file.proxy_protocol.unwrap_or(false),
+            takeover: args.takeover.clone().or(file.takeover),
             tls,
             tls_client,
             shards,

@@ -25,5 +25,5 @@ pub struct ShardContext {
 /// Sent by a shard once its event loop is about to run.
 pub struct ShardReady {
     /// Wakes the shard's loop (for shutdown); any thread may call it.
-    pub wake: Box<dyn Fn() + Send>,
+    pub wake: Box<dyn Fn() + Send + Sync>,
 }

@@ -22,6 +22,8 @@ pub struct Shared {
     active: AtomicUsize,
     max: usize,
     shutdown: AtomicBool,
+    /// The listeners were handed over to a new process (`--takeover`).
+    handed_over: AtomicBool,
     tokens: Option<Arc<Tokens>>,
     /// `--max-connections-per-ip`, if set.
     per_ip: Option<PerIp>,
@@ -39,6 +41,7 @@ impl Shared {
             active: AtomicUsize::new(0),
             max,
             shutdown: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             tokens,
             per_ip: None,
             heartbeat: None,
@@ -123,6 +126,17 @@ impl Shared {
     /// Asks every shard to shut down gracefully.
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
+    }
+
+    /// Marks the listeners as handed over to a new process: the admin
+    /// listener stops accepting at once (the new process serves it).
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Release);
+    }
+
+    /// True once the listeners were handed over.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
     }
 
     /// True once shutdown was requested.

@@ -1,0 +1,228 @@
+//! Restarts that refuse no connection (`--takeover`): clients connect,
+//! handshake, echo and close in a loop while the server is replaced five
+//! times; not one connection is refused or reset, every echo is exact, and
+//! every WebSocket ends with a close code (1000 from the client's close, or
+//! 1001 from a draining server). The same loop across plain stop-and-start
+//! restarts (the negative control) sees refusals, so the test can fail.
+
+mod common;
+
+use common::{upgrade_request, RawClient, Server};
+use ricochet::ws::client::Event;
+use ricochet::ws::frame::OpCode;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    sessions: AtomicU64,
+    echoes: AtomicU64,
+    refused: AtomicU64,
+    reset: AtomicU64,
+    wrong: AtomicU64,
+    closed_1001: AtomicU64,
+}
+
+impl Tally {
+    fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "sessions {} echoes {} refused {} reset {} wrong {} closed-by-server {}",
+            self.get(&self.sessions),
+            self.get(&self.echoes),
+            self.get(&self.refused),
+            self.get(&self.reset),
+            self.get(&self.wrong),
+            self.get(&self.closed_1001)
+        )
+    }
+}
+
+/// One client's life: connect, handshake, three echoes, close.
+fn session(addr: SocketAddr, id: usize, n: u64, t: &Tally) {
+    let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            t.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            t.reset.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    // Any failure of the stream below (a reset, an early EOF) counts as a reset.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut c = RawClient::over(tcp);
+        c.send_raw(upgrade_request("/").as_bytes());
+        let head = c.read_http_head();
+        if !head.starts_with("HTTP/1.1 101 ") {
+            // A 503 from a draining server is a refusal too.
+            t.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        for m in 0..3 {
+            let text = format!("client {id} session {n} message {m}");
+            c.send(true, OpCode::Text, text.as_bytes());
+            match c.next_event() {
+                Some(Event::Message(OpCode::Text, got)) if got == text.as_bytes() => {
+                    t.echoes.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Event::Close(Some(1001), _)) => {
+                    // The old server drains: what was sent was echoed; close back.
+                    c.send(true, OpCode::Close, &1001u16.to_be_bytes());
+                    t.closed_1001.fetch_add(1, Ordering::Relaxed);
+                    t.sessions.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                other => {
+                    eprintln!("client {id}: {other:?}");
+                    t.wrong.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        c.send(true, OpCode::Close, &1000u16.to_be_bytes());
+        match c.expect_close() {
+            Some(1000 | 1001) => {
+                t.sessions.fetch_add(1, Ordering::Relaxed);
+            }
+            other => {
+                eprintln!("client {id}: closed with {other:?}");
+                t.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }));
+    if outcome.is_err() {
+        t.reset.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs clients against `addr` while `restart` replaces the server five
+/// times; returns what they saw.
+fn through_five_restarts(addr: SocketAddr, mut restart: impl FnMut(usize)) -> Arc<Tally> {
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|id| {
+            let (t, stop) = (tally.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    session(addr, id, n, &t);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        restart(i);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    tally
+}
+
+fn args<'a>(listen: &'a str, path: Option<&'a str>, backend: &'a str) -> Vec<&'a str> {
+    let mut a = vec!["serve", "--listen", listen, "--shards", "2", "--no-pin", "--backend", backend];
+    if let Some(p) = path {
+        a.extend_from_slice(&["--takeover", p]);
+    }
+    a
+}
+
+#[test]
+fn five_takeovers_refuse_and_reset_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("takeover.sock");
+    let path = path.to_str().unwrap();
+    let backend = common::backend();
+    let mut server = Server::start_raw(&args("127.0.0.1:0", Some(path), &backend));
+    let addr = server.addr;
+    let tally = through_five_restarts(addr, |i| {
+        // A WebSocket open on the old server across the takeover: its echo
+        // comes back, then the old server's close, 1001.
+        let mut held = RawClient::open(addr);
+        held.send(true, OpCode::Binary, b"held across");
+        assert_eq!(held.next_event(), Some(Event::Message(OpCode::Binary, b"held across".to_vec())));
+        // The new server takes the same sockets (port 0: whatever the old one has).
+        let next = Server::start_raw(&args("127.0.0.1:0", Some(path), &backend));
+        assert_eq!(next.addr, addr, "takeover {i} listens elsewhere");
+        assert_eq!(held.expect_close(), Some(1001), "takeover {i}: the held connection");
+        held.send(true, OpCode::Close, &1001u16.to_be_bytes());
+        let status = server.wait_exit(Duration::from_secs(15)).expect("the old server did not exit");
+        assert!(status.success(), "the old server exited with {status}: {}", server.log());
+        assert!(server.log().contains("draining"), "{}", server.log());
+        server = next;
+    });
+    let line = tally.line();
+    assert_eq!(tally.get(&tally.refused), 0, "{line}");
+    assert_eq!(tally.get(&tally.reset), 0, "{line}");
+    assert_eq!(tally.get(&tally.wrong), 0, "{line}");
+    assert!(tally.get(&tally.sessions) >= 30, "too few sessions to mean anything: {line}");
+    eprintln!("takeover: {line}");
+    // The last server still serves, and offers the sockets on.
+    assert!(std::path::Path::new(path).exists());
+    let mut c = RawClient::open(addr);
+    c.send(true, OpCode::Text, b"after five takeovers");
+    assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, b"after five takeovers".to_vec())));
+}
+
+#[test]
+fn plain_stop_and_start_refuses_connections_the_negative_control() {
+    let backend = common::backend();
+    let mut server = Server::start_raw(&args("127.0.0.1:0", None, &backend));
+    let addr = server.addr;
+    let listen = addr.to_string();
+    let tally = through_five_restarts(addr, |_| {
+        server.signal(libc::SIGTERM);
+        server.wait_exit(Duration::from_secs(15)).expect("the server did not exit");
+        server = Server::start_raw(&args(&listen, None, &backend));
+    });
+    let line = tally.line();
+    eprintln!("stop and start: {line}");
+    assert!(tally.get(&tally.refused) + tally.get(&tally.reset) > 0, "no refusal across five plain restarts: {line}");
+}
+
+#[test]
+fn sigusr2_starts_the_successor_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("takeover.sock");
+    let path = path.to_str().unwrap();
+    let backend = common::backend();
+    let mut server = Server::start_raw(&args("127.0.0.1:0", Some(path), &backend));
+    let mut held = RawClient::open(server.addr);
+    server.signal(libc::SIGUSR2);
+    // The old server hands over, echoes what it has, and closes with 1001.
+    assert_eq!(held.expect_close(), Some(1001));
+    held.send(true, OpCode::Close, &1001u16.to_be_bytes());
+    let status = server.wait_exit(Duration::from_secs(15)).expect("the old server did not exit");
+    assert!(status.success(), "{status}: {}", server.log());
+    let log = server.log();
+    let pid: i32 = log
+        .lines()
+        .find(|l| l.contains("started a new server to take over"))
+        .and_then(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no successor logged:\n{log}"));
+    let mut c = RawClient::open(server.addr);
+    c.send(true, OpCode::Text, b"served by the successor");
+    assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, b"served by the successor".to_vec())));
+    drop(c);
+    // SAFETY: a signal to the successor, a process this test caused to exist.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    while std::path::Path::new(path).exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!std::path::Path::new(path).exists(), "the successor left its socket file behind");
+}
