@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::admin::{scrape, sum};
 use common::{upgrade_request, RawClient, Server};
 use ricochet::ws::client::Event;
 use ricochet::ws::frame::OpCode;
@@ -136,7 +137,7 @@ fn through_five_restarts(addr: SocketAddr, mut restart: impl FnMut(usize)) -> Ar
 fn args<'a>(listen: &'a str, path: Option<&'a str>, backend: &'a str) -> Vec<&'a str> {
     let mut a = vec!["serve", "--listen", listen, "--shards", "2", "--no-pin", "--backend", backend];
     if let Some(p) = path {
-        a.extend_from_slice(&["--takeover", p]);
+        a.extend_from_slice(&["--takeover", p, "--metrics-listen", "127.0.0.1:0"]);
     }
     a
 }
@@ -149,6 +150,8 @@ fn five_takeovers_refuse_and_reset_nothing() {
     let backend = common::backend();
     let mut server = Server::start_raw(&args("127.0.0.1:0", Some(path), &backend));
     let addr = server.addr;
+    let admin = server.metrics.expect("metrics on");
+    assert_eq!(sum(&scrape(admin), "ricochet_listeners_inherited", &[]), 0.0);
     let tally = through_five_restarts(addr, |i| {
         // A WebSocket open on the old server across the takeover: its echo
         // comes back, then the old server's close, 1001.
@@ -158,6 +161,7 @@ fn five_takeovers_refuse_and_reset_nothing() {
         // The new server takes the same sockets (port 0: whatever the old one has).
         let next = Server::start_raw(&args("127.0.0.1:0", Some(path), &backend));
         assert_eq!(next.addr, addr, "takeover {i} listens elsewhere");
+        assert_eq!(next.metrics, Some(admin), "takeover {i}: the admin listener moves too");
         assert_eq!(held.expect_close(), Some(1001), "takeover {i}: the held connection");
         held.send(true, OpCode::Close, &1001u16.to_be_bytes());
         let status = server.wait_exit(Duration::from_secs(15)).expect("the old server did not exit");
@@ -171,6 +175,8 @@ fn five_takeovers_refuse_and_reset_nothing() {
     assert_eq!(tally.get(&tally.wrong), 0, "{line}");
     assert!(tally.get(&tally.sessions) >= 30, "too few sessions to mean anything: {line}");
     eprintln!("takeover: {line}");
+    // Two shards' sockets and the admin listener came over each time.
+    assert_eq!(sum(&scrape(admin), "ricochet_listeners_inherited", &[]), 3.0);
     // The last server still serves, and offers the sockets on.
     assert!(std::path::Path::new(path).exists());
     let mut c = RawClient::open(addr);

@@ -63,6 +63,9 @@ pub struct BuildInfo {
     pub proxy: bool,
     /// Connections have rate limits.
     pub rate_limited: bool,
+    /// With `--takeover`: the listening sockets this process took over
+    /// from the one before it (0 after a fresh start).
+    pub inherited: Option<u64>,
 }
 
 /// Everything one scrape reads.
@@ -262,6 +265,14 @@ impl Scrape<'_> {
                 labelled("result", [("ok", t.proxy_headers.get()), ("error", t.proxy_errors.get())]),
             );
         }
+        if let Some(n) = i.inherited {
+            add(
+                "ricochet_listeners_inherited",
+                "Listening sockets this process took over from the server before it (--takeover); 0 after a fresh start.",
+                G,
+                one(n as f64),
+            );
+        }
         if let Some(p) = self.process {
             add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", C, one(p.cpu_seconds));
             add("process_resident_memory_bytes", "Resident memory size in bytes.", G, one(p.resident_bytes as f64));
@@ -342,7 +353,16 @@ mod tests {
     use std::sync::Arc;
 
     fn info(backend: &'static str, tls: bool, deflate: bool) -> BuildInfo {
-        BuildInfo { version: "1.2.3", commit: "abc\"d", backend, tls, deflate, proxy: deflate, rate_limited: deflate }
+        BuildInfo {
+            version: "1.2.3",
+            commit: "abc\"d",
+            backend,
+            tls,
+            deflate,
+            proxy: deflate,
+            rate_limited: deflate,
+            inherited: deflate.then_some(3),
+        }
     }
 
     #[test]
@@ -409,6 +429,7 @@ mod tests {
             "ricochet_deflate_inflaters_in_use",
             "ricochet_proxy_headers_total",
             "ricochet_rate_limited_total",
+            "ricochet_listeners_inherited",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
             "process_open_fds",

@@ -153,6 +153,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         None => None,
     };
     let mut passed = takeover.as_mut().map(|t| std::mem::take(&mut t.passed)).unwrap_or_default();
+    let received = passed.len();
     // Per address, its sockets (one per shard when bound here); then per
     // shard, its share of each.
     let mut bound: Vec<(Vec<std::net::TcpListener>, bool)> = Vec::new();
@@ -196,6 +197,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         }
         None => None,
     };
+    let inherited = (received - passed.len()) as u64;
     for p in passed {
         warn!(addr = %p.addr, "takeover: not serving an inherited listener the settings no longer name; it closes with the old process");
     }
@@ -295,6 +297,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             deflate: settings.core.handshake.permessage_deflate,
             proxy: settings.proxy_protocol,
             rate_limited: settings.rate.is_some(),
+            inherited: settings.takeover.as_ref().map(|_| inherited),
         };
         let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public);
         a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;
