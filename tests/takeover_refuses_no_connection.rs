@@ -184,12 +184,26 @@ fn five_takeovers_refuse_and_reset_nothing() {
     assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, b"after five takeovers".to_vec())));
 }
 
+/// A free port below the ephemeral range. While nothing listens on a port
+/// in that range, a client's connect can be given the port itself as its
+/// source and connect to itself (TCP simultaneous open), and the restarted
+/// server then finds its port taken: what `ip_local_reserved_ports` in the
+/// tuning guide prevents on a real host.
+fn port_outside_the_ephemeral_range() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    let start = 10_000 + (std::process::id() % 5_000) as u16;
+    (start..low)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
 #[test]
 fn plain_stop_and_start_refuses_connections_the_negative_control() {
     let backend = common::backend();
-    let mut server = Server::start_raw(&args("127.0.0.1:0", None, &backend));
+    let listen = format!("127.0.0.1:{}", port_outside_the_ephemeral_range());
+    let mut server = Server::start_raw(&args(&listen, None, &backend));
     let addr = server.addr;
-    let listen = addr.to_string();
     let tally = through_five_restarts(addr, |_| {
         server.signal(libc::SIGTERM);
         server.wait_exit(Duration::from_secs(15)).expect("the server did not exit");

@@ -599,6 +599,11 @@ impl<T: PeerAddr> Table<T> {
         self.grace_deadline.is_some()
     }
 
+    /// True once a shutdown's grace period is over.
+    pub fn grace_over(&self, now: Instant) -> bool {
+        self.grace_deadline.is_some_and(|d| now >= d)
+    }
+
     /// True when a shutdown is complete: no connection left, or grace is over.
     pub fn shutdown_done(&self, now: Instant) -> bool {
         self.grace_deadline.is_some_and(|d| self.slots.is_empty() || now >= d)

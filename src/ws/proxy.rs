@@ -288,4 +288,53 @@ mod tests {
         assert_eq!(parse(b"PRO"), Ok(None));
         assert_eq!(parse(b"\r\n\r\n\0"), Ok(None));
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Inputs near the grammar: a signature (v1 or v2) or not, then anything.
+        fn near_headers() -> impl Strategy<Value = Vec<u8>> {
+            let start = prop_oneof![
+                Just(b"PROXY ".to_vec()),
+                Just(b"PROXY TCP4 ".to_vec()),
+                Just(b"PROXY TCP6 ".to_vec()),
+                Just(b"PROXY UNKNOWN".to_vec()),
+                Just(V2_SIGNATURE.to_vec()),
+                Just(Vec::new()),
+            ];
+            (start, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(mut s, rest)| {
+                s.extend(rest);
+                s
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// No input panics; a header found is found the same with more
+            /// bytes behind it, and every shorter prefix asks for more or
+            /// fails the same way (what feeding a connection byte by byte
+            /// relies on).
+            #[test]
+            fn prefixes_and_extensions_agree(wire in near_headers(), tail in proptest::collection::vec(any::<u8>(), 0..32)) {
+                let whole = parse(&wire);
+                if let Ok(Some(h)) = whole {
+                    prop_assert!(h.len <= wire.len() && h.len <= V2_MAX);
+                    let mut longer = wire.clone();
+                    longer.extend(&tail);
+                    prop_assert_eq!(parse(&longer), Ok(Some(h)));
+                    for cut in 0..h.len {
+                        prop_assert_eq!(parse(&wire[..cut]), Ok(None));
+                    }
+                }
+                if let Err(e) = whole {
+                    for cut in 0..wire.len() {
+                        let part = parse(&wire[..cut]);
+                        prop_assert!(part == Ok(None) || part == Err(e), "cut {}: {:?} then {:?}", cut, part, e);
+                    }
+                }
+            }
+        }
+    }
 }

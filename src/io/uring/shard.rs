@@ -96,7 +96,8 @@ unsafe impl Send for SendJob {}
 
 /// A listening socket of the shard.
 struct Listener {
-    socket: std::net::TcpListener,
+    /// None once shutting down (closed; its accept may still be cancelling).
+    socket: Option<std::net::TcpListener>,
     /// Its connections speak TLS.
     tls: bool,
     /// Its multishot accept is in flight.
@@ -165,7 +166,10 @@ pub fn run(
         ring,
         bufs,
         table: Table::new(ctx),
-        listeners: listeners.into_iter().map(|(socket, tls)| Listener { socket, tls, armed: false }).collect(),
+        listeners: listeners
+            .into_iter()
+            .map(|(socket, tls)| Listener { socket: Some(socket), tls, armed: false })
+            .collect(),
         accept_paused_until: None,
         wake_fd,
         scratch: Vec::new(),
@@ -213,8 +217,8 @@ impl Shard {
     /// Arms listener `i`'s multishot accept (its index rides in the user data).
     fn arm_accept(&mut self, i: usize) -> io::Result<()> {
         let Some(l) = self.listeners.get_mut(i) else { return Ok(()) };
-        let sqe =
-            opcode::AcceptMulti::new(types::Fd(l.socket.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, i, 0));
+        let Some(socket) = &l.socket else { return Ok(()) };
+        let sqe = opcode::AcceptMulti::new(types::Fd(socket.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, i, 0));
         l.armed = true;
         self.push(sqe)
     }
@@ -266,7 +270,15 @@ impl Shard {
             if self.table.begin_shutdown(now) {
                 self.begin_shutdown();
             }
-            if self.table.shutdown_done(now) {
+            // Shutting down, an accept still in flight must be seen cancelled
+            // first: a connection it takes meanwhile (from a queue a new
+            // server shares after a takeover) is served, and the ring holds
+            // no listener when the process exits. Its teardown after exit is
+            // asynchronous, so a listener it still held would stay open for
+            // a moment, and a server started right after would find its
+            // port taken.
+            let accepting = self.listeners.iter().any(|l| l.armed);
+            if self.table.shutdown_done(now) && (!accepting || self.table.grace_over(now)) {
                 if !self.table.is_empty() {
                     warn!(
                         shard = self.table.ctx.id,
@@ -359,14 +371,9 @@ impl Shard {
     /// An accept on listener `i`.
     fn on_accept(&mut self, i: usize, res: i32, flags: u32, now: Instant) {
         let more = cqueue::more(flags);
-        let Some(l) = self.listeners.get_mut(i) else {
-            if res >= 0 {
-                // SAFETY: a successful accept hands us a descriptor; shutting down, so close it.
-                drop(unsafe { TcpStream::from_raw_fd(res as RawFd) });
-            }
-            return;
-        };
+        let Some(l) = self.listeners.get_mut(i) else { return };
         let tls = l.tls;
+        let closing = l.socket.is_none();
         if !more {
             l.armed = false;
         }
@@ -386,6 +393,8 @@ impl Shard {
                 deferred_handled: false,
                 waiting: false,
             };
+            // Accepted while the cancellation of this accept was on its way
+            // (shutting down): served all the same, to its close.
             let slot = self.table.insert(io, now, tls);
             self.arm_recv(slot);
         } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
@@ -393,7 +402,7 @@ impl Shard {
             self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
             return;
         }
-        if !self.listeners[i].armed && self.accept_paused_until.is_none() {
+        if !closing && !self.listeners[i].armed && self.accept_paused_until.is_none() {
             let _ = self.arm_accept(i);
         }
     }
@@ -841,8 +850,10 @@ impl Shard {
                     opcode::AsyncCancel::new(user_data(OP_ACCEPT, i, 0)).build().user_data(user_data(OP_CANCEL, 0, 0));
                 let _ = self.push(sqe);
             }
+            // Our copy closes now; an accept in flight holds the socket until
+            // its cancellation completes (see `event_loop`).
+            self.listeners[i].socket = None;
         }
-        self.listeners.clear();
     }
 }
 
