@@ -6,11 +6,10 @@
 
 mod common;
 
+use common::haproxy::{wait_up, Haproxy};
 use common::{http_exchange, Server};
 use futures_util::{SinkExt, StreamExt};
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 #[test]
@@ -31,36 +30,12 @@ fn get_and_head_over_http_1_0_and_1_1() {
     assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
 }
 
-/// HAProxy in the foreground; killed when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `show stat` over HAProxy's admin socket: the CSV line of `backend/server`.
-fn server_stat(socket: &std::path::Path, server: &str) -> Option<String> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"show stat\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines().find(|l| l.starts_with(&format!("ricochet,{server},"))).map(str::to_string)
-}
-
 #[test]
 fn haproxy_with_the_guides_configuration_marks_the_server_up() {
-    let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("haproxy is not installed: run scripts/install-deps.sh (Debian package haproxy)");
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
@@ -81,27 +56,9 @@ fn haproxy_with_the_guides_configuration_marks_the_server_up() {
         .join("\n");
     let cfg_path = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg_path, cfg + "\n").unwrap();
-    let _proxy = Haproxy(
-        Command::new(haproxy)
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy"),
-    );
+    let _proxy = Haproxy::start(&cfg_path);
     // Wait for a passed layer-7 check (L7OK) and the server UP.
-    let t0 = Instant::now();
-    let mut last = None;
-    while t0.elapsed() < Duration::from_secs(20) {
-        last = server_stat(&socket, "ricochet1");
-        if last.as_deref().is_some_and(|l| l.contains(",UP,") && l.contains("L7OK")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stat = last.unwrap_or_default();
+    let stat = wait_up(&socket, "ricochet", "ricochet1");
     assert!(stat.contains(",UP,") && stat.contains("L7OK"), "HAProxy's check did not pass: {stat}");
     // And WebSocket traffic through it echoes.
     common::tokio_runtime().block_on(async {

@@ -8,13 +8,13 @@
 mod common;
 
 use common::admin::{sum, wait_for};
+use common::haproxy::{wait_up, Haproxy};
 use common::{over_tls, upgrade_request, RawClient, Server};
 use ricochet::ws::client::Event;
 use ricochet::ws::frame::OpCode;
 use ricochet::ws::proxy::V2_SIGNATURE;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
@@ -104,16 +104,6 @@ fn a_missing_or_malformed_header_closes_the_connection_unanswered() {
     assert!(got.is_empty(), "answered {:?}", String::from_utf8_lossy(&got));
 }
 
-/// HAProxy in the foreground; killed when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A connection to `to` from 127.0.0.2, so the client's address differs from HAProxy's own.
 fn connect_from_127_0_0_2(to: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -124,10 +114,6 @@ fn connect_from_127_0_0_2(to: SocketAddr) -> TcpStream {
 
 #[test]
 fn haproxy_send_proxy_v2_and_v1_carry_the_clients_address() {
-    let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("haproxy is not installed: run scripts/install-deps.sh (Debian package haproxy)");
     for mode in ["send-proxy-v2", "send-proxy"] {
         let server = Server::start_debug(&["--proxy-protocol"]);
         let dir = tempfile::tempdir().unwrap();
@@ -147,25 +133,8 @@ fn haproxy_send_proxy_v2_and_v1_carry_the_clients_address() {
         );
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let _proxy = Haproxy(
-            Command::new(haproxy)
-                .args(["-db", "-f"])
-                .arg(&cfg_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start haproxy"),
-        );
-        let t0 = Instant::now();
-        let mut stat = String::new();
-        while t0.elapsed() < Duration::from_secs(20) {
-            stat = server_stat(&socket).unwrap_or_default();
-            if stat.contains(",UP,") && stat.contains("L7OK") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let _proxy = Haproxy::start(&cfg_path);
+        let stat = wait_up(&socket, "ricochet", "r1");
         assert!(stat.contains(",UP,") && stat.contains("L7OK"), "{mode}: health check with a header failed: {stat}");
         for k in 0..3 {
             let mut c = RawClient::over(connect_from_127_0_0_2(front));
@@ -180,14 +149,4 @@ fn haproxy_send_proxy_v2_and_v1_carry_the_clients_address() {
         );
         assert!(!log.contains("PROXY header refused"), "{log}");
     }
-}
-
-/// `show stat` over HAProxy's admin socket: the CSV line of the server.
-fn server_stat(socket: &std::path::Path) -> Option<String> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"show stat\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines().find(|l| l.starts_with("ricochet,r1,")).map(str::to_string)
 }

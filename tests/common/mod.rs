@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod haproxy;
 pub mod tls;
 
 use ricochet::ws::client::{decode_server_frames_with, encode_masked, events, Event, ServerFrame};
