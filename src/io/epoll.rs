@@ -270,7 +270,7 @@ impl Shard {
                     return self.drop_conn(slot);
                 }
             };
-            self.table.metrics.bytes_in.add(n as u64);
+            self.table.ctx.metrics.bytes_in.add(n as u64);
             let end = reserve + n;
             self.table.input(slot, &mut self.buf[..end], start, now);
             if !self.flush_output(slot, end) {

@@ -29,10 +29,9 @@ pub(super) struct Drain {
 impl Drain {
     /// Starts the drain; false if it had already started.
     pub fn start(&self) -> bool {
-        if self.shared.shutdown_requested() {
+        if !self.shared.request_shutdown() {
             return false;
         }
-        self.shared.request_shutdown();
         self.kept.lock().unwrap_or_else(|e| e.into_inner()).clear();
         for wake in &self.wakers {
             wake();

@@ -45,35 +45,57 @@ pub struct Passed {
     pub socket: TcpListener,
 }
 
+/// Room for a control message carrying one descriptor.
+fn fd_control() -> Vec<u8> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    vec![0u8; unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize]
+}
+
+/// A message header over one buffer and `control`. It points into both,
+/// so both must outlive every call it is passed to.
+fn msghdr(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
+/// Runs a socket call until it is not interrupted: a signal that arrives
+/// before anything moved makes it fail with EINTR (a call on a socket with
+/// SO_RCVTIMEO is never restarted), and nothing was sent or taken.
+fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Sends one line with `fd` attached (SCM_RIGHTS).
 fn send_with_fd(stream: &UnixStream, line: &str, fd: RawFd) -> io::Result<()> {
     let bytes = line.as_bytes();
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the
-    // sendmsg call (iov, control), and the control buffer has room for one
-    // cmsghdr carrying one descriptor (CMSG_SPACE above).
+    let mut control = fd_control();
+    let msg = msghdr(&mut iov, &mut control);
+    // SAFETY: `msg` points at `iov` and `control`, alive here; the control
+    // buffer has room for one cmsghdr carrying one descriptor (`fd_control`).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-        // A signal arriving before anything was sent interrupts the call: send again.
-        while libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
     }
+    // SAFETY: as above.
+    retrying(|| unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
     Ok(())
 }
 
@@ -81,42 +103,25 @@ fn send_with_fd(stream: &UnixStream, line: &str, fd: RawFd) -> io::Result<()> {
 fn recv_with_fd(stream: &UnixStream) -> io::Result<(String, Option<OwnedFd>)> {
     let mut buf = [0u8; 512];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: as in `send_with_fd`; MSG_CMSG_CLOEXEC marks the received
-    // descriptor close-on-exec, and it is owned here from the moment it is read.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        // A signal arriving before anything was received interrupts the
-        // call (EINTR, seen in CI): nothing was taken, so receive again.
-        let n = loop {
-            let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-            if n >= 0 {
-                break n;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        };
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the old process hung up mid-handover"));
-        }
-        let mut fd = None;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if !cmsg.is_null() && (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-            fd = Some(OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd)));
-        }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::other("descriptors truncated in a handover message"));
-        }
-        Ok((String::from_utf8_lossy(&buf[..n as usize]).into_owned(), fd))
+    let mut control = fd_control();
+    let mut msg = msghdr(&mut iov, &mut control);
+    // SAFETY: `msg` points at `iov` (over `buf`) and `control`, alive here.
+    // MSG_CMSG_CLOEXEC marks the received descriptor close-on-exec.
+    let n = retrying(|| unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the old process hung up mid-handover"));
     }
+    // SAFETY: the kernel filled `control` (at most its length); a descriptor
+    // it carries is this process's from here on, and owned at once.
+    let fd = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (!cmsg.is_null() && (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS)
+            .then(|| OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd)))
+    };
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("descriptors truncated in a handover message"));
+    }
+    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), fd))
 }
 
 /// The old process's side: sends every listener, then waits (up to

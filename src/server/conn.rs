@@ -88,6 +88,11 @@ impl Conn {
         self.extra.as_ref().and_then(|e| e.bucket.as_ref())
     }
 
+    /// The same, to change; never allocates the extras.
+    pub fn bucket_mut(&mut self) -> Option<&mut Bucket> {
+        self.extra.as_mut().and_then(|e| e.bucket.as_mut())
+    }
+
     /// Copies the carried bytes to end at `reserve` in `buf` (the next read
     /// lands at `reserve`) and returns where the session's input starts.
     pub fn stage_carry(&self, buf: &mut [u8], reserve: usize) -> usize {

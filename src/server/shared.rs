@@ -123,9 +123,10 @@ impl Shared {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Asks every shard to shut down gracefully.
-    pub fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::Release);
+    /// Asks every shard to shut down gracefully; true for the caller that
+    /// asked first (a signal and a takeover may race).
+    pub fn request_shutdown(&self) -> bool {
+        !self.shutdown.swap(true, Ordering::AcqRel)
     }
 
     /// Marks the listeners as handed over to a new process: the admin

@@ -17,7 +17,6 @@ use crate::ws::{close, Budget, Ctx, Output, Phase, Progress, Session, HEADROOM};
 use slab::Slab;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -107,8 +106,6 @@ pub struct Table<T> {
     slots: Slab<Slot<T>>,
     next_generation: u32,
     timers: Timers,
-    /// The shard's counters (the same set as `ctx.metrics`).
-    pub metrics: Arc<ShardMetrics>,
     /// Output of the last `input`, `timer` or `shutdown_close` call.
     pub out: Output,
     /// TLS connections: the session's output before it is encrypted into `out`.
@@ -133,7 +130,6 @@ impl<T: PeerAddr> Table<T> {
             slots: Slab::new(),
             next_generation: 0,
             timers: Timers::new(),
-            metrics: ctx.metrics.clone(),
             out: Output::new(),
             plain_out: Output::new(),
             plain: Vec::new(),
@@ -148,7 +144,7 @@ impl<T: PeerAddr> Table<T> {
 
     /// Adds an accepted connection (from a TLS listener if `tls`); returns its slot.
     pub fn insert(&mut self, io: T, now: Instant, tls: bool) -> usize {
-        self.metrics.accepted.add(1);
+        self.ctx.metrics.accepted.add(1);
         self.next_generation = self.next_generation.wrapping_add(1);
         let session = Session::new(&self.ctx.settings.core, now);
         let mut conn = Conn::new(session);
@@ -160,14 +156,14 @@ impl<T: PeerAddr> Table<T> {
                 Err(e) => {
                     // Only a configuration rustls refuses can fail here; the
                     // connection is closed as soon as it sends anything.
-                    self.metrics.tls_failures.add(1);
+                    self.ctx.metrics.tls_failures.add(1);
                     debug!(error = %e, "cannot start TLS");
                     conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
                 }
             }
         }
         let slot = self.slots.insert(Slot { io, conn, generation: self.next_generation });
-        self.metrics.connections_open.set(self.slots.len() as u64);
+        self.ctx.metrics.connections_open.set(self.slots.len() as u64);
         self.reschedule(slot);
         slot
     }
@@ -180,7 +176,7 @@ impl<T: PeerAddr> Table<T> {
     /// The connection in `slot`, the last output and the counters, borrowed together.
     pub fn split(&mut self, slot: usize) -> Option<(&mut Slot<T>, &Output, &ShardMetrics)> {
         let s = self.slots.get_mut(slot)?;
-        Some((s, &self.out, &self.metrics))
+        Some((s, &self.out, &self.ctx.metrics))
     }
 
     /// The connection in `slot` if it is still of `generation`.
@@ -191,7 +187,7 @@ impl<T: PeerAddr> Table<T> {
     /// Removes a connection, giving back its place in the connection limit.
     pub fn remove(&mut self, slot: usize) -> Option<Slot<T>> {
         let mut s = self.slots.try_remove(slot)?;
-        self.metrics.connections_open.set(self.slots.len() as u64);
+        self.ctx.metrics.connections_open.set(self.slots.len() as u64);
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
             self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
@@ -218,7 +214,7 @@ impl<T: PeerAddr> Table<T> {
     /// again, and (under systemd's watchdog) the shard says it is turning.
     pub fn new_turn(&mut self) {
         self.handshake_budget = TLS_HANDSHAKES_PER_TURN;
-        self.metrics.inflaters_in_use.set(self.inflaters.lent() as u64);
+        self.ctx.metrics.inflaters_in_use.set(self.inflaters.lent() as u64);
         if self.ctx.shared.heartbeat().is_some() {
             let now = Instant::now();
             self.ctx.shared.beat(self.ctx.id, now);
@@ -316,30 +312,30 @@ impl<T: PeerAddr> Table<T> {
         let start = start_all;
         let s = &mut self.slots[slot];
         s.conn.keep_carry(buf, start, &p);
-        self.metrics.messages.add(p.messages);
+        self.ctx.metrics.messages.add(p.messages);
         if p.upgraded {
             s.conn.admitted = true;
             if s.conn.client().is_none() && peer.is_some() {
                 // The address it was counted under, for the release.
                 s.conn.extra_mut().client = peer;
             }
-            self.metrics.upgraded.add(1);
+            self.ctx.metrics.upgraded.add(1);
             if let Some(token) = &p.token {
                 debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), token = %token, "admitted with a bearer token");
             }
         }
         if let Some(r) = &p.rejected {
-            self.metrics.refuse(r);
+            self.ctx.metrics.refuse(r);
             log_refusal(self.ctx.id, s, r);
         }
         if let Some(limit) = self.ctx.settings.rate {
             let bucket = s.conn.extra_mut().bucket.get_or_insert_with(|| Bucket::new(&limit, now));
             if bucket.spend(&limit, p.messages, p.consumed as u64, now).is_some() {
-                self.metrics.rate_limited.add(1);
+                self.ctx.metrics.rate_limited.add(1);
             }
         }
         if let Some(err) = p.error {
-            self.metrics.protocol_errors.count(err.close_code());
+            self.ctx.metrics.protocol_errors.count(err.close_code());
             debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), close_code = err.close_code(), error = %err, "protocol error");
         }
         self.reschedule(slot);
@@ -385,11 +381,11 @@ impl<T: PeerAddr> Table<T> {
                 if h.source.is_some() {
                     s.conn.extra_mut().client = h.source;
                 }
-                self.metrics.proxy_headers.add(1);
+                self.ctx.metrics.proxy_headers.add(1);
                 Some(h.len)
             }
             Err(e) => {
-                self.metrics.proxy_errors.add(1);
+                self.ctx.metrics.proxy_errors.add(1);
                 debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), error = %e, "PROXY header refused");
                 s.conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
                 Some(0)
@@ -428,9 +424,9 @@ impl<T: PeerAddr> Table<T> {
                 p.consumed = r.consumed;
                 if handshaking && !tls.is_handshaking() {
                     if tls.resumed() {
-                        self.metrics.tls_resumed.add(1);
+                        self.ctx.metrics.tls_resumed.add(1);
                     } else {
-                        self.metrics.tls_full.add(1);
+                        self.ctx.metrics.tls_full.add(1);
                     }
                     if let Some(subject) = crate::server::tls::client_subject(tls.peer_certificates()) {
                         debug!(shard = self.ctx.id, peer = %Peer(&s.io, client), subject, "TLS client certificate");
@@ -451,7 +447,7 @@ impl<T: PeerAddr> Table<T> {
                 let close = s.conn.session.is_closed();
                 if let Err(e) = tls.seal(&self.plain_out, &self.plain, close, &mut self.out) {
                     if !self.plain_out.is_empty() {
-                        self.metrics.tls_failures.add(1);
+                        self.ctx.metrics.tls_failures.add(1);
                         debug!(shard = self.ctx.id, peer = %Peer(&s.io, client), error = %e, "TLS failed");
                         s.conn.session.abort(&ctx);
                         p.consumed = all;
@@ -464,7 +460,7 @@ impl<T: PeerAddr> Table<T> {
                     s.conn.session.refuse(&ctx, &Rejection::NotTls, &mut self.out);
                     p.rejected = Some(Rejection::NotTls);
                 } else {
-                    self.metrics.tls_failures.add(1);
+                    self.ctx.metrics.tls_failures.add(1);
                     debug!(shard = self.ctx.id, peer = %Peer(&s.io, client), error = %e, "TLS failed");
                     s.conn.session.abort(&ctx);
                 }
@@ -523,7 +519,7 @@ impl<T: PeerAddr> Table<T> {
             }
             s.conn.timer_at = None;
             self.out.clear();
-            if let Some(b) = s.conn.extra_mut().bucket.as_mut().filter(|b| b.paused_until.is_some_and(|t| now >= t)) {
+            if let Some(b) = s.conn.bucket_mut().filter(|b| b.paused_until.is_some_and(|t| now >= t)) {
                 b.paused_until = None;
                 self.reschedule(f.slot);
                 return Some((f.slot, TimerAction::Resume));
@@ -533,16 +529,16 @@ impl<T: PeerAddr> Table<T> {
             let drop = s.conn.session.handle_timeout(&ctx, &mut self.out);
             let after = s.conn.session.phase();
             match before {
-                Phase::Handshake if drop || after != before => self.metrics.timeout(Timeout::Handshake),
-                Phase::Open if drop || after != before => self.metrics.timeout(Timeout::Idle),
-                Phase::CloseSent | Phase::Closed if drop => self.metrics.timeout(Timeout::Close),
+                Phase::Handshake if drop || after != before => self.ctx.metrics.timeout(Timeout::Handshake),
+                Phase::Open if drop || after != before => self.ctx.metrics.timeout(Timeout::Idle),
+                Phase::CloseSent | Phase::Closed if drop => self.ctx.metrics.timeout(Timeout::Close),
                 _ => {} // a ping at half the idle timeout, or not due yet
             }
             if drop {
                 return Some((f.slot, TimerAction::Drop));
             }
             if before == Phase::Handshake && s.conn.session.is_closed() {
-                self.metrics.refuse(&Rejection::Timeout);
+                self.ctx.metrics.refuse(&Rejection::Timeout);
                 log_refusal(self.ctx.id, s, &Rejection::Timeout);
             }
             if s.conn.proxy_pending && s.conn.session.is_closed() {
@@ -630,7 +626,7 @@ impl<T: PeerAddr> Table<T> {
         self.out.clear();
         let ctx = core_ctx(&self.ctx, &self.inflaters, now);
         if s.conn.session.phase() == Phase::Handshake {
-            self.metrics.refuse(&Rejection::ShuttingDown);
+            self.ctx.metrics.refuse(&Rejection::ShuttingDown);
             log_refusal(self.ctx.id, s, &Rejection::ShuttingDown);
         }
         s.conn.session.start_close(&ctx, close::GOING_AWAY, &mut self.out);

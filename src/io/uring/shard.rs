@@ -180,7 +180,7 @@ pub fn run(
         parked: Vec::new(),
         cqes: Vec::new(),
     };
-    shard.table.metrics.ring_buffers.set(u64::from(shard.bufs.len()));
+    shard.table.ctx.metrics.ring_buffers.set(u64::from(shard.bufs.len()));
     for i in 0..shard.listeners.len() {
         shard.arm_accept(i)?;
     }
@@ -428,7 +428,7 @@ impl Shard {
             1.. => {
                 let b = bid.expect("a receive with data names its buffer");
                 let len = res as usize;
-                self.table.metrics.bytes_in.add(len as u64);
+                self.table.ctx.metrics.bytes_in.add(len as u64);
                 let waits =
                     self.table.get_gen(slot, generation).is_some_and(|s| s.io.waiting) || self.table.must_wait(slot);
                 let s = self.table.get_gen(slot, generation).expect("checked above");
@@ -464,12 +464,12 @@ impl Shard {
             }
             0 => return self.on_eof(slot),
             _ if -res == libc::ENOBUFS => {
-                self.table.metrics.recv_starved.add(1);
+                self.table.ctx.metrics.recv_starved.add(1);
                 self.starved.push((slot, generation));
                 // Every buffer is in use: the load needs more, if the ring may grow.
                 match self.bufs.grow() {
                     Ok(true) => {
-                        self.table.metrics.ring_buffers.set(u64::from(self.bufs.len()));
+                        self.table.ctx.metrics.ring_buffers.set(u64::from(self.bufs.len()));
                         debug!(shard = self.table.ctx.id, buffers = self.bufs.len(), "receive buffers grown");
                         self.recycled = true; // re-arm the starved receives now
                     }
@@ -690,7 +690,7 @@ impl Shard {
             self.keep_job(job);
             return self.close(slot);
         }
-        self.table.metrics.bytes_out.add(sent as u64);
+        self.table.ctx.metrics.bytes_out.add(sent as u64);
         if sent < job.total {
             // The socket is full: keep the rest, give the buffer back, and
             // wait until the socket takes more.
@@ -711,7 +711,7 @@ impl Shard {
                 self.give_back(b);
             }
             self.keep_job(job);
-            self.table.metrics.backpressure_stalls.add(1);
+            self.table.ctx.metrics.backpressure_stalls.add(1);
             let s = self.table.get_gen(slot, generation).expect("checked above");
             s.io.throttled = true;
             // What was queued behind this send stays behind its rest.
