@@ -143,7 +143,12 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         }
         None => (None, None),
     };
-    let opts = ListenOptions { backlog: settings.backlog, rcvbuf: settings.rcvbuf, sndbuf: settings.sndbuf };
+    let opts = ListenOptions {
+        backlog: settings.backlog,
+        rcvbuf: settings.rcvbuf,
+        sndbuf: settings.sndbuf,
+        nodelay: settings.nodelay,
+    };
     let wanted: Vec<(SocketAddr, bool)> =
         settings.listen.iter().map(|&a| (a, false)).chain(settings.tls_listen.iter().map(|&a| (a, true))).collect();
     // With --takeover, a running server's listeners come first: the same
@@ -166,6 +171,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         let role = if is_tls { Role::Tls } else { Role::Plain };
         let inherited = takeover::claim(&mut passed, role, addr);
         let ls = if !inherited.is_empty() {
+            for l in &inherited {
+                listener::set_nodelay(l, settings.nodelay).map_err(|source| ServeError::Bind { addr, source })?;
+            }
             inherited
         } else {
             if !settings.share_port {

@@ -13,6 +13,19 @@ pub struct ListenOptions {
     pub rcvbuf: Option<usize>,
     /// SO_SNDBUF.
     pub sndbuf: Option<usize>,
+    /// TCP_NODELAY, set once here instead of once per accepted connection:
+    /// Linux copies the listener's Nagle setting into every socket it
+    /// accepts (the child is a clone of the listening sock), which saves a
+    /// setsockopt per handshake. `accepted_sockets_inherit_nodelay` checks
+    /// that this kernel does.
+    pub nodelay: bool,
+}
+
+/// Sets TCP_NODELAY on a listener that was not bound here (one inherited
+/// through `--takeover` from an older process), so its accepted sockets get
+/// it as [`bind_all`]'s do.
+pub fn set_nodelay(l: &TcpListener, on: bool) -> std::io::Result<()> {
+    socket2::SockRef::from(l).set_nodelay(on)
 }
 
 /// Fails with `AddrInUse` when another socket already listens on `addr`
@@ -53,8 +66,33 @@ fn bind(addr: SocketAddr, opts: ListenOptions) -> std::io::Result<TcpListener> {
     if let Some(n) = opts.sndbuf {
         s.set_send_buffer_size(n)?;
     }
+    if opts.nodelay {
+        s.set_nodelay(true)?;
+    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(opts.backlog)?;
     Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    fn accepted_nodelay(nodelay: bool) -> bool {
+        let opts = ListenOptions { backlog: 16, rcvbuf: None, sndbuf: None, nodelay };
+        let l = bind_all("127.0.0.1:0".parse().unwrap(), 1, opts).unwrap().pop().unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.nodelay().unwrap()
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        // The drivers set no socket option per connection: they rely on this.
+        assert!(accepted_nodelay(true));
+        assert!(!accepted_nodelay(false));
+    }
 }

@@ -379,10 +379,8 @@ impl Shard {
         }
         if res >= 0 {
             // SAFETY: a successful accept completion hands us a new descriptor.
+            // TCP_NODELAY comes from the listener (see `ListenOptions::nodelay`).
             let stream = unsafe { TcpStream::from_raw_fd(res as RawFd) };
-            if self.table.ctx.settings.nodelay {
-                let _ = stream.set_nodelay(true);
-            }
             let io = Io {
                 stream,
                 recv_armed: false,
