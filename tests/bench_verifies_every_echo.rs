@@ -117,6 +117,26 @@ fn connect_mode_counts_completed_handshakes() {
 }
 
 #[test]
+fn storm_mode_times_every_clients_first_echo() {
+    let server = Server::start(&[]);
+    let (ok, out) =
+        bench(&server, &["--mode", "storm", "--connections", "300", "--size", "100", "--duration", "20s", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["mode"], "storm");
+    // Every client connected and had its one echo, checked byte for byte.
+    assert_eq!((v["connections"].as_u64(), v["messages"].as_u64()), (Some(300), Some(300)), "{v}");
+    assert_eq!((v["mismatched_echoes"].as_u64(), v["missing_echoes"].as_u64()), (Some(0), Some(0)), "{v}");
+    // The window ends at the last first echo, so no client's
+    // connect-to-first-echo is longer than it, and it is well under the limit.
+    let window_us = v["window_seconds"].as_f64().unwrap() * 1e6;
+    let max_us = v["latency_us"]["max"].as_f64().unwrap();
+    assert!(max_us > 0.0 && max_us <= window_us * 1.01 + 1000.0, "max {max_us} us, window {window_us} us");
+    assert!(window_us < 20e6, "{v}");
+    assert!(v["server_cpu_seconds"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
 fn open_loop_sends_at_the_requested_rate_and_json_reports_it() {
     let server = Server::start(&[]);
     let (ok, out) = bench(&server, &["--rate", "2000", "--duration", "1s", "--json"]);

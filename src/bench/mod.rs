@@ -36,6 +36,11 @@ pub enum Mode {
     /// New connections and handshakes per second: each of the connections
     /// connects, upgrades, closes, and starts over.
     Connect,
+    /// Reconnect storm: every one of the connections connects at once (as
+    /// after a balancer failover) and sends one message after its handshake;
+    /// reports the time until all of them have had their first echo and the
+    /// connect-to-first-echo latency. --duration is the limit.
+    Storm,
 }
 
 /// `ricochet bench` flags.
@@ -350,6 +355,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                         Mode::Echo => run_echo(target, &plan, duration, &mut turn),
                         Mode::Idle => run_idle(target, &plan, duration, args.server_pid, &mut turn),
                         Mode::Connect => run_connect(target, &plan, duration, &mut turn),
+                        Mode::Storm => run_storm(target, &plan, duration, &mut turn),
                     };
                     turn.close();
                     if let Ok(r) = &mut r {
@@ -558,7 +564,13 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -
                 }
                 next_at += gap;
             }
-            timeout = timeout.min(next_at.saturating_duration_since(now));
+            // epoll's timeout is whole milliseconds, rounded up: sleeping
+            // until a send time less than that away would send late, in
+            // bursts, and the lateness would count as the server's latency.
+            // So the loop polls without sleeping until then (the load
+            // generator's CPU is its own).
+            let until = next_at.saturating_duration_since(now);
+            timeout = timeout.min(until.saturating_sub(Duration::from_millis(2)));
         }
         poll.poll(&mut events, Some(timeout))?;
         let before = messages;
@@ -600,6 +612,117 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -
         let _ = c.flush();
     }
     Ok(ThreadResult { hist, messages: in_window, errors, connected, rss_kib: None, cpu: 0.0, resumed: 0 })
+}
+
+/// Connections a storm opens between two looks at the event loop: enough
+/// that all of them are under way within a few milliseconds, few enough
+/// that the first handshakes are answered while the rest are still opening.
+const STORM_BATCH: usize = 256;
+
+/// Storm mode: opens `plan.conns` connections as fast as sockets can be
+/// made, with no cap on handshakes in flight (unlike [`open_all`]: a storm
+/// is what overflows a server's accept queue), sends one message on each as
+/// its handshake completes, and ends when every connection has had its
+/// first echo or `limit` has passed. Latency is connect-to-first-echo; the
+/// window (and so the server CPU) runs from the first connect to the last
+/// first echo.
+fn run_storm(target: &Target, plan: &Plan, limit: Duration, turn: &mut Turn) -> Result<ThreadResult, BenchError> {
+    let mut poll = Poll::new()?;
+    let mut errors = Errors::default();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("histogram");
+    let mut conns: Vec<Conn<Stream>> = Vec::with_capacity(plan.conns);
+    let mut events = Events::with_capacity(1024);
+    let t0 = turn.open();
+    plan.progress.start_measuring(t0);
+    let deadline = t0 + limit;
+    // Connections that have had their first echo, or failed.
+    let mut settled = 0usize;
+    let mut echoed = 0u64;
+    // Moves a connection on after an event: handshake, first message, echo.
+    let mut starts: Vec<Instant> = Vec::with_capacity(plan.conns);
+    let step = |c: &mut Conn<Stream>,
+                started: Instant,
+                errors: &mut Errors,
+                hist: &mut Histogram<u64>,
+                echoed: &mut u64|
+     -> bool {
+        let was_handshake = c.state == State::Handshake;
+        let mut got = 0;
+        let ok = c.flush().is_ok()
+            && c.read(errors, |t| {
+                let _ = hist.record(t.elapsed().as_nanos() as u64);
+                got += 1;
+            })
+            .unwrap_or(false);
+        if !ok {
+            c.state = State::Done;
+            errors.failed += 1;
+            return true;
+        }
+        if was_handshake && c.state == State::Running {
+            // Stamped with the connection's start: the latency recorded at
+            // its echo is connect-to-first-echo.
+            c.queue_message(started);
+            if c.flush().is_err() {
+                c.state = State::Done;
+                errors.failed += 1;
+                return true;
+            }
+        }
+        if got > 0 {
+            *echoed += got;
+            c.state = State::Done;
+            return true;
+        }
+        false
+    };
+    while (conns.len() < plan.conns || settled < conns.len()) && Instant::now() < deadline {
+        for _ in 0..STORM_BATCH.min(plan.conns - conns.len()) {
+            let i = conns.len();
+            let started = Instant::now();
+            let mut s = match TcpStream::connect(target.addr) {
+                Ok(s) => s,
+                Err(source) => return Err(BenchError::Connect { addr: target.addr, source }),
+            };
+            s.set_nodelay(true)?;
+            poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+            let mut c = Conn::with_token(
+                target.stream(s)?,
+                plan.first_id + i as u64,
+                &target.host,
+                &target.path,
+                plan.size,
+                target.framing,
+                target.token.as_deref(),
+            );
+            starts.push(started);
+            if c.state == State::Running {
+                // A raw TCP echo has no handshake: the message goes out at once.
+                c.queue_message(started);
+            }
+            conns.push(c);
+        }
+        let wait = if conns.len() < plan.conns { Duration::ZERO } else { Duration::from_millis(50) };
+        poll.poll(&mut events, Some(wait.min(deadline.saturating_duration_since(Instant::now()))))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            if c.state != State::Done && step(c, starts[i], &mut errors, &mut hist, &mut echoed) {
+                settled += 1;
+                plan.progress.add_messages(1);
+            }
+        }
+    }
+    turn.close();
+    // What has not settled by the limit never had its first echo.
+    errors.missing += conns.iter().filter(|c| c.state != State::Done).count() as u64;
+    errors.failed += (plan.conns - conns.len()) as u64;
+    let connected = conns.len();
+    for c in conns.iter_mut() {
+        c.queue_close();
+        let _ = c.flush();
+    }
+    Ok(ThreadResult { hist, messages: echoed, errors, connected, rss_kib: None, cpu: 0.0, resumed: 0 })
 }
 
 /// Connect mode: each slot connects, upgrades, closes and starts over;
@@ -761,6 +884,13 @@ fn report_text(r: &Report, mode: Mode, json: bool) -> String {
         if let (Some(before), Some(after)) = (r.server_rss_kib_before, r.server_rss_kib_after) {
             let per = (after.saturating_sub(before) as f64 * 1024.0) / r.connections.max(1) as f64;
             let _ = writeln!(out, "server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
+        }
+    } else if mode == Mode::Storm {
+        let _ = writeln!(out, "first echoes   {} of {} connections in {:.3}s", r.messages, r.connections, secs);
+        let _ = writeln!(out, "connect-to-first-echo (us)  {percentiles}");
+        if let Some(s) = r.server_cpu_seconds {
+            let per = s * 1e6 / r.messages.max(1) as f64;
+            let _ = writeln!(out, "server CPU     {s:.3}s ({per:.0} us per connection)");
         }
     } else if mode == Mode::Connect {
         let _ =

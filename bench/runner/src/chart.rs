@@ -108,3 +108,58 @@ pub fn write_svg(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Err
     root.present()?;
     Ok(())
 }
+
+/// Writes the open-loop chart to `path`: latency against offered load, one
+/// colour per server, p99 as a solid line with dots and p50 as a thin pale
+/// line, on a logarithmic latency axis.
+pub fn write_latency_svg(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let loads = r.loads();
+    let names: Vec<&str> = r
+        .servers
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| r.samples.iter().any(|s| s.kind == Kind::Rate && s.server == *n))
+        .collect();
+    let median = |n: &str, o: crate::results::Offered, f: fn(&ricochet::bench::Percentiles) -> f64| {
+        r.spread_where(|s| s.kind == Kind::Rate && s.server == n && s.offered == Some(o), |s| s.latency_us(f))
+            .map(|x| x.median)
+    };
+    let all: Vec<f64> = names
+        .iter()
+        .flat_map(|n| loads.iter().flat_map(move |&o| [median(n, o, |l| l.p50), median(n, o, |l| l.p99)]))
+        .flatten()
+        .collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(1.0) / 1.5;
+    let hi = all.iter().copied().fold(0.0f64, f64::max).max(lo * 10.0) * 1.5;
+    let root = SVGBackend::new(path, (900 + LEGEND_WIDTH, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot, legend) = root.split_horizontally(900);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption("Echo latency under fixed load: p99 (dots) and p50 (pale)", ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..100f64, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, % of the slowest server's closed-loop saturation")
+        .y_desc("latency")
+        .x_label_formatter(&|x| format!("{x:.0}%"))
+        .y_label_formatter(&|y| crate::table::duration_us(*y))
+        .draw()?;
+    for (j, name) in names.iter().enumerate() {
+        let colour = COLOURS[j % COLOURS.len()];
+        let line = |f: fn(&ricochet::bench::Percentiles) -> f64| -> Vec<(f64, f64)> {
+            loads.iter().filter_map(|&o| Some((o.load * 100.0, median(name, o, f)?))).collect()
+        };
+        let (p99, p50) = (line(|l| l.p99), line(|l| l.p50));
+        chart.draw_series(std::iter::once(PathElement::new(p50, colour.mix(0.45).stroke_width(1))))?;
+        chart.draw_series(std::iter::once(PathElement::new(p99.clone(), colour.stroke_width(2))))?;
+        chart.draw_series(p99.into_iter().map(|p| Circle::new(p, 4, colour.filled())))?;
+        let y = 60 + 24 * j as i32;
+        legend.draw(&Rectangle::new([(10, y - 6), (22, y + 6)], colour.filled()))?;
+        legend.draw(&Text::new(name.to_string(), (30, y - 7), ("sans-serif", 14)))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -14,7 +14,7 @@ mod table;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use results::{Host, Kind, Results, Sample};
+use results::{Host, Kind, Offered, Results, Sample};
 use ricochet::bench::Report;
 use servers::{Running, Spec};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,23 @@ struct Args {
     /// Idle connections for the memory-per-connection figure
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Open-loop latency points: offered rates as percentages of the slowest
+    /// server's closed-loop saturation at --latency-connections x
+    /// --latency-size (measured in the same run); empty leaves them out
+    #[arg(long, value_delimiter = ',', default_value = "25,50,75,90")]
+    latency_loads: Vec<String>,
+    /// Connections of the open-loop latency points
+    #[arg(long, default_value_t = 1000)]
+    latency_connections: usize,
+    /// Message size of the open-loop latency points
+    #[arg(long, default_value = "1K")]
+    latency_size: String,
+    /// Reconnect storm: this many clients connect at once, one echo each (0 leaves it out)
+    #[arg(long, default_value_t = 10_000)]
+    storm: usize,
+    /// How long a storm may take before the clients without an echo count as missing
+    #[arg(long, default_value = "60s")]
+    storm_limit: String,
     /// Quick look (under 2 minutes): one 1-second sample per point, 2,000 idle connections
     #[arg(long)]
     quick: bool,
@@ -103,6 +120,7 @@ fn run(mut args: Args) -> Result<bool, String> {
                 args.repeat = 1;
                 args.duration = "1s".into();
                 args.idle = args.idle.min(2_000);
+                args.storm = args.storm.min(2_000);
             }
             measure(&args)?
         }
@@ -125,10 +143,21 @@ fn run(mut args: Args) -> Result<bool, String> {
     let md = table::markdown(&results);
     std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
     chart::write_svg(&results, &svg_path).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    let latency_svg = args.out.join(format!("{stem}-latency.svg"));
+    let has_latency = !results.loads().is_empty();
+    if has_latency {
+        chart::write_latency_svg(&results, &latency_svg).map_err(|e| format!("{}: {e}", latency_svg.display()))?;
+    }
     println!("{md}");
     println!("wrote {}, {} and {}", json_path.display(), md_path.display(), svg_path.display());
+    if has_latency {
+        println!("wrote {}", latency_svg.display());
+    }
     if let Some(readme) = &args.readme {
-        let section = format!("Produced by `{}`:\n\n{md}\n![chart]({})\n", results.command, svg_path.display());
+        let mut section = format!("Produced by `{}`:\n\n{md}\n![chart]({})\n", results.command, svg_path.display());
+        if has_latency {
+            section.push_str(&format!("\n![latency under fixed load]({})\n", latency_svg.display()));
+        }
         splice_readme(readme, &section)?;
         println!("updated {}", readme.display());
     }
@@ -203,13 +232,21 @@ struct Job<'a> {
     size: usize,
     pipeline: usize,
     duration: &'a str,
+    /// Rate points: what is offered.
+    offered: Option<Offered>,
 }
 
-impl Job<'_> {
+impl<'a> Job<'a> {
+    /// A job with nothing offered (every kind but rate points).
+    fn new(kind: Kind, connections: usize, size: usize, pipeline: usize, duration: &'a str) -> Job<'a> {
+        Job { kind, connections, size, pipeline, duration, offered: None }
+    }
+
     /// This job's sample of `server`.
     fn sample(&self, server: &str, report: Option<Report>, error: Option<String>) -> Sample {
-        let (kind, connections, size, pipeline) = (self.kind, self.connections, self.size, self.pipeline);
-        Sample { kind, server: server.into(), connections, size, pipeline, report, error }
+        let (kind, connections, size, pipeline, offered) =
+            (self.kind, self.connections, self.size, self.pipeline, self.offered);
+        Sample { kind, server: server.into(), connections, size, pipeline, offered, report, error }
     }
 }
 
@@ -265,6 +302,21 @@ fn measure(args: &Args) -> Result<Results, String> {
     if let (Some(&c), true) = (args.connections.first(), args.pipeline > 1) {
         points.extend(sizes("--pipelined-sizes", &args.pipelined_sizes)?.into_iter().map(|s| (c, s, args.pipeline)));
     }
+    let loads: Vec<f64> = args
+        .latency_loads
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match l.trim().trim_end_matches('%').parse::<f64>() {
+            Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+            _ => Err(format!("--latency-loads: {l:?} is not a percentage in (0, 100]")),
+        })
+        .collect::<Result<_, _>>()?;
+    let latency_size = ricochet::server::config::parse_size("--latency-size", &args.latency_size, 1, 16 << 20)
+        .map_err(|e| e.to_string())?;
+    if !loads.is_empty() && !points.contains(&(args.latency_connections, latency_size, 1)) {
+        // The saturation the loads are shares of is measured in this run.
+        points.push((args.latency_connections, latency_size, 1));
+    }
     let started = Instant::now();
     let host = host(&server_list, &client_list, all_cpus);
     let mut running: Vec<Running> = Vec::new();
@@ -278,17 +330,11 @@ fn measure(args: &Args) -> Result<Results, String> {
     // An idle deflate connection is measured after one compressed echo.
     let idle_size = |i: usize| if specs[i].deflate { deflate_sizes.first().copied().unwrap_or(1024) } else { 0 };
     for &i in &ws {
-        jobs.push((
-            Job { kind: Kind::Idle, connections: args.idle, size: idle_size(i), pipeline: 1, duration: "1s" },
-            i,
-        ));
+        jobs.push((Job::new(Kind::Idle, args.idle, idle_size(i), 1, "1s"), i));
     }
     for _ in 0..args.repeat {
         for &i in &ws {
-            jobs.push((
-                Job { kind: Kind::Connect, connections: args.connectors, size: 0, pipeline: 1, duration: d },
-                i,
-            ));
+            jobs.push((Job::new(Kind::Connect, args.connectors, 0, 1, d), i));
         }
     }
     let plain: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].tls && !specs[i].deflate).collect();
@@ -297,7 +343,7 @@ fn measure(args: &Args) -> Result<Results, String> {
     for &(connections, size, pipeline) in &points {
         for _ in 0..args.repeat {
             for &i in &plain {
-                jobs.push((Job { kind: Kind::Echo, connections, size, pipeline, duration: d }, i));
+                jobs.push((Job::new(Kind::Echo, connections, size, pipeline, d), i));
             }
         }
     }
@@ -305,7 +351,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         for &size in &deflate_sizes {
             for _ in 0..args.repeat {
                 for &i in &deflate {
-                    jobs.push((Job { kind: Kind::Echo, connections, size, pipeline: 1, duration: d }, i));
+                    jobs.push((Job::new(Kind::Echo, connections, size, 1, d), i));
                 }
             }
         }
@@ -314,50 +360,67 @@ fn measure(args: &Args) -> Result<Results, String> {
         for &size in &tls_sizes {
             for _ in 0..args.repeat {
                 for &i in &tls {
-                    jobs.push((Job { kind: Kind::Echo, connections, size, pipeline: 1, duration: d }, i));
+                    jobs.push((Job::new(Kind::Echo, connections, size, 1, d), i));
                 }
             }
         }
     }
 
-    let bar = ProgressBar::new(jobs.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("[{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
     let mut samples = Vec::new();
-    for (job, i) in &jobs {
-        let label = format!(
-            "{} {:?} {} conns {} x{}",
-            specs[*i].name,
-            job.kind,
-            job.connections,
-            table::size_label(job.size),
-            job.pipeline
-        );
-        bar.set_message(label.clone());
-        if !running[*i].alive() {
-            // A crashed server is a failed sample and is started again.
-            samples.push(job.sample(&specs[*i].name, None, Some("the server had exited".into())));
-            running[*i] = Running::start(&specs[*i], &pin(&specs[*i])).map_err(|e| e.to_string())?;
-        }
-        let threads = client_cpus.len().min(job.connections.max(1));
-        let sample = sample(&args.bin_dir, &running[*i], job, &client_list, threads, ca.as_deref());
-        if bar.is_hidden() {
-            let got = match (&sample.error, job.kind) {
-                (Some(e), _) => Some(format!("error: {e}")),
-                (None, Kind::Idle) => sample.bytes_per_idle_connection().map(|b| format!("{b:.0} B per connection")),
-                (None, _) => sample.rate().map(|r| format!("{}/s", table::si(r))),
+    let mut turns = Turns {
+        bin: &args.bin_dir,
+        specs: &specs,
+        running: &mut running,
+        pin: &pin,
+        client_cpus: &client_cpus,
+        ca: ca.as_deref(),
+    };
+    turns.run(&jobs, &mut samples)?;
+
+    // Phase two: points that depend on what phase one measured.
+    let mut later: Vec<(Job, usize)> = Vec::new();
+    let rate_point = (args.latency_connections, latency_size, 1);
+    let saturation = plain
+        .iter()
+        .map(|&i| {
+            let xs: Option<Vec<f64>> = samples
+                .iter()
+                .filter(|s| s.kind == Kind::Echo && s.server == specs[i].name)
+                .filter(|s| (s.connections, s.size, s.pipeline) == rate_point)
+                .map(Sample::rate)
+                .collect();
+            results::Spread::of(xs?).map(|x| x.median)
+        })
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|v| v.into_iter().reduce(f64::min));
+    match (saturation, loads.is_empty()) {
+        (_, true) => {}
+        (Some(sat), false) => {
+            for &load in &loads {
+                let offered = Offered { rate: (sat * load).floor().max(1.0), load };
+                for _ in 0..args.repeat {
+                    for &i in &plain {
+                        let mut job = Job::new(Kind::Rate, rate_point.0, rate_point.1, 1, d);
+                        job.offered = Some(offered);
+                        later.push((job, i));
+                    }
+                }
             }
-            .unwrap_or_else(|| "unclean: wrong or missing echoes, or failed connections".into());
-            eprintln!("[{}/{}] {label}: {got}", bar.position() + 1, jobs.len());
         }
-        samples.push(sample);
-        bar.inc(1);
-        std::thread::sleep(Duration::from_millis(100));
+        (None, false) => eprintln!(
+            "no latency points: a closed-loop sample at {} conns x {} failed",
+            rate_point.0,
+            table::size_label(rate_point.1)
+        ),
     }
-    bar.finish_and_clear();
+    if args.storm > 0 {
+        for _ in 0..args.repeat {
+            for &i in &plain {
+                later.push((Job::new(Kind::Storm, args.storm, 20, 1, &args.storm_limit), i));
+            }
+        }
+    }
+    turns.run(&later, &mut samples)?;
     for r in running {
         r.stop();
     }
@@ -380,6 +443,70 @@ fn measure(args: &Args) -> Result<Results, String> {
         skipped,
         samples,
     })
+}
+
+/// Runs jobs against the running servers, restarting any that died.
+struct Turns<'a, 'p> {
+    bin: &'a Path,
+    specs: &'a [Spec],
+    running: &'a mut Vec<Running>,
+    pin: &'p dyn Fn(&Spec) -> String,
+    client_cpus: &'a [usize],
+    ca: Option<&'a Path>,
+}
+
+impl Turns<'_, '_> {
+    /// Runs `jobs` in order, appending a sample each to `samples`.
+    fn run(&mut self, jobs: &[(Job, usize)], samples: &mut Vec<Sample>) -> Result<(), String> {
+        let (specs, client_list) = (self.specs, list(self.client_cpus));
+        let bar = ProgressBar::new(jobs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("[{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        for (job, i) in jobs {
+            let label = match job.offered {
+                Some(o) => format!("{} {:?} {:.0}/s ({:.0}%)", specs[*i].name, job.kind, o.rate, o.load * 100.0),
+                None => format!(
+                    "{} {:?} {} conns {} x{}",
+                    specs[*i].name,
+                    job.kind,
+                    job.connections,
+                    table::size_label(job.size),
+                    job.pipeline
+                ),
+            };
+            bar.set_message(label.clone());
+            if !self.running[*i].alive() {
+                // A crashed server is a failed sample and is started again.
+                samples.push(job.sample(&specs[*i].name, None, Some("the server had exited".into())));
+                self.running[*i] = Running::start(&specs[*i], &(self.pin)(&specs[*i])).map_err(|e| e.to_string())?;
+            }
+            let threads = self.client_cpus.len().min(job.connections.max(1));
+            let sample = sample(self.bin, &self.running[*i], job, &client_list, threads, self.ca);
+            if bar.is_hidden() {
+                let got = match (&sample.error, job.kind) {
+                    (Some(e), _) => Some(format!("error: {e}")),
+                    (None, Kind::Idle) => {
+                        sample.bytes_per_idle_connection().map(|b| format!("{b:.0} B per connection"))
+                    }
+                    (None, Kind::Rate) => sample.latency_us(|l| l.p99).map(|p| format!("p99 {p:.0} µs")),
+                    (None, Kind::Storm) => sample.window_seconds().map(|w| format!("all echoed in {w:.2} s")),
+                    (None, _) => sample.rate().map(|r| format!("{}/s", table::si(r))),
+                }
+                .unwrap_or_else(|| "unclean: wrong or missing echoes, or failed connections".into());
+                eprintln!("[{}/{}] {label}: {got}", bar.position() + 1, jobs.len());
+            }
+            samples.push(sample);
+            bar.inc(1);
+            // A storm leaves thousands of connections closing: let the
+            // server's CPU settle before the next sample measures another.
+            std::thread::sleep(Duration::from_millis(if job.kind == Kind::Storm { 2000 } else { 100 }));
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
 }
 
 /// Parses a list of sizes given to `flag`.
@@ -411,6 +538,10 @@ fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, c
         Kind::Echo => cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string()]),
         Kind::Connect => cmd.args(["--mode", "connect"]),
         Kind::Idle => cmd.args(["--mode", "idle", "--size", &job.size.to_string()]),
+        Kind::Rate => {
+            cmd.args(["--size", &job.size.to_string(), "--rate", &job.offered.map_or(0.0, |o| o.rate).to_string()])
+        }
+        Kind::Storm => cmd.args(["--mode", "storm", "--size", &job.size.to_string()]),
     };
     let (report, error) = match run_with_timeout(cmd, Duration::from_secs(120)) {
         Err(e) => (None, Some(e)),

@@ -34,6 +34,11 @@ pub enum Kind {
     Connect,
     /// Server RSS with `connections` idle connections.
     Idle,
+    /// Open-loop echo at a fixed offered rate (`Sample::offered`): latency
+    /// and server CPU per message at equal work.
+    Rate,
+    /// Reconnect storm: `connections` clients connect at once, one echo each.
+    Storm,
 }
 
 /// One measurement of one server at one point.
@@ -50,6 +55,10 @@ pub struct Sample {
     /// Messages in flight per connection (echo points).
     #[serde(default = "one")]
     pub pipeline: usize,
+    /// Rate points: messages per second offered, and that as a share of the
+    /// slowest server's closed-loop saturation at the same point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered: Option<Offered>,
     /// The load generator's report; None when the run failed outright.
     pub report: Option<Report>,
     /// Why the run failed or was unclean, if it was.
@@ -93,6 +102,23 @@ impl Sample {
         self.clean().map(|r| r.latency_us.p50)
     }
 
+    /// A latency percentile in microseconds, picked by `f`.
+    pub fn latency_us(&self, f: impl Fn(&ricochet::bench::Percentiles) -> f64) -> Option<f64> {
+        self.clean().map(|r| f(&r.latency_us))
+    }
+
+    /// Server CPU microseconds per message (rate points) or per connection
+    /// (storm points).
+    pub fn server_us_per_message(&self) -> Option<f64> {
+        let r = self.clean()?;
+        Some(r.server_cpu_seconds? * 1e6 / r.messages.max(1) as f64)
+    }
+
+    /// Storm points: seconds from the first connect to the last first echo.
+    pub fn window_seconds(&self) -> Option<f64> {
+        self.clean().map(|r| r.window_seconds)
+    }
+
     /// Server CPU microseconds per completed handshake (connect points):
     /// the fair figure when the load generator limits handshakes per second.
     pub fn server_us_per_handshake(&self) -> Option<f64> {
@@ -103,6 +129,15 @@ impl Sample {
     fn clean(&self) -> Option<&Report> {
         self.report.as_ref().filter(|r| r.clean() && self.error.is_none())
     }
+}
+
+/// What a rate point offers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Offered {
+    /// Messages per second, in all.
+    pub rate: f64,
+    /// `rate` over the slowest server's closed-loop messages per second at this point.
+    pub load: f64,
 }
 
 fn one() -> usize {
@@ -180,6 +215,28 @@ impl Results {
         Spread::of(xs?)
     }
 
+    /// The spread of `metric` over the samples `which` selects; None when
+    /// there are none or any of them failed.
+    pub fn spread_where(
+        &self,
+        which: impl Fn(&Sample) -> bool,
+        metric: impl Fn(&Sample) -> Option<f64>,
+    ) -> Option<Spread> {
+        let xs: Option<Vec<f64>> = self.samples.iter().filter(|s| which(s)).map(metric).collect();
+        Spread::of(xs?)
+    }
+
+    /// The offered loads of the rate points, in the order first run.
+    pub fn loads(&self) -> Vec<Offered> {
+        let mut v: Vec<Offered> = Vec::new();
+        for o in self.samples.iter().filter(|s| s.kind == Kind::Rate).filter_map(|s| s.offered) {
+            if !v.contains(&o) {
+                v.push(o);
+            }
+        }
+        v
+    }
+
     /// The echo points in the order they were run.
     pub fn echo_points(&self) -> Vec<Point> {
         self.echo_points_of(&self.servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>())
@@ -237,6 +294,7 @@ mod tests {
             connections: 1,
             size: 20,
             pipeline: 1,
+            offered: None,
             report: Some(r),
             error: None,
         };

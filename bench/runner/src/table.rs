@@ -1,6 +1,6 @@
 //! The Markdown tables a run prints and writes next to its JSON.
 
-use crate::results::{Kind, Point, Results, Sample, Spread};
+use crate::results::{Kind, Offered, Point, Results, Sample, Spread};
 use std::fmt::Write;
 
 /// 137 → "137", 13_700 → "13.7k", 1_370_000 → "1.37M".
@@ -50,6 +50,12 @@ fn header(out: &mut String, cells: &[String]) {
 /// ones (each server behind TLS with the same certificate and provider).
 pub fn markdown(r: &Results) -> String {
     let mut out = section(r, false);
+    if r.samples.iter().any(|s| s.kind == Kind::Rate) {
+        out.push_str(&latency_section(r));
+    }
+    if r.samples.iter().any(|s| s.kind == Kind::Storm) {
+        out.push_str(&storm_section(r));
+    }
     if r.servers.iter().any(|s| s.deflate) {
         out.push_str(&deflate_section(r));
     }
@@ -165,6 +171,128 @@ fn section(r: &Results, tls: bool) -> String {
         }
     }
 
+    out
+}
+
+/// "850 µs", "12.3 ms", "1.20 s".
+pub fn duration_us(us: f64) -> String {
+    match us {
+        u if u >= 1e6 => format!("{:.2} s", u / 1e6),
+        u if u >= 1e4 => format!("{:.0} ms", u / 1e3),
+        u if u >= 1e3 => format!("{:.1} ms", u / 1e3),
+        u => format!("{u:.0} µs"),
+    }
+}
+
+/// The servers that ran the open-loop and storm points, in table order.
+fn plain_names(r: &Results, kind: Kind) -> Vec<&str> {
+    r.servers
+        .iter()
+        .filter(|s| !s.tls && !s.deflate)
+        .map(|s| s.name.as_str())
+        .filter(|n| r.samples.iter().any(|s| s.kind == kind && s.server == *n))
+        .collect()
+}
+
+/// Open-loop points: each server at the same offered rates, so equal work:
+/// latency percentiles, and server CPU per message (the fairest comparison
+/// of cost, since every server does the same work).
+fn latency_section(r: &Results) -> String {
+    let names = plain_names(r, Kind::Rate);
+    let loads = r.loads();
+    let Some(first) = r.samples.iter().find(|s| s.kind == Kind::Rate) else { return String::new() };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n#### Latency under fixed load (open loop)\n\n\
+         {} connections × {}, one message sent every 1/rate seconds round-robin whatever the echoes do; latency \
+         counts from each message's intended send time, so a stall shows as latency rather than as fewer samples. \
+         The rates are shares of the slowest server's closed-loop saturation at this point (above), so every \
+         server does the same work.\n\n\
+         **Latency** p50 · p99 · p99.9 · max, medians of {} runs:\n",
+        first.connections,
+        size_label(first.size),
+        r.repeat
+    );
+    let keys = vec!["load".to_string(), "offered".into()];
+    header(&mut out, &[keys.clone(), names.iter().map(|n| n.to_string()).collect()].concat());
+    fn at(n: &str, o: Offered) -> impl Fn(&Sample) -> bool + '_ {
+        move |s| s.kind == Kind::Rate && s.server == n && s.offered == Some(o)
+    }
+    for &o in &loads {
+        let cells = names.iter().map(|n| {
+            let m = |f: fn(&ricochet::bench::Percentiles) -> f64| {
+                r.spread_where(at(n, o), |s| s.latency_us(f)).map(|x| x.median)
+            };
+            let achieved = r.spread_where(at(n, o), Sample::rate).map(|x| x.median);
+            match (m(|l| l.p50), m(|l| l.p99), m(|l| l.p99_9), m(|l| l.max)) {
+                (Some(a), Some(b), Some(c), Some(d)) => {
+                    let mut cell =
+                        format!("{} · {} · {} · {}", duration_us(a), duration_us(b), duration_us(c), duration_us(d));
+                    if let Some(got) = achieved.filter(|g| *g < 0.97 * o.rate) {
+                        let _ = write!(cell, " (kept up with {}/s only)", si(got));
+                    }
+                    cell
+                }
+                _ => "failed".into(),
+            }
+        });
+        let lead = vec![format!("{:.0}%", o.load * 100.0), format!("{}/s", si(o.rate))];
+        out.push_str(&row(&[lead, cells.collect()].concat()));
+    }
+    let _ =
+        writeln!(out, "\n**Server CPU per message** at the same offered rates (lower is better), median (min–max):\n");
+    header(&mut out, &[keys, names.iter().map(|n| n.to_string()).collect()].concat());
+    for &o in &loads {
+        let cells = names
+            .iter()
+            .map(|n| spread_cell(r.spread_where(at(n, o), Sample::server_us_per_message), |x| format!("{x:.2} µs")));
+        let lead = vec![format!("{:.0}%", o.load * 100.0), format!("{}/s", si(o.rate))];
+        out.push_str(&row(&[lead, cells.collect()].concat()));
+    }
+    out
+}
+
+/// The reconnect storm: every client at once, one echo each.
+fn storm_section(r: &Results) -> String {
+    let names = plain_names(r, Kind::Storm);
+    let Some(first) = r.samples.iter().find(|s| s.kind == Kind::Storm) else { return String::new() };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n#### Reconnect storm\n\n\
+         {} clients connect at once (as after a balancer failover; the load generator opens them as fast as it \
+         can make sockets, with no limit on handshakes in flight), each sends one {} message after its \
+         handshake. Medians (min–max) of {} runs:\n",
+        first.connections,
+        size_label(first.size),
+        r.repeat
+    );
+    header(
+        &mut out,
+        &[
+            "server".to_string(),
+            "all first echoes after".into(),
+            "connect-to-first-echo p50".into(),
+            "p99".into(),
+            "max".into(),
+            "server CPU per connection".into(),
+        ],
+    );
+    for n in &names {
+        let of = |s: &Sample| s.kind == Kind::Storm && s.server == *n;
+        let lat = |f: fn(&ricochet::bench::Percentiles) -> f64| {
+            spread_cell(r.spread_where(of, |s| s.latency_us(f)), duration_us)
+        };
+        out.push_str(&row(&[
+            n.to_string(),
+            spread_cell(r.spread_where(of, Sample::window_seconds), |x| duration_us(x * 1e6)),
+            lat(|l| l.p50),
+            lat(|l| l.p99),
+            lat(|l| l.max),
+            spread_cell(r.spread_where(of, Sample::server_us_per_message), |x| format!("{x:.0} µs")),
+        ]));
+    }
     out
 }
 

@@ -25,6 +25,7 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         .args(["--only", "ricochet-epoll,raw-tcp-echo,ricochet-epoll-wss", "--connections", "4", "--sizes", "20,1K"])
         .args(["--tls-sizes", "1K"])
         .args(["--pipelined-sizes", "20", "--pipeline", "4", "--duration", "300ms", "--repeat", "2"])
+        .args(["--latency-loads", "50", "--latency-connections", "4", "--latency-size", "1K", "--storm", "50"])
         .args(["--idle", "20", "--connectors", "2", "--bin-dir"])
         .arg(bin_dir())
         .arg("--out")
@@ -38,7 +39,10 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
 
     let files: Vec<PathBuf> =
         std::fs::read_dir(dir.path().join("results")).unwrap().map(|e| e.unwrap().path()).collect();
-    let find = |ext: &str| files.iter().find(|p| p.extension().is_some_and(|e| e == ext)).expect(ext).clone();
+    let find = |ext: &str| {
+        let main = |p: &&PathBuf| !p.to_string_lossy().ends_with("-latency.svg");
+        files.iter().filter(main).find(|p| p.extension().is_some_and(|e| e == ext)).expect(ext).clone()
+    };
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find("json")).unwrap()).unwrap();
     let samples = json["samples"].as_array().unwrap();
     // Idle once, connect twice, 3 echo points x 2 repeats, for Ricochet; the
@@ -50,6 +54,14 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         (1, 2, 6)
     );
     assert_eq!((count("raw-tcp-echo", "connect"), count("raw-tcp-echo", "echo")), (0, 6));
+    // Open loop at 50% of the slower one's saturation, and the storm: twice each, every ws:// server.
+    for server in ["ricochet-epoll", "raw-tcp-echo"] {
+        assert_eq!((count(server, "rate"), count(server, "storm")), (2, 2), "{server}");
+    }
+    let offered: Vec<f64> =
+        samples.iter().filter(|s| s["kind"] == "rate").map(|s| s["offered"]["rate"].as_f64().unwrap()).collect();
+    assert!(offered.iter().all(|&o| o > 0.0 && o == offered[0]), "one rate for every server: {offered:?}");
+    assert!(samples.iter().filter(|s| s["kind"] == "storm").all(|s| s["report"]["messages"] == 50));
     // wss://: idle, connect twice, one echo point twice.
     assert_eq!(
         (
@@ -79,8 +91,16 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
     let svg = std::fs::read_to_string(find("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("ricochet-epoll") && svg.contains("4 in flight"));
 
+    for section in ["#### Latency under fixed load", "**Server CPU per message**", "#### Reconnect storm", "| 50% |"] {
+        assert!(md.contains(section), "no {section:?} in\n{md}");
+    }
+    let latency = files.iter().find(|p| p.to_string_lossy().ends_with("-latency.svg")).expect("a latency chart");
+    let latency = std::fs::read_to_string(latency).unwrap();
+    assert!(latency.starts_with("<svg") && latency.contains("raw-tcp-echo") && latency.contains("p99"));
+
     let spliced = std::fs::read_to_string(&readme).unwrap();
     assert!(!spliced.contains("old") && spliced.contains("| 4 | 20 B | 4 |") && spliced.ends_with("after\n"));
+    assert!(spliced.contains("-latency.svg)"), "the README shows the latency chart");
 }
 
 #[test]
