@@ -3,7 +3,7 @@
 //!
 //! Every read lands in the shard buffer behind a reserve that holds the
 //! connection's carried bytes, the session echoes in place, and the output is
-//! written straight from that buffer with `writev`. Only what the socket does
+//! written straight from that buffer with `sendmsg` (see `send.rs`). Only what the socket does
 //! not take is copied into the connection (`Conn::queue`), and the connection
 //! is not read again until that drains: the client meets TCP flow control
 //! instead of the server growing buffers. Everything else (sessions, timers,
@@ -14,7 +14,7 @@ use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Output, HEADROOM};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ const FIRST_LISTENER: usize = usize::MAX - 1;
 const MAX_LISTENERS: usize = 1024;
 /// Reads per readiness event before other connections get a turn.
 const READ_BUDGET: usize = 16;
-/// Slices per writev call (well under IOV_MAX).
+/// Slices per sendmsg call (well under IOV_MAX).
 const IOV_BATCH: usize = 64;
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -351,7 +351,7 @@ impl Shard {
             return;
         }
         loop {
-            match s.io.write(s.conn.pending()) {
+            match super::send::send_vectored(&s.io, &[io::IoSlice::new(s.conn.pending())]) {
                 Ok(0) => return self.drop_conn(slot),
                 Ok(n) => {
                     stats.bytes_out.add(n as u64);
@@ -419,7 +419,7 @@ impl PeerAddr for TcpStream {
     }
 }
 
-/// Writes the output with `writev` until done or the socket is full; returns
+/// Writes the output with `sendmsg` until done or the socket is full; returns
 /// the bytes written.
 fn write_output(stream: &mut TcpStream, out: &Output, buf: &[u8]) -> io::Result<usize> {
     let total = out.len();
@@ -435,7 +435,7 @@ fn write_output(stream: &mut TcpStream, out: &Output, buf: &[u8]) -> io::Result<
             iov[k] = IoSlice::new(if k == 0 { &s[skip..] } else { s });
             n_iov += 1;
         }
-        let n = match stream.write_vectored(&iov[..n_iov]) {
+        let n = match super::send::send_vectored(stream, &iov[..n_iov]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),

@@ -1,5 +1,6 @@
 //! I/O backends that drive the protocol core.
 pub mod epoll;
+pub mod send;
 pub mod uring;
 
 /// Alignment wanted for the start of an echo in a receive buffer.
