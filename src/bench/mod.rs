@@ -74,6 +74,7 @@ pub struct BenchArgs {
     pub server_pid: Option<u32>,
     /// Open loop: send this many messages per second in all (instead of as fast as echoes return);
     /// latency is measured from each message's intended send time, so stalls are not hidden
+    /// (to send on time the load generator polls without sleeping: its CPU share reads 100%)
     #[arg(long, value_name = "MSGS_PER_S")]
     pub rate: Option<f64>,
     /// Print the report as one JSON object
@@ -260,6 +261,12 @@ struct Target {
 }
 
 impl Target {
+    /// A load-generator connection `id` over `stream`, sending `size`-byte
+    /// messages once its handshake is done.
+    fn conn(&self, stream: Stream, id: u64, size: usize) -> Conn<Stream> {
+        Conn::with_token(stream, id, &self.host, &self.path, size, self.framing, self.token.as_deref())
+    }
+
     /// Wraps a connected (and registered) socket for this target.
     fn stream(&self, s: TcpStream) -> io::Result<Stream> {
         Ok(match &self.tls {
@@ -476,15 +483,7 @@ fn open_all(
         let mut s = TcpStream::from_std(std);
         registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let s = target.stream(s)?;
-        let mut c = Conn::with_token(
-            s,
-            plan.first_id + i as u64,
-            &target.host,
-            &target.path,
-            plan.size,
-            target.framing,
-            target.token.as_deref(),
-        );
+        let mut c = target.conn(s, plan.first_id + i as u64, plan.size);
         c.flush()?;
         if c.state == State::Handshake {
             opening += 1;
@@ -686,15 +685,7 @@ fn run_storm(target: &Target, plan: &Plan, limit: Duration, turn: &mut Turn) -> 
             };
             s.set_nodelay(true)?;
             poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-            let mut c = Conn::with_token(
-                target.stream(s)?,
-                plan.first_id + i as u64,
-                &target.host,
-                &target.path,
-                plan.size,
-                target.framing,
-                target.token.as_deref(),
-            );
+            let mut c = target.conn(target.stream(s)?, plan.first_id + i as u64, plan.size);
             starts.push(started);
             if c.state == State::Running {
                 // A raw TCP echo has no handshake: the message goes out at once.
@@ -751,7 +742,7 @@ fn run_connect(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn
         };
         poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE).ok()?;
         let s = target.stream(s).ok()?;
-        Some((Conn::with_token(s, *next_id, &target.host, &target.path, 0, target.framing, target.token.as_deref()), t))
+        Some((target.conn(s, *next_id, 0), t))
     };
     for (i, slot) in slots.iter_mut().enumerate() {
         *slot = start(i, &mut next_id, &poll, &mut errors);
