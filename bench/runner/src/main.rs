@@ -337,6 +337,11 @@ fn measure(args: &Args) -> Result<Results, String> {
             jobs.push((Job::new(Kind::Connect, args.connectors, 0, 1, d), i));
         }
     }
+    for _ in 0..args.repeat {
+        for i in (0..specs.len()).filter(|&i| specs[i].tls) {
+            jobs.push((Job::new(Kind::Resume, args.connectors, 0, 1, d), i));
+        }
+    }
     let plain: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].tls && !specs[i].deflate).collect();
     let deflate: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].deflate).collect();
     let tls: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].tls).collect();
@@ -537,6 +542,7 @@ fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, c
     match job.kind {
         Kind::Echo => cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string()]),
         Kind::Connect => cmd.args(["--mode", "connect"]),
+        Kind::Resume => cmd.args(["--mode", "connect", "--resume"]),
         Kind::Idle => cmd.args(["--mode", "idle", "--size", &job.size.to_string()]),
         Kind::Rate => {
             cmd.args(["--size", &job.size.to_string(), "--rate", &job.offered.map_or(0.0, |o| o.rate).to_string()])

@@ -39,6 +39,9 @@ pub enum Kind {
     Rate,
     /// Reconnect storm: `connections` clients connect at once, one echo each.
     Storm,
+    /// wss:// handshakes per second that resume a TLS 1.3 session (the
+    /// load generator keeps tickets; each connector's first is full).
+    Resume,
 }
 
 /// One measurement of one server at one point.
@@ -100,6 +103,14 @@ impl Sample {
     /// Median connect-to-101 latency in microseconds (connect points).
     pub fn p50_us(&self) -> Option<f64> {
         self.clean().map(|r| r.latency_us.p50)
+    }
+
+    /// Resumed TLS handshakes per second (resume points); None when fewer
+    /// than nine in ten of the handshakes resumed (each connector's first is
+    /// full), since then the figure would not be of resumption.
+    pub fn resumed_rate(&self) -> Option<f64> {
+        let r = self.clean()?;
+        (r.resumed_handshakes * 10 >= r.messages * 9).then(|| r.resumed_handshakes as f64 / r.window_seconds.max(1e-9))
     }
 
     /// A latency percentile in microseconds, picked by `f`.

@@ -130,18 +130,22 @@ fn section(r: &Results, tls: bool) -> String {
         r.samples.iter().find(|s| s.kind == Kind::Connect && names.contains(&s.server.as_str())).map(|s| s.connections);
     let idle =
         r.samples.iter().find(|s| s.kind == Kind::Idle && names.contains(&s.server.as_str())).map(|s| s.connections);
+    let resume =
+        r.samples.iter().find(|s| s.kind == Kind::Resume && names.contains(&s.server.as_str())).map(|s| s.connections);
     if connect.is_some() || idle.is_some() {
         let _ = writeln!(out, "\n**Connections**:\n");
-        header(
-            &mut out,
-            &[
-                "server".into(),
-                format!("handshakes/s ({} connectors)", connect.unwrap_or(0)),
-                "server CPU per handshake".into(),
-                "connect-to-101 p50".into(),
-                format!("server RSS per idle connection ({} idle)", idle.unwrap_or(0)),
-            ],
-        );
+        let mut keys = vec![
+            "server".into(),
+            format!("handshakes/s ({} connectors)", connect.unwrap_or(0)),
+            "server CPU per handshake".into(),
+            "connect-to-101 p50".into(),
+            format!("server RSS per idle connection ({} idle)", idle.unwrap_or(0)),
+        ];
+        if resume.is_some() {
+            keys.push("resumed handshakes/s".into());
+            keys.push("server CPU per resumed handshake".into());
+        }
+        header(&mut out, &keys);
         for n in &names {
             let spec = r.servers.iter().find(|s| s.name == *n).expect("named server");
             if spec.raw {
@@ -161,13 +165,21 @@ fn section(r: &Results, tls: bool) -> String {
                 })
             });
             let dash = || "–".to_string();
-            out.push_str(&row(&[
+            let mut cells = vec![
                 n.to_string(),
                 hs.unwrap_or_else(dash),
                 cpu.unwrap_or_else(dash),
                 p50.unwrap_or_else(dash),
                 rss.unwrap_or_else(dash),
-            ]));
+            ];
+            if let Some(c) = resume {
+                let at = (c, 0, 1);
+                cells.push(spread_cell(r.spread(Kind::Resume, n, at, Sample::resumed_rate), si));
+                cells.push(spread_cell(r.spread(Kind::Resume, n, at, Sample::server_us_per_handshake), |x| {
+                    format!("{x:.0} µs")
+                }));
+            }
+            out.push_str(&row(&cells));
         }
     }
 

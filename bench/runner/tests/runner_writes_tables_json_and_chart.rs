@@ -62,15 +62,22 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         samples.iter().filter(|s| s["kind"] == "rate").map(|s| s["offered"]["rate"].as_f64().unwrap()).collect();
     assert!(offered.iter().all(|&o| o > 0.0 && o == offered[0]), "one rate for every server: {offered:?}");
     assert!(samples.iter().filter(|s| s["kind"] == "storm").all(|s| s["report"]["messages"] == 50));
-    // wss://: idle, connect twice, one echo point twice.
+    // wss://: idle, connect twice (full and resumed handshakes), one echo point twice.
     assert_eq!(
         (
             count("ricochet-epoll-wss", "idle"),
             count("ricochet-epoll-wss", "connect"),
+            count("ricochet-epoll-wss", "resume"),
             count("ricochet-epoll-wss", "echo")
         ),
-        (1, 2, 2)
+        (1, 2, 2, 2)
     );
+    for s in samples.iter().filter(|s| s["kind"] == "resume") {
+        let r = &s["report"];
+        // Each connector's first handshake is full, every later one resumes.
+        let (all, resumed) = (r["messages"].as_u64().unwrap(), r["resumed_handshakes"].as_u64().unwrap());
+        assert!(resumed + 2 >= all && resumed > 0, "{all} handshakes, {resumed} resumed: {s}");
+    }
     for s in samples {
         assert!(s["error"].is_null(), "sample failed: {s}");
         let r = &s["report"];
@@ -88,6 +95,7 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
     assert!(stdout.contains("| 4 | 20 B | 4 |"), "the table is printed too");
     let tls = md.split("#### wss://").nth(1).expect("a wss:// section");
     assert!(tls.contains("| ricochet-epoll-wss |") && tls.contains("| 4 | 1 KiB | 1 |"), "{tls}");
+    assert!(tls.contains("resumed handshakes/s") && tls.contains("server CPU per resumed handshake"), "{tls}");
     let svg = std::fs::read_to_string(find("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("ricochet-epoll") && svg.contains("4 in flight"));
 
