@@ -114,15 +114,9 @@ pub fn write_svg(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Err
 /// line, on a logarithmic latency axis.
 pub fn write_latency_svg(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let loads = r.loads();
-    let names: Vec<&str> = r
-        .servers
-        .iter()
-        .map(|s| s.name.as_str())
-        .filter(|n| r.samples.iter().any(|s| s.kind == Kind::Rate && s.server == *n))
-        .collect();
+    let names = r.servers_with(Kind::Rate);
     let median = |n: &str, o: crate::results::Offered, f: fn(&ricochet::bench::Percentiles) -> f64| {
-        r.spread_where(|s| s.kind == Kind::Rate && s.server == n && s.offered == Some(o), |s| s.latency_us(f))
-            .map(|x| x.median)
+        r.at_load(n, o, |s| s.latency_us(f)).map(|x| x.median)
     };
     let all: Vec<f64> = names
         .iter()

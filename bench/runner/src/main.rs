@@ -388,13 +388,8 @@ fn measure(args: &Args) -> Result<Results, String> {
     let saturation = plain
         .iter()
         .map(|&i| {
-            let xs: Option<Vec<f64>> = samples
-                .iter()
-                .filter(|s| s.kind == Kind::Echo && s.server == specs[i].name)
-                .filter(|s| (s.connections, s.size, s.pipeline) == rate_point)
-                .map(Sample::rate)
-                .collect();
-            results::Spread::of(xs?).map(|x| x.median)
+            let at = |s: &Sample| s.kind == Kind::Echo && s.server == specs[i].name && s.point() == rate_point;
+            results::spread_in(&samples, at, Sample::rate).map(|x| x.median)
         })
         .collect::<Option<Vec<f64>>>()
         .and_then(|v| v.into_iter().reduce(f64::min));

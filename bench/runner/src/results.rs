@@ -118,28 +118,39 @@ impl Sample {
         self.clean().map(|r| f(&r.latency_us))
     }
 
-    /// Server CPU microseconds per message (rate points) or per connection
-    /// (storm points).
-    pub fn server_us_per_message(&self) -> Option<f64> {
-        let r = self.clean()?;
-        Some(r.server_cpu_seconds? * 1e6 / r.messages.max(1) as f64)
-    }
-
     /// Storm points: seconds from the first connect to the last first echo.
     pub fn window_seconds(&self) -> Option<f64> {
         self.clean().map(|r| r.window_seconds)
     }
 
-    /// Server CPU microseconds per completed handshake (connect points):
-    /// the fair figure when the load generator limits handshakes per second.
-    pub fn server_us_per_handshake(&self) -> Option<f64> {
+    /// Server CPU microseconds per thing the report counts: per handshake
+    /// (connect and resume points; the fair figure when the load generator
+    /// limits handshakes per second), per message (rate points), per
+    /// connection (storm points).
+    pub fn server_us_each(&self) -> Option<f64> {
         let r = self.clean()?;
         Some(r.server_cpu_seconds? * 1e6 / r.messages.max(1) as f64)
+    }
+
+    /// Connections, size and messages in flight.
+    pub fn point(&self) -> Point {
+        (self.connections, self.size, self.pipeline)
     }
 
     fn clean(&self) -> Option<&Report> {
         self.report.as_ref().filter(|r| r.clean() && self.error.is_none())
     }
+}
+
+/// The spread of `metric` over the `samples` that `which` selects; None
+/// when there are none or any of them failed (a failure is never averaged away).
+pub fn spread_in(
+    samples: &[Sample],
+    which: impl Fn(&Sample) -> bool,
+    metric: impl Fn(&Sample) -> Option<f64>,
+) -> Option<Spread> {
+    let xs: Option<Vec<f64>> = samples.iter().filter(|s| which(s)).map(metric).collect();
+    Spread::of(xs?)
 }
 
 /// What a rate point offers.
@@ -213,17 +224,11 @@ impl Results {
         (connections, size, pipeline): Point,
         metric: impl Fn(&Sample) -> Option<f64>,
     ) -> Option<Spread> {
-        let xs: Option<Vec<f64>> = self
-            .samples
-            .iter()
-            .filter(|s| {
-                s.kind == kind
-                    && s.server == server
-                    && (s.connections, s.size, s.pipeline) == (connections, size, pipeline)
-            })
-            .map(metric)
-            .collect();
-        Spread::of(xs?)
+        spread_in(
+            &self.samples,
+            |s| s.kind == kind && s.server == server && s.point() == (connections, size, pipeline),
+            metric,
+        )
     }
 
     /// The spread of `metric` over the samples `which` selects; None when
@@ -233,8 +238,21 @@ impl Results {
         which: impl Fn(&Sample) -> bool,
         metric: impl Fn(&Sample) -> Option<f64>,
     ) -> Option<Spread> {
-        let xs: Option<Vec<f64>> = self.samples.iter().filter(|s| which(s)).map(metric).collect();
-        Spread::of(xs?)
+        spread_in(&self.samples, which, metric)
+    }
+
+    /// The spread of `metric` over `server`'s rate samples at offered load `o`.
+    pub fn at_load(&self, server: &str, o: Offered, metric: impl Fn(&Sample) -> Option<f64>) -> Option<Spread> {
+        self.spread_where(|s| s.kind == Kind::Rate && s.server == server && s.offered == Some(o), metric)
+    }
+
+    /// The servers with samples of `kind`, in table order.
+    pub fn servers_with(&self, kind: Kind) -> Vec<&str> {
+        self.servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| self.samples.iter().any(|s| s.kind == kind && s.server == *n))
+            .collect()
     }
 
     /// The offered loads of the rate points, in the order first run.

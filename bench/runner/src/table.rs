@@ -1,6 +1,6 @@
 //! The Markdown tables a run prints and writes next to its JSON.
 
-use crate::results::{Kind, Offered, Point, Results, Sample, Spread};
+use crate::results::{Kind, Point, Results, Sample, Spread};
 use std::fmt::Write;
 
 /// 137 → "137", 13_700 → "13.7k", 1_370_000 → "1.37M".
@@ -153,9 +153,7 @@ fn section(r: &Results, tls: bool) -> String {
             }
             let hs = connect.map(|c| spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::rate), si));
             let cpu = connect.map(|c| {
-                spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::server_us_per_handshake), |x| {
-                    format!("{x:.0} µs")
-                })
+                spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::server_us_each), |x| format!("{x:.0} µs"))
             });
             let p50 = connect
                 .map(|c| spread_cell(r.spread(Kind::Connect, n, (c, 0, 1), Sample::p50_us), |x| format!("{x:.0} µs")));
@@ -175,9 +173,8 @@ fn section(r: &Results, tls: bool) -> String {
             if let Some(c) = resume {
                 let at = (c, 0, 1);
                 cells.push(spread_cell(r.spread(Kind::Resume, n, at, Sample::resumed_rate), si));
-                cells.push(spread_cell(r.spread(Kind::Resume, n, at, Sample::server_us_per_handshake), |x| {
-                    format!("{x:.0} µs")
-                }));
+                cells
+                    .push(spread_cell(r.spread(Kind::Resume, n, at, Sample::server_us_each), |x| format!("{x:.0} µs")));
             }
             out.push_str(&row(&cells));
         }
@@ -196,21 +193,11 @@ pub fn duration_us(us: f64) -> String {
     }
 }
 
-/// The servers that ran the open-loop and storm points, in table order.
-fn plain_names(r: &Results, kind: Kind) -> Vec<&str> {
-    r.servers
-        .iter()
-        .filter(|s| !s.tls && !s.deflate)
-        .map(|s| s.name.as_str())
-        .filter(|n| r.samples.iter().any(|s| s.kind == kind && s.server == *n))
-        .collect()
-}
-
 /// Open-loop points: each server at the same offered rates, so equal work:
 /// latency percentiles, and server CPU per message (the fairest comparison
 /// of cost, since every server does the same work).
 fn latency_section(r: &Results) -> String {
-    let names = plain_names(r, Kind::Rate);
+    let names = r.servers_with(Kind::Rate);
     let loads = r.loads();
     let Some(first) = r.samples.iter().find(|s| s.kind == Kind::Rate) else { return String::new() };
     let mut out = String::new();
@@ -228,15 +215,11 @@ fn latency_section(r: &Results) -> String {
     );
     let keys = vec!["load".to_string(), "offered".into()];
     header(&mut out, &[keys.clone(), names.iter().map(|n| n.to_string()).collect()].concat());
-    fn at(n: &str, o: Offered) -> impl Fn(&Sample) -> bool + '_ {
-        move |s| s.kind == Kind::Rate && s.server == n && s.offered == Some(o)
-    }
     for &o in &loads {
         let cells = names.iter().map(|n| {
-            let m = |f: fn(&ricochet::bench::Percentiles) -> f64| {
-                r.spread_where(at(n, o), |s| s.latency_us(f)).map(|x| x.median)
-            };
-            let achieved = r.spread_where(at(n, o), Sample::rate).map(|x| x.median);
+            let m =
+                |f: fn(&ricochet::bench::Percentiles) -> f64| r.at_load(n, o, |s| s.latency_us(f)).map(|x| x.median);
+            let achieved = r.at_load(n, o, Sample::rate).map(|x| x.median);
             match (m(|l| l.p50), m(|l| l.p99), m(|l| l.p99_9), m(|l| l.max)) {
                 (Some(a), Some(b), Some(c), Some(d)) => {
                     let mut cell =
@@ -256,9 +239,8 @@ fn latency_section(r: &Results) -> String {
         writeln!(out, "\n**Server CPU per message** at the same offered rates (lower is better), median (min–max):\n");
     header(&mut out, &[keys, names.iter().map(|n| n.to_string()).collect()].concat());
     for &o in &loads {
-        let cells = names
-            .iter()
-            .map(|n| spread_cell(r.spread_where(at(n, o), Sample::server_us_per_message), |x| format!("{x:.2} µs")));
+        let cells =
+            names.iter().map(|n| spread_cell(r.at_load(n, o, Sample::server_us_each), |x| format!("{x:.2} µs")));
         let lead = vec![format!("{:.0}%", o.load * 100.0), format!("{}/s", si(o.rate))];
         out.push_str(&row(&[lead, cells.collect()].concat()));
     }
@@ -267,7 +249,7 @@ fn latency_section(r: &Results) -> String {
 
 /// The reconnect storm: every client at once, one echo each.
 fn storm_section(r: &Results) -> String {
-    let names = plain_names(r, Kind::Storm);
+    let names = r.servers_with(Kind::Storm);
     let Some(first) = r.samples.iter().find(|s| s.kind == Kind::Storm) else { return String::new() };
     let mut out = String::new();
     let _ = writeln!(
@@ -302,7 +284,7 @@ fn storm_section(r: &Results) -> String {
             lat(|l| l.p50),
             lat(|l| l.p99),
             lat(|l| l.max),
-            spread_cell(r.spread_where(of, Sample::server_us_per_message), |x| format!("{x:.0} µs")),
+            spread_cell(r.spread_where(of, Sample::server_us_each), |x| format!("{x:.0} µs")),
         ]));
     }
     out
