@@ -149,6 +149,10 @@ impl<T: PeerAddr> Table<T> {
         let session = Session::new(&self.ctx.settings.core, now);
         let mut conn = Conn::new(session);
         conn.proxy_pending = self.ctx.settings.proxy_protocol;
+        if let Some(limit) = &self.ctx.settings.rate {
+            // A full bucket from the start: the first second's worth is allowed at once.
+            conn.extra_mut().bucket = Some(Bucket::new(limit, now));
+        }
         if tls {
             let config = self.ctx.tls.clone().expect("a TLS listener comes with a TLS configuration");
             match TlsConn::new(config) {
@@ -328,9 +332,8 @@ impl<T: PeerAddr> Table<T> {
             self.ctx.metrics.refuse(r);
             log_refusal(self.ctx.id, s, r);
         }
-        if let Some(limit) = self.ctx.settings.rate {
-            let bucket = s.conn.extra_mut().bucket.get_or_insert_with(|| Bucket::new(&limit, now));
-            if bucket.spend(&limit, p.messages, p.consumed as u64, now).is_some() {
+        if let (Some(limit), Some(bucket)) = (&self.ctx.settings.rate, s.conn.bucket_mut()) {
+            if bucket.spend(limit, p.messages, p.consumed as u64, now).is_some() {
                 self.ctx.metrics.rate_limited.add(1);
             }
         }
@@ -345,12 +348,11 @@ impl<T: PeerAddr> Table<T> {
     /// What the connection's rate limit lets one call handle now (all of it
     /// without limits, and during a shutdown, which must drain everything).
     fn budget(&mut self, slot: usize, now: Instant) -> Budget {
-        let Some(limit) = self.ctx.settings.rate else { return Budget::UNLIMITED };
-        if self.shutting_down() {
-            return Budget::UNLIMITED;
+        let (Some(limit), false) = (&self.ctx.settings.rate, self.shutting_down()) else { return Budget::UNLIMITED };
+        match self.slots.get_mut(slot).and_then(|s| s.conn.bucket_mut()) {
+            Some(bucket) => bucket.budget(limit, now),
+            None => Budget::UNLIMITED,
         }
-        let Some(s) = self.slots.get_mut(slot) else { return Budget::UNLIMITED };
-        s.conn.extra_mut().bucket.get_or_insert_with(|| Bucket::new(&limit, now)).budget(&limit, now)
     }
 
     /// The client address a handshake is admitted under, when connections
