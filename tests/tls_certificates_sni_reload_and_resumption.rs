@@ -6,11 +6,9 @@
 
 mod common;
 
-use common::tls::Pki;
+use common::tls::{echo, echo_again, Pki};
 use common::{backend, Server};
-use ricochet::ws::frame::OpCode;
 use rustls::pki_types::ServerName;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,29 +55,6 @@ fn der_of(pem_file: &std::path::Path) -> Vec<u8> {
 }
 
 /// Upgrades `s` and echoes one text message over it.
-fn echo(s: &mut impl ReadWrite, text: &str) {
-    s.write_all(common::upgrade_request("/").as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
-    echo_again(s, text);
-}
-
-fn echo_again(s: &mut impl ReadWrite, text: &str) {
-    let mut f = Vec::new();
-    ricochet::ws::client::encode_masked(&mut f, true, OpCode::Text, text.as_bytes(), [1, 2, 3, 4]);
-    s.write_all(&f).unwrap();
-    let mut got = vec![0u8; 2 + text.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(&got[2..], text.as_bytes());
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 #[test]
 fn sni_picks_the_certificate_and_the_first_answers_without_sni() {

@@ -242,6 +242,12 @@ impl Scrape<'_> {
                     [("full", t.tls_full.get()), ("resumed", t.tls_resumed.get()), ("failed", t.tls_failures.get())],
                 ),
             );
+            add(
+                "ricochet_tls_handshakes_deferred_total",
+                "TLS handshake inputs left for a later event-loop turn: the shard's per-turn handshake budget was spent, so established connections went first.",
+                C,
+                self.per_shard(|m| m.tls_deferred.get()),
+            );
         }
         if i.deflate {
             add(

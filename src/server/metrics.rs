@@ -62,6 +62,12 @@ pub struct ShardMetrics {
     pub tls_resumed: Counter,
     /// TLS connections failed: a bad handshake or record, or not TLS at all.
     pub tls_failures: Counter,
+    /// TLS handshake inputs left for a later turn of the event loop because
+    /// the turn's budget ([`TLS_HANDSHAKES_PER_TURN`]) was spent: a flood of
+    /// handshakes waiting so that established connections do not.
+    ///
+    /// [`TLS_HANDSHAKES_PER_TURN`]: crate::server::table::TLS_HANDSHAKES_PER_TURN
+    pub tls_deferred: Counter,
     /// Gauge: pooled inflaters lent to compressed messages that span reads.
     pub inflaters_in_use: Counter,
     /// PROXY protocol headers read (`--proxy-protocol`).
@@ -124,6 +130,7 @@ impl ShardMetrics {
             add(&t.tls_full, &s.tls_full);
             add(&t.tls_resumed, &s.tls_resumed);
             add(&t.tls_failures, &s.tls_failures);
+            add(&t.tls_deferred, &s.tls_deferred);
             add(&t.inflaters_in_use, &s.inflaters_in_use);
             add(&t.proxy_headers, &s.proxy_headers);
             add(&t.proxy_errors, &s.proxy_errors);

@@ -226,17 +226,24 @@ impl<T: PeerAddr> Table<T> {
         }
     }
 
+    /// Whether `slot` is still in its TLS handshake (and not failed or
+    /// refused): its next input costs a handshake step, not an echo.
+    pub fn tls_handshaking(&self, slot: usize) -> bool {
+        self.slots
+            .get(slot)
+            .is_some_and(|s| s.conn.tls.as_ref().is_some_and(|t| t.is_handshaking()) && !s.conn.session.is_closed())
+    }
+
     /// Whether input for `slot` must wait for the next turn: it is still in
     /// its TLS handshake and this turn's budget is spent. Otherwise a
     /// handshaking connection takes one from the budget.
     pub fn must_wait(&mut self, slot: usize) -> bool {
-        let Some(s) = self.slots.get(slot) else { return false };
         // A failed or refused connection never waits: nothing is left to do for it.
-        let handshaking = s.conn.tls.as_ref().is_some_and(|t| t.is_handshaking()) && !s.conn.session.is_closed();
-        if !handshaking {
+        if !self.tls_handshaking(slot) {
             return false;
         }
         if self.handshake_budget == 0 {
+            self.ctx.metrics.tls_deferred.add(1);
             return true;
         }
         self.handshake_budget -= 1;

@@ -123,3 +123,27 @@ pub fn over(
     let conn = rustls::ClientConnection::new(config, ServerName::try_from(name.to_string()).unwrap()).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
+
+/// Upgrades a connection (`GET /`, expecting 101), then echoes `text` once.
+pub fn echo(s: &mut (impl std::io::Read + std::io::Write), text: &str) {
+    s.write_all(super::upgrade_request("/").as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+    echo_again(s, text);
+}
+
+/// Sends `text` (under 126 bytes) as one masked text frame on an upgraded
+/// connection and checks that the same comes back.
+pub fn echo_again(s: &mut (impl std::io::Read + std::io::Write), text: &str) {
+    let mut f = Vec::new();
+    ricochet::ws::client::encode_masked(&mut f, true, ricochet::ws::frame::OpCode::Text, text.as_bytes(), [1, 2, 3, 4]);
+    s.write_all(&f).unwrap();
+    let mut got = vec![0u8; 2 + text.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got[2..], text.as_bytes());
+}
