@@ -6,8 +6,13 @@ FUZZ_SECONDS ?= 300
 
 .PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
+# The TLS crypto provider compiled in: aws-lc-rs (the default, measured
+# faster here) or ring (README "TLS"), e.g. `make bench TLS_PROVIDER=ring`.
+TLS_PROVIDER ?= aws-lc-rs
+PROVIDER_FLAGS := $(if $(filter ring,$(TLS_PROVIDER)),--no-default-features)
+
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release $(PROVIDER_FLAGS)
 
 run: build
 	./target/release/ricochet serve
@@ -99,7 +104,7 @@ bench-quick: bench-build
 
 # Ricochet, the peer servers (bench/peers) and the runner (bench/runner).
 bench-build:
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace $(PROVIDER_FLAGS)
 
 # Criterion micro-benchmarks of the protocol core.
 bench-core:

@@ -135,6 +135,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                 }
             }
             let config = tls::server_config(certs.clone(), settings.tls_client.as_ref())?;
+            info!(provider = tls::PROVIDER, "TLS crypto");
             if let Some(c) = &settings.tls_client {
                 let mode = if c.optional { "optional" } else { "required" };
                 info!(ca = %c.ca.display(), mode, "TLS client certificates");
@@ -364,6 +365,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                     ring_buffers = m.ring_buffers.get(),
                     tls_handshakes = m.tls_handshakes(),
                     tls_failures = m.tls_failures.get(),
+                    tls_deferred = m.tls_deferred.get(),
                     "shard stopped"
                 );
             }

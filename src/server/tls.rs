@@ -173,9 +173,25 @@ impl Certificates {
     }
 }
 
-/// The crypto provider: ring (see README "TLS" for why, measured).
+/// The crypto provider's name, chosen at build time: `aws-lc-rs` (the
+/// default feature), or `ring` when built with `--no-default-features`
+/// (README "TLS" has the figures that made aws-lc-rs the default).
+pub const PROVIDER: &str = if cfg!(feature = "aws-lc-rs") { "aws-lc-rs" } else { "ring" };
+
+/// The crypto provider every TLS configuration uses (see [`PROVIDER`]).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "aws-lc-rs")]
+    return Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    #[cfg(not(feature = "aws-lc-rs"))]
+    return Arc::new(rustls::crypto::ring::default_provider());
+}
+
+/// The TLS 1.3 session-ticket encrypter from the same provider.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    #[cfg(feature = "aws-lc-rs")]
+    return rustls::crypto::aws_lc_rs::Ticketer::new();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    return rustls::crypto::ring::Ticketer::new();
 }
 
 /// The server configuration every shard shares: TLS 1.3 and 1.2, ALPN
@@ -195,7 +211,7 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    config.ticketer = ticketer().map_err(|e| TlsError::Config(e.to_string()))?;
     // Resumption by ticket only: no per-server session cache to share or bound.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))

@@ -15,7 +15,7 @@ fn arg(flag: &str) -> Option<String> {
 }
 
 /// With `--tls-cert` and `--tls-key`: a rustls server configuration as
-/// Ricochet's (ring provider, TLS 1.3 and 1.2, ALPN http/1.1, tickets).
+/// Ricochet's (the same provider, TLS 1.3 and 1.2, ALPN http/1.1, tickets).
 fn tls_config() -> Option<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,7 +23,12 @@ fn tls_config() -> Option<Arc<rustls::ServerConfig>> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(&cert).expect("--tls-cert").map(|c| c.expect("certificate")).collect();
     let key = PrivateKeyDer::from_pem_file(&key).expect("--tls-key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    #[cfg(feature = "aws-lc-rs")]
+    let (provider, ticketer) =
+        (rustls::crypto::aws_lc_rs::default_provider(), rustls::crypto::aws_lc_rs::Ticketer::new());
+    #[cfg(not(feature = "aws-lc-rs"))]
+    let (provider, ticketer) = (rustls::crypto::ring::default_provider(), rustls::crypto::ring::Ticketer::new());
+    let provider = Arc::new(provider);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("protocol versions")
@@ -31,7 +36,7 @@ fn tls_config() -> Option<Arc<rustls::ServerConfig>> {
         .with_single_cert(chain, key)
         .expect("certificate and key");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new().expect("ticketer");
+    config.ticketer = ticketer.expect("ticketer");
     Some(Arc::new(config))
 }
 
