@@ -442,6 +442,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         servers: specs,
         skipped,
         samples,
+        tls_provider: ricochet::server::tls::PROVIDER.into(),
     })
 }
 

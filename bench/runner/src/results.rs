@@ -188,6 +188,14 @@ pub struct Results {
     pub skipped: Vec<(String, String)>,
     /// Every sample, in the order taken.
     pub samples: Vec<Sample>,
+    /// The TLS crypto provider every wss:// server was built with (the one
+    /// `make bench-build` compiled in); runs before it was recorded used ring.
+    #[serde(default = "ring")]
+    pub tls_provider: String,
+}
+
+fn ring() -> String {
+    "ring".into()
 }
 
 /// Median with the range it came from.
@@ -338,6 +346,7 @@ mod tests {
                 server_cpus: "0".into(),
                 client_cpus: "1".into(),
             },
+            tls_provider: "ring".into(),
             command: String::new(),
             duration_s: 1.0,
             repeat: 2,

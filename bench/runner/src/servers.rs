@@ -150,7 +150,7 @@ pub fn deflate_specs(bin: &Path) -> Vec<Spec> {
 
 /// The wss:// servers: Ricochet on both backends, and fastwebsockets and
 /// tokio-tungstenite behind tokio-rustls, all with the certificate and key
-/// in `cert` and `key` (same provider, ring, and the same rustls defaults).
+/// in `cert` and `key` (the same provider as Ricochet, and the same rustls defaults).
 pub fn tls_specs(bin: &Path, cert: &Path, key: &Path) -> Vec<Spec> {
     let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
     let files =

@@ -60,7 +60,11 @@ pub fn markdown(r: &Results) -> String {
         out.push_str(&deflate_section(r));
     }
     if r.servers.iter().any(|s| s.tls) {
-        let _ = writeln!(out, "\n#### wss:// (TLS 1.3, the same certificate, rustls and ring for every server)\n");
+        let _ = writeln!(
+            out,
+            "\n#### wss:// (TLS 1.3, the same certificate, rustls and {} for every server)\n",
+            r.tls_provider
+        );
         out.push_str(&section(r, true));
     }
     footer(r, &mut out);
