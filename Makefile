@@ -6,13 +6,13 @@ FUZZ_SECONDS ?= 300
 
 .PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
-# The TLS crypto provider compiled in: aws-lc-rs (the default, measured
-# faster here) or ring (README "TLS"), e.g. `make bench TLS_PROVIDER=ring`.
-TLS_PROVIDER ?= aws-lc-rs
-PROVIDER_FLAGS := $(if $(filter ring,$(TLS_PROVIDER)),--no-default-features)
+# The TLS crypto provider compiled in: ring (the default) or aws-lc-rs
+# (README "Serving wss://"), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
+TLS_PROVIDER ?= ring
+AWS_LC := $(filter aws-lc-rs,$(TLS_PROVIDER))
 
 build:
-	$(CARGO) build --release $(PROVIDER_FLAGS)
+	$(CARGO) build --release $(if $(AWS_LC),--features aws-lc-rs)
 
 run: build
 	./target/release/ricochet serve
@@ -104,7 +104,7 @@ bench-quick: bench-build
 
 # Ricochet, the peer servers (bench/peers) and the runner (bench/runner).
 bench-build:
-	$(CARGO) build --release --workspace $(PROVIDER_FLAGS)
+	$(CARGO) build --release --workspace $(if $(AWS_LC),--features ricochet/aws-lc-rs$(comma)ricochet-peers/aws-lc-rs)
 
 # Criterion micro-benchmarks of the protocol core.
 bench-core:
@@ -117,6 +117,7 @@ fuzz:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --features ricochet/aws-lc-rs,ricochet-peers/aws-lc-rs -- -D warnings
 
 # Installs the release binary, the systemd unit (its paths follow PREFIX), the
 # sysctl.d file, the example config (kept if one is there) and the tuning
