@@ -1,7 +1,8 @@
 //! io_uring receive buffers follow the load: an idle shard holds about as
 //! little as an epoll one (not `--uring-buffers` x `--uring-buffer-size`),
-//! and under load the ring grows, up to `--uring-buffers`, without losing
-//! or stalling anything.
+//! under load the ring grows, up to `--uring-buffers`, without losing or
+//! stalling anything, and once the load is gone the buffers' pages go back
+//! (they are trimmed after a second or two unused).
 
 mod common;
 
@@ -33,6 +34,25 @@ fn an_idle_shard_holds_few_buffers_and_a_busy_one_grows_them() {
     assert!(out.status.success() && text.contains("0 wrong echoes, 0 missing, 0 failed connections"), "{text}");
     let busy_kib = server.rss_kib();
     assert!(busy_kib > idle_kib + 2 * 1024, "RSS {idle_kib} -> {busy_kib} KiB: the ring did not grow");
+    let grown = busy_kib - idle_kib;
+    // Idle again: most of what the rings grew by goes back within seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut after_kib = busy_kib;
+    while after_kib > idle_kib + grown / 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        after_kib = server.rss_kib();
+    }
+    assert!(
+        after_kib <= idle_kib + grown / 2,
+        "RSS {idle_kib} -> {busy_kib} -> {after_kib} KiB: idle buffers were not given back"
+    );
+    // And the trimmed buffers serve the next burst as before.
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["bench", &server.url(), "--connections", "200", "--size", "64K", "--pipeline", "4", "--duration", "1s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("0 wrong echoes, 0 missing, 0 failed connections"), "{text}");
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).expect("exit").success());
     let log = server.wait_for_log_lines("shard stopped", 2);

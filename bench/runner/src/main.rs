@@ -329,8 +329,11 @@ fn measure(args: &Args) -> Result<Results, String> {
     let ws: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].raw).collect();
     // An idle deflate connection is measured after one compressed echo.
     let idle_size = |i: usize| if specs[i].deflate { deflate_sizes.first().copied().unwrap_or(1024) } else { 0 };
+    // Held 3 s before the server's RSS is read: io_uring gives back the pages
+    // of receive buffers unused for a second or two, and an idle server is
+    // one that has been idle for a while, not one just out of a burst.
     for &i in &ws {
-        jobs.push((Job::new(Kind::Idle, args.idle, idle_size(i), 1, "1s"), i));
+        jobs.push((Job::new(Kind::Idle, args.idle, idle_size(i), 1, "3s"), i));
     }
     for _ in 0..args.repeat {
         for &i in &ws {

@@ -5,8 +5,10 @@
 //! The ring has room for the most buffers it may ever hold, but starts with
 //! a few and grows when receives find none free (ENOBUFS): memory follows
 //! the load instead of being held from the start. Each growth doubles the
-//! buffers with one new block of memory; blocks are never given back while
-//! the ring lives (the kernel may hold any buffer at any time).
+//! buffers with one new block of memory. Blocks stay allocated while the
+//! ring lives, but [`BufRing::trim`] gives the pages of buffers unused for a
+//! while back to the kernel (`MADV_DONTNEED`), so after a burst an idle
+//! shard's memory falls back; a buffer used again faults in afresh.
 //!
 //! Invariants (this is shared memory with the kernel):
 //! - the ring of entries is page-aligned and outlives its registration: the
@@ -15,7 +17,9 @@
 //!   the entry it exposes is filled in; the kernel owns the head;
 //! - a buffer id handed out in a completion belongs to us until `recycle`;
 //! - at most `entries` buffers exist, so the published entries (buffers not
-//!   handed out) never outnumber the ring's slots.
+//!   handed out) never outnumber the ring's slots;
+//! - `trim` discards the contents of published buffers, so it may only run
+//!   where the kernel cannot be filling one: see its safety contract.
 
 use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
@@ -42,6 +46,12 @@ pub struct BufRing {
     stride: usize,
     /// Our copy of the tail (the kernel reads the shared one).
     tail: u16,
+    /// Per buffer: handed out by a completion and not recycled yet.
+    out: Vec<bool>,
+    /// Per buffer: handed out since the last trim.
+    used: Vec<bool>,
+    /// Per buffer: its pages were given back and it has not been used since.
+    trimmed: Vec<bool>,
     /// The buffer group id receives name.
     pub bgid: u16,
 }
@@ -78,6 +88,9 @@ impl BufRing {
             reserve,
             stride,
             tail: 0,
+            out: Vec::with_capacity(entries as usize),
+            used: Vec::with_capacity(entries as usize),
+            trimmed: Vec::with_capacity(entries as usize),
             bgid,
         };
         // SAFETY: the ring is page-aligned, sized for `entries`, and lives
@@ -133,6 +146,9 @@ impl BufRing {
             let bid = self.base.len() as u16;
             // SAFETY: i * stride is within the block.
             self.base.push(unsafe { block.add(i * self.stride) });
+            self.out.push(false);
+            self.used.push(true); // just faulted in: not idle yet
+            self.trimmed.push(false);
             self.push(bid);
         }
         self.publish();
@@ -149,10 +165,63 @@ impl BufRing {
         std::slice::from_raw_parts_mut(self.base[bid as usize], self.reserve + len)
     }
 
+    /// Notes that a completion handed buffer `bid` to us.
+    pub fn taken(&mut self, bid: u16) {
+        let b = bid as usize;
+        self.out[b] = true;
+        self.used[b] = true;
+        self.trimmed[b] = false;
+    }
+
     /// Hands buffer `bid` back to the kernel.
     pub fn recycle(&mut self, bid: u16) {
+        self.out[bid as usize] = false;
         self.push(bid);
         self.publish();
+    }
+
+    /// Whether some buffer holds pages that a later [`trim`](Self::trim)
+    /// may give back (one not trimmed since it was last used).
+    pub fn has_resident(&self) -> bool {
+        self.trimmed.iter().any(|t| !t)
+    }
+
+    /// Gives back the pages of every buffer that sits in the ring unused
+    /// since the last call; returns how many buffers it trimmed. Called
+    /// periodically, a buffer is trimmed after one to two periods idle.
+    /// Under load the ring cycles through all its buffers (it hands them out
+    /// oldest first), so nothing is trimmed; at a trickle the buffers fault
+    /// in again, a page per 4 KiB received.
+    ///
+    /// # Safety
+    /// The kernel must not fill any buffer while this runs, and no
+    /// completion not yet reaped may name one: a ring set up with
+    /// DEFER_TASKRUN fills buffers only inside this thread's
+    /// `io_uring_enter`, so call it between two of those, with the
+    /// completion queue (and its overflow) empty.
+    pub unsafe fn trim(&mut self) -> usize {
+        let mut n = 0;
+        for b in 0..self.base.len() {
+            if self.out[b] || self.trimmed[b] {
+                continue;
+            }
+            if std::mem::take(&mut self.used[b]) {
+                continue;
+            }
+            // Whole pages inside this buffer's stride only: a page shared
+            // with a neighbour may hold the neighbour's data.
+            let start = self.base[b] as usize;
+            let (lo, hi) = (start.next_multiple_of(PAGE), (start + self.stride) / PAGE * PAGE);
+            if hi > lo {
+                // SAFETY: [lo, hi) lies within this buffer's part of a block
+                // we allocated; its contents are not needed (contract above).
+                // Private anonymous memory reads back as zeros afterwards.
+                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED);
+            }
+            self.trimmed[b] = true;
+            n += 1;
+        }
+        n
     }
 
     fn push(&mut self, bid: u16) {

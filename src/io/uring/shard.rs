@@ -128,7 +128,18 @@ struct Shard {
     /// retried once one is free.
     parked: Vec<(usize, u32)>,
     cqes: Vec<(u64, i32, u32)>,
+    /// The ring was set up with DEFER_TASKRUN, so buffers are filled only
+    /// inside this thread's `io_uring_enter`: unused ones may be trimmed.
+    can_trim: bool,
+    /// When unused receive buffers are next trimmed.
+    trim_at: Instant,
 }
+
+/// How often receive buffers unused since the last look give their pages
+/// back: a buffer is trimmed after one to two of these idle. Under load the
+/// ring hands out every buffer within far less (it cycles oldest first),
+/// so this only acts once traffic has dropped to a trickle or stopped.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Receive buffers a shard starts with: 256 KiB of them (2 of the default
 /// 128 KiB), as much as epoll's shared read buffer and its reserve. The ring
@@ -146,7 +157,7 @@ pub fn run(
     ready: impl FnOnce(ShardReady),
 ) -> io::Result<()> {
     let s = &ctx.settings;
-    let (ring, _defer) = new_ring(s.ring_entries)?;
+    let (ring, defer_taskrun) = new_ring(s.ring_entries)?;
     let bufs = BufRing::new(
         &ring.submitter(),
         s.uring_buffers,
@@ -179,6 +190,8 @@ pub fn run(
         waiting: Vec::new(),
         parked: Vec::new(),
         cqes: Vec::new(),
+        can_trim: defer_taskrun,
+        trim_at: Instant::now() + TRIM_EVERY,
     };
     shard.table.ctx.metrics.ring_buffers.set(u64::from(shard.bufs.len()));
     for i in 0..shard.listeners.len() {
@@ -288,7 +301,8 @@ impl Shard {
                 }
                 return Ok(());
             }
-            let deadline = [self.table.next_deadline(), self.accept_paused_until].into_iter().flatten().min();
+            let trim = (self.can_trim && self.bufs.has_resident()).then_some(self.trim_at);
+            let deadline = [self.table.next_deadline(), self.accept_paused_until, trim].into_iter().flatten().min();
             let mut wait = deadline.map(|d| d.saturating_duration_since(now)).unwrap_or(Duration::from_secs(3600));
             if self.table.shutting_down() {
                 wait = wait.min(SHUTDOWN_SWEEP);
@@ -333,6 +347,10 @@ impl Shard {
             if self.table.shutting_down() {
                 self.table.report_shutdown(now);
                 self.shutdown_sweep(now);
+            }
+            if self.can_trim && now >= self.trim_at {
+                self.trim_at = now + TRIM_EVERY;
+                self.trim_buffers();
             }
             // An inflater comes back only while some connection is handled,
             // so looking once per turn wakes the parked without polling.
@@ -414,6 +432,9 @@ impl Shard {
 
     fn on_recv(&mut self, slot: usize, generation: u32, res: i32, flags: u32, now: Instant) {
         let bid = cqueue::buffer_select(flags);
+        if let Some(b) = bid {
+            self.bufs.taken(b);
+        }
         let Some(s) = self.table.get_gen(slot, generation) else {
             if let Some(b) = bid {
                 self.give_back(b);
@@ -515,6 +536,23 @@ impl Shard {
             self.process_copy(slot, &[], now);
             self.submit_now();
             self.maybe_finish(slot, now);
+        }
+    }
+
+    /// Gives back the pages of receive buffers unused since the last look
+    /// (after a burst, an idle shard's memory falls back to about epoll's).
+    fn trim_buffers(&mut self) {
+        // A completion not reaped yet may name a buffer (a receive issued
+        // inline by a mid-turn submit): look again next time.
+        if !self.ring.completion().is_empty() || self.ring.submission().cq_overflow() {
+            return;
+        }
+        // SAFETY: the ring has DEFER_TASKRUN (`can_trim`), so the kernel
+        // fills buffers only inside this thread's io_uring_enter, and none
+        // runs during the trim; the completion queue was just seen empty.
+        let n = unsafe { self.bufs.trim() };
+        if n > 0 {
+            debug!(shard = self.table.ctx.id, buffers = n, "idle receive buffers trimmed");
         }
     }
 
