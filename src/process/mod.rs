@@ -135,7 +135,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                 }
             }
             let config = tls::server_config(certs.clone(), settings.tls_client.as_ref())?;
-            info!(provider = tls::PROVIDER, "TLS crypto");
+            info!(provider = %tls::PROVIDER, "TLS crypto");
             if let Some(c) = &settings.tls_client {
                 let mode = if c.optional { "optional" } else { "required" };
                 info!(ca = %c.ca.display(), mode, "TLS client certificates");
