@@ -18,20 +18,24 @@ fn stopped_sum(log: &str, key: &str) -> u64 {
         .sum()
 }
 
-#[test]
-fn an_idle_shard_holds_few_buffers_and_a_busy_one_grows_them() {
-    // Before, each shard faulted in 128 x 128 KiB = 16 MiB at start.
-    let mut server = Server::start(&["--backend", "uring", "--shards", "2"]);
-    let idle_kib = server.rss_kib();
-    assert!(idle_kib < 12 * 1024, "idle RSS {idle_kib} KiB with 2 shards");
-    // 200 connections x 64 KiB, 4 in flight each: far more receives at once
-    // than the ring starts with.
+/// 200 connections x 64 KiB, 4 in flight each, for a second: far more
+/// receives at once than the ring starts with; every echo must be intact.
+fn burst(server: &Server) {
     let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
         .args(["bench", &server.url(), "--connections", "200", "--size", "64K", "--pipeline", "4", "--duration", "1s"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("0 wrong echoes, 0 missing, 0 failed connections"), "{text}");
+}
+
+#[test]
+fn an_idle_shard_holds_few_buffers_and_a_busy_one_grows_them() {
+    // Before, each shard faulted in 128 x 128 KiB = 16 MiB at start.
+    let mut server = Server::start(&["--backend", "uring", "--shards", "2"]);
+    let idle_kib = server.rss_kib();
+    assert!(idle_kib < 12 * 1024, "idle RSS {idle_kib} KiB with 2 shards");
+    burst(&server);
     let busy_kib = server.rss_kib();
     assert!(busy_kib > idle_kib + 2 * 1024, "RSS {idle_kib} -> {busy_kib} KiB: the ring did not grow");
     let grown = busy_kib - idle_kib;
@@ -47,12 +51,7 @@ fn an_idle_shard_holds_few_buffers_and_a_busy_one_grows_them() {
         "RSS {idle_kib} -> {busy_kib} -> {after_kib} KiB: idle buffers were not given back"
     );
     // And the trimmed buffers serve the next burst as before.
-    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
-        .args(["bench", &server.url(), "--connections", "200", "--size", "64K", "--pipeline", "4", "--duration", "1s"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("0 wrong echoes, 0 missing, 0 failed connections"), "{text}");
+    burst(&server);
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).expect("exit").success());
     let log = server.wait_for_log_lines("shard stopped", 2);
