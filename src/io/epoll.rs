@@ -10,7 +10,7 @@
 //! limits, shutdown) is the shared [`Table`]'s.
 
 use crate::server::shard::{ShardContext, ShardReady};
-use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
+use crate::server::table::{HandshakeTurn, PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Output, HEADROOM};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -249,7 +249,7 @@ impl Shard {
             if s.conn.peer_eof {
                 return;
             }
-            if self.table.must_wait(slot) {
+            if self.table.handshake_turn(slot) == HandshakeTurn::Wait {
                 // A TLS handshake over this turn's budget: read it next turn.
                 self.again.push(slot);
                 return;

@@ -53,6 +53,18 @@ fn log_refusal<T: PeerAddr>(shard: usize, s: &Slot<T>, r: &Rejection) {
 /// keep a turn's handshake work near 4 ms.
 pub const TLS_HANDSHAKES_PER_TURN: u32 = 16;
 
+/// Whether a connection's input is a TLS handshake step, and if so whether
+/// this turn of the event loop may work on it ([`Table::handshake_turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeTurn {
+    /// Not in a TLS handshake: handle it now.
+    NotHandshaking,
+    /// A handshake step within this turn's budget: handle it now.
+    Go,
+    /// A handshake step over this turn's budget: handle it next turn.
+    Wait,
+}
+
 /// How often a shutting-down shard says how many connections are still closing.
 pub const SHUTDOWN_REPORT: Duration = Duration::from_secs(1);
 
@@ -226,28 +238,24 @@ impl<T: PeerAddr> Table<T> {
         }
     }
 
-    /// Whether `slot` is still in its TLS handshake (and not failed or
-    /// refused): its next input costs a handshake step, not an echo.
-    pub fn tls_handshaking(&self, slot: usize) -> bool {
-        self.slots
+    /// What input for `slot` is this turn: not a TLS handshake step (an
+    /// established connection, or a failed or refused one, which has nothing
+    /// left to do), a handshake step that takes one from this turn's budget,
+    /// or one that must wait for the next turn because the budget is spent.
+    pub fn handshake_turn(&mut self, slot: usize) -> HandshakeTurn {
+        let handshaking = self
+            .slots
             .get(slot)
-            .is_some_and(|s| s.conn.tls.as_ref().is_some_and(|t| t.is_handshaking()) && !s.conn.session.is_closed())
-    }
-
-    /// Whether input for `slot` must wait for the next turn: it is still in
-    /// its TLS handshake and this turn's budget is spent. Otherwise a
-    /// handshaking connection takes one from the budget.
-    pub fn must_wait(&mut self, slot: usize) -> bool {
-        // A failed or refused connection never waits: nothing is left to do for it.
-        if !self.tls_handshaking(slot) {
-            return false;
+            .is_some_and(|s| s.conn.tls.as_ref().is_some_and(|t| t.is_handshaking()) && !s.conn.session.is_closed());
+        if !handshaking {
+            return HandshakeTurn::NotHandshaking;
         }
         if self.handshake_budget == 0 {
             self.ctx.metrics.tls_deferred.add(1);
-            return true;
+            return HandshakeTurn::Wait;
         }
         self.handshake_budget -= 1;
-        false
+        HandshakeTurn::Go
     }
 
     /// Whether the connection waits for an inflater (its session stalled on

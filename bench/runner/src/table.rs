@@ -130,12 +130,11 @@ fn section(r: &Results, tls: bool) -> String {
         out.push_str(&row(&[lead(pt), cells.collect()].concat()));
     }
 
-    let connect =
-        r.samples.iter().find(|s| s.kind == Kind::Connect && names.contains(&s.server.as_str())).map(|s| s.connections);
-    let idle =
-        r.samples.iter().find(|s| s.kind == Kind::Idle && names.contains(&s.server.as_str())).map(|s| s.connections);
-    let resume =
-        r.samples.iter().find(|s| s.kind == Kind::Resume && names.contains(&s.server.as_str())).map(|s| s.connections);
+    // The connections (or connectors) of this section's points of `kind`, if it has any.
+    let count = |kind: Kind| {
+        r.samples.iter().find(|s| s.kind == kind && names.contains(&s.server.as_str())).map(|s| s.connections)
+    };
+    let (connect, idle, resume) = (count(Kind::Connect), count(Kind::Idle), count(Kind::Resume));
     if connect.is_some() || idle.is_some() {
         let _ = writeln!(out, "\n**Connections**:\n");
         let mut keys = vec![

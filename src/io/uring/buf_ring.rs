@@ -27,6 +27,19 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+/// Where a buffer is, as far as trimming goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BufState {
+    /// Handed out by a completion and not recycled yet: never trimmed.
+    Out,
+    /// In the ring, used since the last trim.
+    Used,
+    /// In the ring, unused since the last trim: the next one gives its pages back.
+    Idle,
+    /// In the ring, its pages given back and unused since.
+    Trimmed,
+}
+
 /// A registered ring of up to `entries` buffers of `buf_size` bytes each,
 /// each preceded by `reserve` bytes of our own (the kernel writes after
 /// them) so data can be worked on in place with room in front of it.
@@ -46,12 +59,10 @@ pub struct BufRing {
     stride: usize,
     /// Our copy of the tail (the kernel reads the shared one).
     tail: u16,
-    /// Per buffer: handed out by a completion and not recycled yet.
-    out: Vec<bool>,
-    /// Per buffer: handed out since the last trim.
-    used: Vec<bool>,
-    /// Per buffer: its pages were given back and it has not been used since.
-    trimmed: Vec<bool>,
+    /// Where each buffer is, for trimming.
+    state: Vec<BufState>,
+    /// How many buffers are [`BufState::Trimmed`].
+    trimmed: usize,
     /// The buffer group id receives name.
     pub bgid: u16,
 }
@@ -88,9 +99,8 @@ impl BufRing {
             reserve,
             stride,
             tail: 0,
-            out: Vec::with_capacity(entries as usize),
-            used: Vec::with_capacity(entries as usize),
-            trimmed: Vec::with_capacity(entries as usize),
+            state: Vec::with_capacity(entries as usize),
+            trimmed: 0,
             bgid,
         };
         // SAFETY: the ring is page-aligned, sized for `entries`, and lives
@@ -146,9 +156,7 @@ impl BufRing {
             let bid = self.base.len() as u16;
             // SAFETY: i * stride is within the block.
             self.base.push(unsafe { block.add(i * self.stride) });
-            self.out.push(false);
-            self.used.push(true); // just faulted in: not idle yet
-            self.trimmed.push(false);
+            self.state.push(BufState::Used); // just faulted in: not idle yet
             self.push(bid);
         }
         self.publish();
@@ -167,15 +175,16 @@ impl BufRing {
 
     /// Notes that a completion handed buffer `bid` to us.
     pub fn taken(&mut self, bid: u16) {
-        let b = bid as usize;
-        self.out[b] = true;
-        self.used[b] = true;
-        self.trimmed[b] = false;
+        let s = &mut self.state[bid as usize];
+        if *s == BufState::Trimmed {
+            self.trimmed -= 1;
+        }
+        *s = BufState::Out;
     }
 
     /// Hands buffer `bid` back to the kernel.
     pub fn recycle(&mut self, bid: u16) {
-        self.out[bid as usize] = false;
+        self.state[bid as usize] = BufState::Used;
         self.push(bid);
         self.publish();
     }
@@ -183,7 +192,7 @@ impl BufRing {
     /// Whether some buffer holds pages that a later [`trim`](Self::trim)
     /// may give back (one not trimmed since it was last used).
     pub fn has_resident(&self) -> bool {
-        self.trimmed.iter().any(|t| !t)
+        self.trimmed < self.state.len()
     }
 
     /// Gives back the pages of every buffer that sits in the ring unused
@@ -202,11 +211,13 @@ impl BufRing {
     pub unsafe fn trim(&mut self) -> usize {
         let mut n = 0;
         for b in 0..self.base.len() {
-            if self.out[b] || self.trimmed[b] {
-                continue;
-            }
-            if std::mem::take(&mut self.used[b]) {
-                continue;
+            match self.state[b] {
+                BufState::Out | BufState::Trimmed => continue,
+                BufState::Used => {
+                    self.state[b] = BufState::Idle;
+                    continue;
+                }
+                BufState::Idle => {}
             }
             // Whole pages inside this buffer's stride only: a page shared
             // with a neighbour may hold the neighbour's data.
@@ -218,9 +229,10 @@ impl BufRing {
                 // Private anonymous memory reads back as zeros afterwards.
                 libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED);
             }
-            self.trimmed[b] = true;
+            self.state[b] = BufState::Trimmed;
             n += 1;
         }
+        self.trimmed += n;
         n
     }
 

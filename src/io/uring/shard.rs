@@ -16,7 +16,7 @@
 use super::buf_ring::BufRing;
 use super::probe::new_ring;
 use crate::server::shard::{ShardContext, ShardReady};
-use crate::server::table::{PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
+use crate::server::table::{HandshakeTurn, PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
@@ -455,10 +455,14 @@ impl Shard {
                 let b = bid.expect("a receive with data names its buffer");
                 let len = res as usize;
                 self.table.ctx.metrics.bytes_in.add(len as u64);
-                let waits =
-                    self.table.get_gen(slot, generation).is_some_and(|s| s.io.waiting) || self.table.must_wait(slot);
+                // Input behind handshake input that already waits waits too.
+                let turn = if self.table.get_gen(slot, generation).is_some_and(|s| s.io.waiting) {
+                    HandshakeTurn::Wait
+                } else {
+                    self.table.handshake_turn(slot)
+                };
                 let s = self.table.get_gen(slot, generation).expect("checked above");
-                if waits {
+                if turn == HandshakeTurn::Wait {
                     // A TLS handshake over this turn's budget: keep the bytes
                     // with the connection and handle them next turn.
                     // SAFETY: `b` came from this completion and is ours until given back.
@@ -486,9 +490,8 @@ impl Shard {
                     self.cancel_recv(slot);
                     return;
                 }
-                let handshaking = self.table.tls_handshaking(slot);
                 self.process(slot, b, len, now);
-                if handshaking {
+                if turn == HandshakeTurn::Go {
                     self.submit_now();
                 }
             }
@@ -524,7 +527,7 @@ impl Shard {
             if self.table.get_gen(slot, generation).is_none() {
                 continue;
             }
-            if self.table.must_wait(slot) {
+            if self.table.handshake_turn(slot) == HandshakeTurn::Wait {
                 self.waiting.push((slot, generation));
                 continue;
             }
