@@ -133,12 +133,15 @@ struct Shard {
     can_trim: bool,
     /// When unused receive buffers are next trimmed.
     trim_at: Instant,
+    /// Completions taken off the queue are being handled: some may name a
+    /// buffer `BufRing::taken` has not seen yet.
+    in_batch: bool,
 }
 
 /// How often receive buffers unused since the last look give their pages
 /// back: a buffer is trimmed after one to two of these idle. Under load the
-/// ring hands out every buffer within far less (it cycles oldest first),
-/// so this only acts once traffic has dropped to a trickle or stopped.
+/// ring reuses the buffers recycled last (`BufRing::top_up`), so the ones
+/// the load does not need are trimmed too.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Receive buffers a shard starts with: 256 KiB of them (2 of the default
@@ -192,6 +195,7 @@ pub fn run(
         cqes: Vec::new(),
         can_trim: defer_taskrun,
         trim_at: Instant::now() + TRIM_EVERY,
+        in_batch: false,
     };
     shard.table.ctx.metrics.ring_buffers.set(u64::from(shard.bufs.len()));
     for i in 0..shard.listeners.len() {
@@ -218,6 +222,7 @@ impl Shard {
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return Ok(());
             }
+            self.return_buffers();
             self.ring.submit()?;
         }
     }
@@ -225,6 +230,22 @@ impl Shard {
     fn give_back(&mut self, bid: u16) {
         self.bufs.recycle(bid);
         self.recycled = true;
+    }
+
+    /// Gives the kernel the buffers recycled since the last entry into it:
+    /// at the head of the ring (warm ones first) where that is safe, else
+    /// at the tail. Called before every `io_uring_enter`.
+    fn return_buffers(&mut self) {
+        let warm_first = self.can_trim
+            && !self.in_batch
+            && self.ring.completion().is_empty()
+            && !self.ring.submission().cq_overflow();
+        // SAFETY: with warm_first, the ring has DEFER_TASKRUN (`can_trim`),
+        // so the kernel picks buffers only inside this thread's
+        // io_uring_enter, and none runs now; the completion queue is empty
+        // and no batch taken off it is being handled, so every buffer the
+        // kernel handed out went through `BufRing::taken` (on_recv).
+        unsafe { self.bufs.top_up(warm_first) };
     }
 
     /// Arms listener `i`'s multishot accept (its index rides in the user data).
@@ -316,6 +337,7 @@ impl Shard {
             }
             let ts = types::Timespec::from(wait);
             let args = types::SubmitArgs::new().timespec(&ts);
+            self.return_buffers();
             match self.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
@@ -324,9 +346,11 @@ impl Shard {
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
             let now = Instant::now();
+            self.in_batch = true;
             for &(ud, res, flags) in &cqes {
                 self.on_completion(ud, res, flags, now);
             }
+            self.in_batch = false;
             cqes.clear();
             self.cqes = cqes;
             if self.accept_paused_until.is_some_and(|t| now >= t) {
@@ -565,6 +589,7 @@ impl Shard {
     /// would otherwise wait for all of them (epoll writes as it goes).
     /// One `io_uring_enter` per handshake step; echoes stay batched.
     fn submit_now(&mut self) {
+        self.return_buffers();
         // Failure is harmless: the entries stay queued for the turn's submit.
         let _ = self.ring.submit();
     }
