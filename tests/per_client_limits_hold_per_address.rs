@@ -1,8 +1,10 @@
 //! `--max-connections-per-ip`: clients from different loopback addresses
 //! (127.0.0.2, 127.0.0.3: all of 127.0.0.0/8 is loopback) each get their own
 //! limit; beyond it a handshake gets 429 with Retry-After, a one-line reason
-//! and `Connection: close`; a closed connection frees its place; under
-//! `--proxy-protocol` the address counted is the header's.
+//! and `Connection: close`; a closed connection frees its place; as many
+//! more may be in their handshake, and a connection beyond those is closed
+//! unanswered at accept; under `--proxy-protocol` the address counted is the
+//! header's.
 
 mod common;
 
@@ -10,7 +12,9 @@ use common::admin::{sum, wait_for};
 use common::{upgrade_request, RawClient, Server};
 use ricochet::ws::client::Event;
 use ricochet::ws::frame::OpCode;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -33,6 +37,18 @@ fn handshake(c: &mut RawClient) -> Result<(), String> {
 fn open_from(from: &str, to: SocketAddr) -> Result<RawClient, String> {
     let mut c = RawClient::over(connect_from(from, to));
     handshake(&mut c).map(|_| c)
+}
+
+/// Whether the server closed `s` without sending a byte (end of stream or a
+/// reset) within 5 s; a connection it keeps reads nothing until then.
+fn closed_unanswered(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
 }
 
 fn echo(c: &mut RawClient, text: &str) {
@@ -77,8 +93,66 @@ fn each_address_has_its_own_limit_and_a_close_frees_a_place() {
 }
 
 #[test]
+fn connections_that_send_nothing_hold_no_more_than_their_places() {
+    let server = Server::start(&["--max-connections-per-ip", "2", "--metrics-listen", "127.0.0.1:0", "--shards", "2"]);
+    let metrics = server.metrics.unwrap();
+    // Two connections from 127.0.0.2 that send nothing take its two handshake places.
+    let silent: Vec<TcpStream> = (0..2).map(|_| connect_from("127.0.0.2", server.addr)).collect();
+    wait_for(metrics, "both held", |m| sum(m, "ricochet_connections_open", &[]) >= 2.0);
+    let mut third = connect_from("127.0.0.2", server.addr);
+    assert!(closed_unanswered(&mut third), "a third connection in its handshake from 127.0.0.2 was kept");
+    // Another address is unaffected.
+    let mut b = open_from("127.0.0.3", server.addr).unwrap();
+    echo(&mut b, "b");
+    // The two kept still upgrade and echo; upgrading gives their handshake places back.
+    let mut held: Vec<RawClient> = silent
+        .into_iter()
+        .map(|s| {
+            let mut c = RawClient::over(s);
+            handshake(&mut c).expect("a connection kept in its handshake upgrades");
+            c
+        })
+        .collect();
+    for c in &mut held {
+        echo(c, "held");
+    }
+    // Two upgraded, none in a handshake: the next one is kept, and its
+    // handshake meets the upgrade limit (429), not the handshake limit.
+    let refusal = open_from("127.0.0.2", server.addr).err().expect("a third upgrade from 127.0.0.2");
+    assert!(refusal.starts_with("HTTP/1.1 429 "), "{refusal}");
+    let m = wait_for(metrics, "the 429 counted", |m| {
+        sum(m, "ricochet_handshakes_refused_total", &["reason=\"too_many_from_address\""]) >= 1.0
+    });
+    assert_eq!(sum(&m, "ricochet_connections_refused_total", &[]), 1.0);
+    assert_eq!(sum(&m, "ricochet_websockets_open", &[]), 3.0);
+}
+
+#[test]
+fn a_handshake_that_times_out_gives_its_place_back() {
+    let server = Server::start(&["--max-connections-per-ip", "1", "--handshake-timeout", "300ms"]);
+    let mut silent = connect_from("127.0.0.2", server.addr);
+    // Answered (408 on a plain listener, nothing over TLS) and closed by the timeout.
+    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    let mut admitted = None;
+    for _ in 0..50 {
+        match open_from("127.0.0.2", server.addr) {
+            Ok(c) => {
+                admitted = Some(c);
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    echo(admitted.as_mut().expect("the timed-out handshake kept its address's only place"), "after");
+}
+
+#[test]
 fn behind_a_balancer_the_header_address_is_the_one_counted() {
-    let server = Server::start(&["--max-connections-per-ip", "1", "--proxy-protocol"]);
+    let server =
+        Server::start(&["--max-connections-per-ip", "1", "--proxy-protocol", "--metrics-listen", "127.0.0.1:0"]);
+    let metrics = server.metrics.unwrap();
     let header = |src: &str| format!("PROXY TCP4 {src} 10.0.0.1 40000 443\r\n").into_bytes();
     // All from 127.0.0.1 (the balancer), for two different clients.
     let mut x = RawClient::connect_after(server.addr, &header("192.0.2.10"), false);
@@ -90,4 +164,17 @@ fn behind_a_balancer_the_header_address_is_the_one_counted() {
     assert!(refusal.starts_with("HTTP/1.1 429 "), "{refusal}");
     echo(&mut x, "x");
     echo(&mut y, "y");
+    // A client that sends its header and then nothing holds its one
+    // handshake place; the next from it is closed right after its header.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent.write_all(&header("192.0.2.20")).unwrap();
+    wait_for(metrics, "the header read", |m| sum(m, "ricochet_proxy_headers_total", &["result=\"ok\""]) >= 4.0);
+    let mut next = TcpStream::connect(server.addr).unwrap();
+    next.write_all(&header("192.0.2.20")).unwrap();
+    assert!(closed_unanswered(&mut next), "a second handshake from 192.0.2.20 was kept");
+    let mut c = RawClient::over(silent);
+    handshake(&mut c).expect("the connection kept in its handshake upgrades");
+    echo(&mut c, "kept");
+    let m = wait_for(metrics, "the close counted", |m| sum(m, "ricochet_connections_refused_total", &[]) >= 1.0);
+    assert_eq!(sum(&m, "ricochet_connections_refused_total", &[]), 1.0);
 }

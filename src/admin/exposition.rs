@@ -63,6 +63,8 @@ pub struct BuildInfo {
     pub proxy: bool,
     /// Connections have rate limits.
     pub rate_limited: bool,
+    /// Connections are counted per client address (`--max-connections-per-ip`).
+    pub per_ip: bool,
     /// With `--takeover`: the listening sockets this process took over
     /// from the one before it (0 after a fresh start).
     pub inherited: Option<u64>,
@@ -210,6 +212,14 @@ impl Scrape<'_> {
                 "Times a connection sent more than --max-message-rate or --max-bytes-per-second allow and was not read until its bucket refilled.",
                 C,
                 self.per_shard(|m| m.rate_limited.get()),
+            );
+        }
+        if i.per_ip {
+            add(
+                "ricochet_connections_refused_total",
+                "Connections closed unanswered at accept (or after their PROXY header): their address already had --max-connections-per-ip connections in their handshake.",
+                C,
+                self.per_shard(|m| m.arrivals_refused.get()),
             );
         }
         add(
@@ -367,6 +377,7 @@ mod tests {
             deflate,
             proxy: deflate,
             rate_limited: deflate,
+            per_ip: deflate,
             inherited: deflate.then_some(3),
         }
     }
@@ -435,6 +446,7 @@ mod tests {
             "ricochet_deflate_inflaters_in_use",
             "ricochet_proxy_headers_total",
             "ricochet_rate_limited_total",
+            "ricochet_connections_refused_total",
             "ricochet_listeners_inherited",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

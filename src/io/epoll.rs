@@ -209,7 +209,8 @@ impl Shard {
 
     fn add_conn(&mut self, stream: TcpStream, tls: bool, now: Instant) {
         // TCP_NODELAY comes from the listener (see `ListenOptions::nodelay`).
-        let slot = self.table.insert(stream, now, tls);
+        // None: closed at accept (too many handshakes from its address).
+        let Some(slot) = self.table.insert(stream, now, tls) else { return };
         let registry = self.poll.registry();
         let s = self.table.get_mut(slot).expect("just inserted");
         if let Err(e) = registry.register(&mut s.io, Token(slot), Interest::READABLE | Interest::WRITABLE) {

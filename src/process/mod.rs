@@ -306,6 +306,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             deflate: settings.core.handshake.permessage_deflate,
             proxy: settings.proxy_protocol,
             rate_limited: settings.rate.is_some(),
+            per_ip: settings.max_connections_per_ip.is_some(),
             inherited: settings.takeover.as_ref().map(|_| inherited),
         };
         let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public);

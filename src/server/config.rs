@@ -116,7 +116,7 @@ pub struct ServeArgs {
     /// Upgraded connections per process; further handshakes get 503 [default: 100000]
     #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
-    /// Upgraded connections per client address (its PROXY header's under --proxy-protocol), across all shards; further handshakes from it get 429 with Retry-After [default: no limit]
+    /// Upgraded connections per client address (its PROXY header's under --proxy-protocol), across all shards; further handshakes from it get 429 with Retry-After. As many more may be in their handshake at once; a connection beyond those is closed at accept, unanswered [default: no limit]
     #[arg(long, env = "RICOCHET_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<String>,
     /// With --max-connections-per-ip: IPv6 clients are counted per network of this prefix length (one subscriber's /64 holds many addresses) [default: 64]

@@ -23,6 +23,9 @@ pub struct Conn {
     pending_off: usize,
     /// The connection holds a place in the connection limit.
     pub admitted: bool,
+    /// The connection holds one of its address's places for handshakes
+    /// (`--max-connections-per-ip`), counted under [`Conn::client`].
+    pub arriving: bool,
     /// The deadline a timer entry is scheduled for.
     pub timer_at: Option<Instant>,
     /// Our side of TCP is shut down (close flushed; now waiting for the peer's FIN).
@@ -45,7 +48,7 @@ pub struct Conn {
 #[derive(Debug, Default)]
 pub struct Extra {
     /// The client's address as its PROXY header named it, or as the
-    /// per-address limit counted it.
+    /// per-address limit counted it (read at accept).
     pub client: Option<SocketAddr>,
     /// The rate limit's tokens.
     pub bucket: Option<Bucket>,
@@ -63,6 +66,7 @@ impl Conn {
             pending: Vec::new(),
             pending_off: 0,
             admitted: false,
+            arriving: false,
             timer_at: None,
             write_shut: false,
             peer_eof: false,

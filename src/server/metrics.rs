@@ -74,6 +74,10 @@ pub struct ShardMetrics {
     pub proxy_headers: Counter,
     /// Connections closed for a missing or malformed PROXY header.
     pub proxy_errors: Counter,
+    /// Connections closed unanswered at accept (or after their PROXY
+    /// header): their address already had `--max-connections-per-ip`
+    /// connections in their handshake.
+    pub arrivals_refused: Counter,
     /// What the protocol core counts itself.
     pub core: CoreCounters,
 }
@@ -134,6 +138,7 @@ impl ShardMetrics {
             add(&t.inflaters_in_use, &s.inflaters_in_use);
             add(&t.proxy_headers, &s.proxy_headers);
             add(&t.proxy_errors, &s.proxy_errors);
+            add(&t.arrivals_refused, &s.arrivals_refused);
             t.core.add_from(&s.core);
         }
         t

@@ -1,7 +1,11 @@
-//! Upgraded connections per client address, across all shards: touched at
-//! a handshake and at a close, never per message. IPv6 clients are counted
-//! per prefix (a /64 by default: one subscriber's network, where a single
-//! host may hold many addresses).
+//! Connections per client address, across all shards: touched at an accept,
+//! a handshake and a close, never per message. Two counts per address: the
+//! connections upgraded (a handshake beyond the limit gets 429) and those
+//! still in their handshake (one beyond the limit is closed at accept, so
+//! that one address cannot hold the server's sockets with connections that
+//! never send a request). IPv6 clients are counted per prefix (a /64 by
+//! default: one subscriber's network, where a single host may hold many
+//! addresses).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -12,7 +16,16 @@ use std::sync::Mutex;
 pub struct PerIp {
     max: u32,
     v6_prefix: u8,
-    counts: Mutex<HashMap<IpAddr, u32>>,
+    counts: Mutex<HashMap<IpAddr, Counts>>,
+}
+
+/// One address's connections.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    /// Upgraded and not yet closed.
+    upgraded: u32,
+    /// Accepted and still in their handshake.
+    arriving: u32,
 }
 
 impl PerIp {
@@ -42,10 +55,30 @@ impl PerIp {
         }
     }
 
-    /// Counts one more connection from `ip`, unless it already has `max`.
+    /// Counts one more upgraded connection from `ip`, unless it already has `max`.
     pub fn acquire(&self, ip: IpAddr) -> bool {
+        self.take(ip, |c| &mut c.upgraded)
+    }
+
+    /// Gives back an upgraded connection from `ip`.
+    pub fn release(&self, ip: IpAddr) {
+        self.give(ip, |c| &mut c.upgraded);
+    }
+
+    /// Counts one more connection from `ip` in its handshake, unless `max`
+    /// of them already are: then it is to be closed at accept.
+    pub fn arrive(&self, ip: IpAddr) -> bool {
+        self.take(ip, |c| &mut c.arriving)
+    }
+
+    /// A connection from `ip` left its handshake: upgraded, refused or closed.
+    pub fn arrived(&self, ip: IpAddr) {
+        self.give(ip, |c| &mut c.arriving);
+    }
+
+    fn take(&self, ip: IpAddr, count: fn(&mut Counts) -> &mut u32) -> bool {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(self.key(ip)).or_insert(0);
+        let n = count(counts.entry(self.key(ip)).or_default());
         if *n >= self.max {
             return false;
         }
@@ -53,14 +86,15 @@ impl PerIp {
         true
     }
 
-    /// Gives back a connection from `ip` (the entry goes with its last one,
-    /// so the map holds only addresses with connections open).
-    pub fn release(&self, ip: IpAddr) {
+    /// The entry goes with the address's last connection, so the map holds
+    /// only addresses with connections open.
+    fn give(&self, ip: IpAddr, count: fn(&mut Counts) -> &mut u32) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let key = self.key(ip);
-        if let Some(n) = counts.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(c) = counts.get_mut(&key) {
+            let n = count(c);
+            *n = n.saturating_sub(1);
+            if c.upgraded == 0 && c.arriving == 0 {
                 counts.remove(&key);
             }
         }
@@ -90,6 +124,25 @@ mod tests {
         p.release(a);
         p.release(b);
         assert_eq!(p.addresses(), 0, "no entry outlives its connections");
+    }
+
+    #[test]
+    fn handshakes_are_counted_apart_from_upgraded_connections() {
+        let p = PerIp::new(2, 64);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(p.acquire(a) && p.acquire(a), "two upgraded");
+        assert!(p.arrive(a) && p.arrive(a), "two more may be in their handshake");
+        assert!(!p.arrive(a), "a third handshake from the same address");
+        assert!(!p.acquire(a), "still at most two upgraded");
+        assert!(p.arrive("127.0.0.3".parse().unwrap()), "another address is unaffected");
+        p.arrived(a);
+        assert!(p.arrive(a), "a handshake that ended frees its place");
+        p.release(a);
+        p.release(a);
+        assert_eq!(p.addresses(), 2, "handshakes still open keep the entry");
+        p.arrived(a);
+        p.arrived(a);
+        assert_eq!(p.addresses(), 1);
     }
 
     #[test]

@@ -110,6 +110,20 @@ impl Shared {
         self.beats.iter().all(|b| now_ms.saturating_sub(b.0.load(Ordering::Relaxed)) <= within_ms)
     }
 
+    /// Counts a connection from `ip` that starts its handshake: false when
+    /// `--max-connections-per-ip` of them already are, and it is to be
+    /// closed unanswered (without the limit, always true).
+    pub fn arrive(&self, ip: IpAddr) -> bool {
+        self.per_ip.as_ref().is_none_or(|p| p.arrive(ip))
+    }
+
+    /// A connection counted by [`Shared::arrive`] left its handshake.
+    pub fn arrived(&self, ip: IpAddr) {
+        if let Some(p) = &self.per_ip {
+            p.arrived(ip);
+        }
+    }
+
     /// Gives back the place of a connection admitted from `peer`.
     pub fn release(&self, peer: Option<IpAddr>) {
         self.active.fetch_sub(1, Ordering::Relaxed);

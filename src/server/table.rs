@@ -154,13 +154,28 @@ impl<T: PeerAddr> Table<T> {
         }
     }
 
-    /// Adds an accepted connection (from a TLS listener if `tls`); returns its slot.
-    pub fn insert(&mut self, io: T, now: Instant, tls: bool) -> usize {
+    /// Adds an accepted connection (from a TLS listener if `tls`); returns its
+    /// slot, or `None` when its address already has as many connections in
+    /// their handshake as `--max-connections-per-ip` allows: `io` is then
+    /// dropped, closing the socket unanswered.
+    pub fn insert(&mut self, io: T, now: Instant, tls: bool) -> Option<usize> {
         self.ctx.metrics.accepted.add(1);
-        self.next_generation = self.next_generation.wrapping_add(1);
         let session = Session::new(&self.ctx.settings.core, now);
         let mut conn = Conn::new(session);
         conn.proxy_pending = self.ctx.settings.proxy_protocol;
+        if self.ctx.shared.per_ip() && !conn.proxy_pending {
+            // Under --proxy-protocol the header names the client; counted then.
+            if let Some(peer) = io.peer_addr() {
+                if !self.ctx.shared.arrive(peer.ip()) {
+                    self.ctx.metrics.arrivals_refused.add(1);
+                    debug!(shard = self.ctx.id, peer = %peer, "closed at accept: too many handshakes from its address");
+                    return None;
+                }
+                conn.arriving = true;
+                conn.extra_mut().client = Some(peer);
+            }
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
         if let Some(limit) = &self.ctx.settings.rate {
             // A full bucket from the start: the first second's worth is allowed at once.
             conn.extra_mut().bucket = Some(Bucket::new(limit, now));
@@ -181,7 +196,7 @@ impl<T: PeerAddr> Table<T> {
         let slot = self.slots.insert(Slot { io, conn, generation: self.next_generation });
         self.ctx.metrics.connections_open.set(self.slots.len() as u64);
         self.reschedule(slot);
-        slot
+        Some(slot)
     }
 
     /// The connection in `slot`.
@@ -207,6 +222,11 @@ impl<T: PeerAddr> Table<T> {
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
             self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
+        }
+        if s.conn.arriving {
+            if let Some(a) = s.conn.client() {
+                self.ctx.shared.arrived(a.ip());
+            }
         }
         Some(s)
     }
@@ -356,6 +376,7 @@ impl<T: PeerAddr> Table<T> {
             self.ctx.metrics.protocol_errors.count(err.close_code());
             debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), close_code = err.close_code(), error = %err, "protocol error");
         }
+        self.end_arrival(slot);
         self.reschedule(slot);
         p
     }
@@ -395,10 +416,19 @@ impl<T: PeerAddr> Table<T> {
             Ok(None) => Some(0),
             Ok(Some(h)) => {
                 s.conn.proxy_pending = false;
-                if h.source.is_some() {
-                    s.conn.extra_mut().client = h.source;
-                }
                 self.ctx.metrics.proxy_headers.add(1);
+                if let Some(source) = h.source {
+                    s.conn.extra_mut().client = Some(source);
+                    if self.ctx.shared.per_ip() {
+                        if !self.ctx.shared.arrive(source.ip()) {
+                            self.ctx.metrics.arrivals_refused.add(1);
+                            debug!(shard = self.ctx.id, peer = %source, "closed after its PROXY header: too many handshakes from its address");
+                            s.conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
+                            return Some(0);
+                        }
+                        s.conn.arriving = true;
+                    }
+                }
                 Some(h.len)
             }
             Err(e) => {
@@ -509,6 +539,19 @@ impl<T: PeerAddr> Table<T> {
         if s.conn.admitted && s.conn.session.is_closed() {
             s.conn.admitted = false;
             self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
+        }
+        self.end_arrival(slot);
+    }
+
+    /// Gives back the connection's place among its address's handshakes
+    /// once it has left its handshake (upgraded, refused or failed).
+    fn end_arrival(&mut self, slot: usize) {
+        let Some(s) = self.slots.get_mut(slot) else { return };
+        if s.conn.arriving && s.conn.session.phase() != Phase::Handshake {
+            s.conn.arriving = false;
+            if let Some(a) = s.conn.client() {
+                self.ctx.shared.arrived(a.ip());
+            }
         }
     }
 

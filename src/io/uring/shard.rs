@@ -442,8 +442,10 @@ impl Shard {
             };
             // Accepted while the cancellation of this accept was on its way
             // (shutting down): served all the same, to its close.
-            let slot = self.table.insert(io, now, tls);
-            self.arm_recv(slot);
+            // None: closed at accept (too many handshakes from its address).
+            if let Some(slot) = self.table.insert(io, now, tls) {
+                self.arm_recv(slot);
+            }
         } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
             warn!(error = %io::Error::from_raw_os_error(-res), "cannot accept, pausing for 100ms (raise LimitNOFILE / ulimit -n)");
             self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
