@@ -357,6 +357,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                     accepted = m.accepted.get(),
                     upgraded = m.upgraded.get(),
                     rejected = m.refused_total(),
+                    closed_at_accept = m.arrivals_refused.get(),
                     protocol_errors = m.protocol_errors_total(),
                     messages = m.messages.get(),
                     bytes_in = m.bytes_in.get(),
