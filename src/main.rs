@@ -113,6 +113,8 @@ fn main() -> ExitCode {
                 e @ (bench::BenchError::Url(_)
                 | bench::BenchError::Setting(_)
                 | bench::BenchError::RawEmpty
+                | bench::BenchError::RawDeflate
+                | bench::BenchError::WarmupMode
                 | bench::BenchError::Tls(_)),
             ) => {
                 say_error(e);

@@ -161,6 +161,36 @@ fn open_loop_sends_at_the_requested_rate_and_json_reports_it() {
 }
 
 #[test]
+fn a_warmup_is_sent_but_not_counted() {
+    let server = Server::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let (ok, out) = bench(&server, &["--rate", "2000", "--warmup", "1s", "--threads", "2", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let secs = v["window_seconds"].as_f64().unwrap();
+    assert!((0.5..0.7).contains(&secs), "window {secs} s for --duration 500ms after a 1 s warm-up");
+    // 500 ms at 2,000/s counted; the warm-up's 2,000 went to the server too.
+    let counted = v["messages"].as_u64().unwrap();
+    assert!((750..=1001).contains(&counted), "{counted} messages counted for 2000/s over 500 ms");
+    assert_eq!((v["missing_echoes"].as_u64(), v["failed_connections"].as_u64()), (Some(0), Some(0)), "{v}");
+    let m = common::admin::wait_for(server.metrics.unwrap(), "the warm-up's echoes", |m| {
+        common::admin::sum(m, "ricochet_messages_sent_total", &[]) >= counted as f64 + 1500.0
+    });
+    let sent = common::admin::sum(&m, "ricochet_messages_sent_total", &[]);
+    assert!(sent <= 3002.0, "{sent} echoed for 1.5 s at 2000/s");
+}
+
+#[test]
+fn a_warmup_is_for_echo_mode_only() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["bench", "ws://127.0.0.1:9/", "--mode", "connect", "--warmup", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--warmup applies to --mode echo only") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
 fn cpu_is_measured_over_the_window_alone() {
     // 1000 connections of 64 KiB take a while to open and to drain; none of
     // it may count against the window: a client thread pinned to one CPU

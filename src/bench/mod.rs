@@ -57,6 +57,12 @@ pub struct BenchArgs {
     /// How long to measure, e.g. 10s
     #[arg(long, default_value = "10s")]
     pub duration: String,
+    /// Echo mode: send for this long before the measured window opens,
+    /// counting nothing, then let what is in flight come back. TCP windows,
+    /// the kernel's quick-ACK allowance of a new connection and the server's
+    /// buffers settle first, so a short run measures the steady state
+    #[arg(long, default_value = "0s", value_name = "TIME")]
+    pub warmup: String,
     /// Messages in flight per connection
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
@@ -174,6 +180,9 @@ pub enum BenchError {
     /// --deflate with a tcp:// URL.
     #[error("--deflate needs a ws:// or wss:// URL (a raw TCP echo has no extensions)")]
     RawDeflate,
+    /// --warmup outside echo mode.
+    #[error("--warmup applies to --mode echo only")]
+    WarmupMode,
     /// A setting is invalid.
     #[error(transparent)]
     Setting(#[from] crate::server::config::ConfigError),
@@ -323,6 +332,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         return Err(BenchError::RawEmpty);
     }
     let duration = parse_duration("duration", &args.duration, false)?;
+    let warmup = parse_duration("warmup", &args.warmup, true)?;
+    if !warmup.is_zero() && args.mode != Mode::Echo {
+        return Err(BenchError::WarmupMode);
+    }
     if args.connections == 0 {
         return Err(crate::server::config::ConfigError::Invalid {
             setting: "connections",
@@ -335,7 +348,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     crate::tune::raise_nofile_limit();
     let threads = args.threads.clamp(1, args.connections);
     let rss0 = args.server_pid.and_then(pid_rss_kib);
-    let window = Window::new(threads, args.server_pid);
+    let window = Window::new(threads, args.server_pid).with_warmup(!warmup.is_zero());
     let progress = Progress::new(duration, !args.json);
     let results: Vec<Result<ThreadResult, BenchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -359,7 +372,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                     };
                     let mut turn = Turn::new(window);
                     let mut r = match args.mode {
-                        Mode::Echo => run_echo(target, &plan, duration, &mut turn),
+                        Mode::Echo => run_echo(target, &plan, warmup, duration, &mut turn),
                         Mode::Idle => run_idle(target, &plan, duration, args.server_pid, &mut turn),
                         Mode::Connect => run_connect(target, &plan, duration, &mut turn),
                         Mode::Storm => run_storm(target, &plan, duration, &mut turn),
@@ -502,17 +515,67 @@ fn open_all(
     Ok(conns)
 }
 
-fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -> Result<ThreadResult, BenchError> {
+fn run_echo(
+    target: &Target,
+    plan: &Plan,
+    warmup: Duration,
+    duration: Duration,
+    turn: &mut Turn,
+) -> Result<ThreadResult, BenchError> {
     let mut poll = Poll::new()?;
     let mut errors = Errors::default();
     let mut conns = open_all(target, plan, &mut poll, &mut errors)?;
     let connected = conns.iter().filter(|c| c.state == State::Running).count();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
-    let mut messages = 0u64;
-    let mut in_window = 0u64;
+    if !warmup.is_zero() {
+        // Every thread starts warming up together, so none is still
+        // sending while another's window opens.
+        turn.sync();
+        let t = Instant::now();
+        pump(&mut conns, &mut poll, plan, t, t + warmup, &mut errors, |_| {}, || {}, false)?;
+    }
     let t0 = turn.open();
     plan.progress.start_measuring(t0);
-    let end = t0 + duration;
+    let messages = pump(
+        &mut conns,
+        &mut poll,
+        plan,
+        t0,
+        t0 + duration,
+        &mut errors,
+        |latency| {
+            let _ = hist.record(latency.as_nanos() as u64);
+        },
+        || turn.close(),
+        true,
+    )?;
+    errors.missing += conns.iter().map(|c| c.in_flight() as u64).sum::<u64>();
+    for c in conns.iter_mut().filter(|c| c.state == State::Running) {
+        c.queue_close();
+        let _ = c.flush();
+    }
+    Ok(ThreadResult { hist, messages, errors, connected, rss_kib: None, cpu: 0.0, resumed: 0 })
+}
+
+/// One stretch of echo traffic on `conns`: from `t0` messages go out (as
+/// fast as echoes return, `plan.pipeline` in flight each, or at the plan's
+/// rate) until `end`, when `at_end` runs; then what is in flight comes back
+/// (for up to 2 s), checked but not counted. Returns the echoes completed
+/// before `end`, each one's latency passed to `record`.
+#[allow(clippy::too_many_arguments)]
+fn pump(
+    conns: &mut [Conn<Stream>],
+    poll: &mut Poll,
+    plan: &Plan,
+    t0: Instant,
+    end: Instant,
+    errors: &mut Errors,
+    mut record: impl FnMut(Duration),
+    mut at_end: impl FnMut(),
+    show_progress: bool,
+) -> Result<u64, BenchError> {
+    let mut messages = 0u64;
+    let mut in_window = 0u64;
     if plan.rate.is_none() {
         for c in conns.iter_mut().filter(|c| c.state == State::Running) {
             for _ in 0..plan.pipeline {
@@ -531,11 +594,11 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -
     loop {
         let now = Instant::now();
         if sending && now >= end {
-            // The window ends here; what completes during the drain is
+            // The stretch ends here; what completes during the drain is
             // checked but not counted.
             sending = false;
             in_window = messages;
-            turn.close();
+            at_end();
         }
         if !sending && (now >= drain_until || conns.iter().all(|c| c.in_flight() == 0 || c.state == State::Done)) {
             break;
@@ -581,8 +644,8 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -
             let mut completed = 0;
             // A read error ends the connection like end of stream does.
             let alive = c
-                .read(&mut errors, |t| {
-                    let _ = hist.record(t.elapsed().as_nanos() as u64);
+                .read(errors, |t| {
+                    record(t.elapsed());
                     completed += 1;
                 })
                 .unwrap_or_default();
@@ -603,14 +666,11 @@ fn run_echo(target: &Target, plan: &Plan, duration: Duration, turn: &mut Turn) -
                 errors.failed += 1;
             }
         }
-        plan.progress.add_messages(messages - before);
+        if show_progress {
+            plan.progress.add_messages(messages - before);
+        }
     }
-    errors.missing += conns.iter().map(|c| c.in_flight() as u64).sum::<u64>();
-    for c in conns.iter_mut().filter(|c| c.state == State::Running) {
-        c.queue_close();
-        let _ = c.flush();
-    }
-    Ok(ThreadResult { hist, messages: in_window, errors, connected, rss_kib: None, cpu: 0.0, resumed: 0 })
+    Ok(in_window)
 }
 
 /// Connections a storm opens between two looks at the event loop: enough

@@ -26,6 +26,8 @@ struct Edges {
 /// early error, so no thread waits forever for another).
 pub struct Window {
     barrier: Barrier,
+    /// Threads meet once more before the window, to start a warm-up together.
+    warmup: bool,
     server_pid: Option<u32>,
     edges: Mutex<Edges>,
 }
@@ -33,7 +35,14 @@ pub struct Window {
 impl Window {
     /// A window for `threads` client threads, reading `server_pid`'s CPU clock if given.
     pub fn new(threads: usize, server_pid: Option<u32>) -> Window {
-        Window { barrier: Barrier::new(threads.max(1)), server_pid, edges: Mutex::new(Edges::default()) }
+        Window { barrier: Barrier::new(threads.max(1)), warmup: false, server_pid, edges: Mutex::new(Edges::default()) }
+    }
+
+    /// The same, with threads that warm up before the window opens: they
+    /// meet before the warm-up too ([`Turn::sync`]).
+    pub fn with_warmup(mut self, warmup: bool) -> Window {
+        self.warmup = warmup;
+        self
     }
 
     /// Window length in seconds, and the server's CPU seconds within it.
@@ -66,6 +75,7 @@ impl Window {
 /// One thread's passage through the window.
 pub struct Turn<'a> {
     window: &'a Window,
+    synced: bool,
     cpu_start: Option<f64>,
     cpu: f64,
     closed: bool,
@@ -74,11 +84,22 @@ pub struct Turn<'a> {
 impl<'a> Turn<'a> {
     /// A thread's turn; call [`Turn::open`] when its connections are ready.
     pub fn new(window: &'a Window) -> Turn<'a> {
-        Turn { window, cpu_start: None, cpu: 0.0, closed: false }
+        Turn { window, synced: false, cpu_start: None, cpu: 0.0, closed: false }
+    }
+
+    /// With a warm-up: waits for every thread, so that all start warming up
+    /// together. Once per thread; [`Turn::open`] (and a thread that fails
+    /// before it) passes here too, so every thread meets the others equally often.
+    pub fn sync(&mut self) {
+        if self.window.warmup && !self.synced {
+            self.synced = true;
+            self.window.barrier.wait();
+        }
     }
 
     /// Waits for every thread, then returns the window's start.
     pub fn open(&mut self) -> Instant {
+        self.sync();
         let t0 = self.window.open();
         self.cpu_start = Some(thread_cpu_seconds());
         t0
@@ -106,8 +127,7 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         // A thread that failed early still takes part, so the others go on.
         if self.cpu_start.is_none() {
-            self.window.open();
-            self.cpu_start = Some(thread_cpu_seconds());
+            self.open();
         }
         self.close();
     }
@@ -149,6 +169,27 @@ mod tests {
         let (seconds, server) = w.result();
         assert!(seconds >= 0.05, "{seconds}");
         assert_eq!(server, None);
+    }
+
+    #[test]
+    fn with_a_warmup_a_thread_that_fails_early_does_not_hold_the_others() {
+        let w = Window::new(3, None).with_warmup(true);
+        std::thread::scope(|s| {
+            s.spawn(|| drop(Turn::new(&w))); // fails before its warm-up
+            s.spawn(|| {
+                let mut t = Turn::new(&w);
+                t.sync();
+                // fails while warming up: the drop opens and closes
+            });
+            s.spawn(|| {
+                let mut t = Turn::new(&w);
+                t.sync();
+                let warm = Instant::now();
+                t.open();
+                t.close();
+                assert!(warm.elapsed() < std::time::Duration::from_secs(5));
+            });
+        });
     }
 
     #[test]

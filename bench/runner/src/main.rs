@@ -33,6 +33,11 @@ struct Args {
     /// Time measured per sample, e.g. 2s
     #[arg(long, default_value = "2s")]
     duration: String,
+    /// Traffic before each echo and fixed-rate sample's measured window,
+    /// counted nowhere: TCP windows, each new connection's quick-ACK
+    /// allowance and the server's buffers settle first ("0s" leaves it out)
+    #[arg(long, default_value = "1s")]
+    warmup: String,
     /// Samples per server and point (medians and min–max are over these)
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -119,6 +124,7 @@ fn run(mut args: Args) -> Result<bool, String> {
             if args.quick {
                 args.repeat = 1;
                 args.duration = "1s".into();
+                args.warmup = "250ms".into();
                 args.idle = args.idle.min(2_000);
                 args.storm = args.storm.min(2_000);
             }
@@ -382,6 +388,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         pin: &pin,
         client_cpus: &client_cpus,
         ca: ca.as_deref(),
+        warmup: &args.warmup,
     };
     turns.run(&jobs, &mut samples)?;
 
@@ -440,6 +447,9 @@ fn measure(args: &Args) -> Result<Results, String> {
         duration_s: ricochet::server::config::parse_duration("--duration", d, false)
             .map_err(|e| e.to_string())?
             .as_secs_f64(),
+        warmup_s: ricochet::server::config::parse_duration("--warmup", &args.warmup, true)
+            .map_err(|e| e.to_string())?
+            .as_secs_f64(),
         repeat: args.repeat,
         client_threads: client_cpus.len(),
         servers: specs,
@@ -457,6 +467,7 @@ struct Turns<'a, 'p> {
     pin: &'p dyn Fn(&Spec) -> String,
     client_cpus: &'a [usize],
     ca: Option<&'a Path>,
+    warmup: &'a str,
 }
 
 impl Turns<'_, '_> {
@@ -488,7 +499,7 @@ impl Turns<'_, '_> {
                 self.running[*i] = Running::start(&specs[*i], &(self.pin)(&specs[*i])).map_err(|e| e.to_string())?;
             }
             let threads = self.client_cpus.len().min(job.connections.max(1));
-            let sample = sample(self.bin, &self.running[*i], job, &client_list, threads, self.ca);
+            let sample = sample(self.bin, &self.running[*i], job, &client_list, threads, self.ca, self.warmup);
             if bar.is_hidden() {
                 let got = match (&sample.error, job.kind) {
                     (Some(e), _) => Some(format!("error: {e}")),
@@ -523,7 +534,15 @@ fn sizes(flag: &'static str, list: &[String]) -> Result<Vec<usize>, String> {
 }
 
 /// Runs the load generator once against `server`.
-fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, ca: Option<&Path>) -> Sample {
+fn sample(
+    bin: &Path,
+    server: &Running,
+    job: &Job,
+    cpus: &str,
+    threads: usize,
+    ca: Option<&Path>,
+    warmup: &str,
+) -> Sample {
     let mut cmd = Command::new(bin.join("ricochet"));
     cmd.args(["bench", &server.url, "--json", "--cpu", cpus]);
     if let (true, Some(ca)) = (server.spec.tls, ca) {
@@ -539,12 +558,15 @@ fn sample(bin: &Path, server: &Running, job: &Job, cpus: &str, threads: usize, c
         job.duration,
     ]);
     match job.kind {
-        Kind::Echo => cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string()]),
+        Kind::Echo => {
+            cmd.args(["--size", &job.size.to_string(), "--pipeline", &job.pipeline.to_string(), "--warmup", warmup])
+        }
         Kind::Connect => cmd.args(["--mode", "connect"]),
         Kind::Resume => cmd.args(["--mode", "connect", "--resume"]),
         Kind::Idle => cmd.args(["--mode", "idle", "--size", &job.size.to_string()]),
         Kind::Rate => {
-            cmd.args(["--size", &job.size.to_string(), "--rate", &job.offered.map_or(0.0, |o| o.rate).to_string()])
+            let rate = job.offered.map_or(0.0, |o| o.rate).to_string();
+            cmd.args(["--size", &job.size.to_string(), "--rate", &rate, "--warmup", warmup])
         }
         Kind::Storm => cmd.args(["--mode", "storm", "--size", &job.size.to_string()]),
     };

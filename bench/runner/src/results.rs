@@ -178,6 +178,10 @@ pub struct Results {
     pub command: String,
     /// Seconds measured per echo or connect sample.
     pub duration_s: f64,
+    /// Seconds of traffic before each echo and fixed-rate sample's window
+    /// (runs before it was recorded had none).
+    #[serde(default)]
+    pub warmup_s: f64,
     /// Samples per server and point.
     pub repeat: usize,
     /// Load generator threads per sample.
@@ -349,6 +353,7 @@ mod tests {
             tls_provider: "ring".into(),
             command: String::new(),
             duration_s: 1.0,
+            warmup_s: 0.0,
             repeat: 2,
             client_threads: 1,
             servers: vec![],

@@ -340,7 +340,7 @@ fn deflate_section(r: &Results) -> String {
 fn footer(r: &Results, out: &mut String) {
     let _ = writeln!(
         out,
-        "\n{} · kernel {} · {} · {} CPUs · server on CPU {} (one thread), load on CPU {} · {} s per sample · {}",
+        "\n{} · kernel {} · {} · {} CPUs · server on CPU {} (one thread), load on CPU {} · {} s per sample{} · {}",
         r.host.hostname,
         r.host.kernel,
         r.host.cpu_model,
@@ -348,6 +348,7 @@ fn footer(r: &Results, out: &mut String) {
         r.host.server_cpus,
         r.host.client_cpus,
         r.duration_s,
+        if r.warmup_s > 0.0 { format!(" after {} s of warm-up", r.warmup_s) } else { String::new() },
         r.host.started
     );
     for (name, why) in &r.skipped {

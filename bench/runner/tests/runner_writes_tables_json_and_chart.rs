@@ -24,7 +24,18 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
     let out = runner()
         .args(["--only", "ricochet-epoll,raw-tcp-echo,ricochet-epoll-wss", "--connections", "4", "--sizes", "20,1K"])
         .args(["--tls-sizes", "1K"])
-        .args(["--pipelined-sizes", "20", "--pipeline", "4", "--duration", "300ms", "--repeat", "2"])
+        .args([
+            "--pipelined-sizes",
+            "20",
+            "--pipeline",
+            "4",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--repeat",
+            "2",
+        ])
         .args(["--latency-loads", "50", "--latency-connections", "4", "--latency-size", "1K", "--storm", "50"])
         .args(["--idle", "20", "--connectors", "2", "--bin-dir"])
         .arg(bin_dir())
@@ -93,6 +104,8 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         assert!(md.contains(row), "no {row:?} in\n{md}");
     }
     assert!(stdout.contains("| 4 | 20 B | 4 |"), "the table is printed too");
+    assert!(md.contains("0.3 s per sample after 0.1 s of warm-up"), "the footer names the warm-up:\n{md}");
+    assert_eq!(json["warmup_s"], 0.1);
     let tls = md.split("#### wss://").nth(1).expect("a wss:// section");
     assert!(tls.contains("| ricochet-epoll-wss |") && tls.contains("| 4 | 1 KiB | 1 |"), "{tls}");
     assert!(tls.contains("resumed handshakes/s") && tls.contains("server CPU per resumed handshake"), "{tls}");
