@@ -39,6 +39,19 @@ fn open_from(from: &str, to: SocketAddr) -> Result<RawClient, String> {
     handshake(&mut c).map(|_| c)
 }
 
+/// A client from `from` once one is admitted, trying for up to 2 s (a place
+/// is given back when the server has handled the close, a moment after the
+/// client sees it).
+fn open_soon(from: &str, to: SocketAddr) -> Option<RawClient> {
+    (0..100).find_map(|_| {
+        let c = open_from(from, to).ok();
+        if c.is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    })
+}
+
 /// Whether the server closed `s` without sending a byte (end of stream or a
 /// reset) within 5 s; a connection it keeps reads nothing until then.
 fn closed_unanswered(s: &mut TcpStream) -> bool {
@@ -75,17 +88,8 @@ fn each_address_has_its_own_limit_and_a_close_frees_a_place() {
     // A close gives the place back.
     a1.send(true, OpCode::Close, &1000u16.to_be_bytes());
     assert_eq!(a1.expect_close(), Some(1000));
-    let mut again = None;
-    for _ in 0..100 {
-        match open_from("127.0.0.2", server.addr) {
-            Ok(c) => {
-                again = Some(c);
-                break;
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-    echo(again.as_mut().expect("the closed connection's place was not freed"), "again");
+    let mut again = open_soon("127.0.0.2", server.addr).expect("the closed connection's place was not freed");
+    echo(&mut again, "again");
     let m = wait_for(server.metrics.unwrap(), "the refusal counted", |m| {
         sum(m, "ricochet_handshakes_refused_total", &["status=\"429\"", "reason=\"too_many_from_address\""]) >= 1.0
     });
@@ -135,17 +139,9 @@ fn a_handshake_that_times_out_gives_its_place_back() {
     silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut rest = Vec::new();
     let _ = silent.read_to_end(&mut rest);
-    let mut admitted = None;
-    for _ in 0..50 {
-        match open_from("127.0.0.2", server.addr) {
-            Ok(c) => {
-                admitted = Some(c);
-                break;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    echo(admitted.as_mut().expect("the timed-out handshake kept its address's only place"), "after");
+    let mut admitted =
+        open_soon("127.0.0.2", server.addr).expect("the timed-out handshake kept its address's only place");
+    echo(&mut admitted, "after");
 }
 
 #[test]
