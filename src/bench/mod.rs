@@ -532,23 +532,11 @@ fn run_echo(
         // sending while another's window opens.
         turn.sync();
         let t = Instant::now();
-        pump(&mut conns, &mut poll, plan, t, t + warmup, &mut errors, |_| {}, || {}, false)?;
+        pump(&mut conns, &mut poll, plan, t, t + warmup, &mut errors, None)?;
     }
     let t0 = turn.open();
     plan.progress.start_measuring(t0);
-    let messages = pump(
-        &mut conns,
-        &mut poll,
-        plan,
-        t0,
-        t0 + duration,
-        &mut errors,
-        |latency| {
-            let _ = hist.record(latency.as_nanos() as u64);
-        },
-        || turn.close(),
-        true,
-    )?;
+    let messages = pump(&mut conns, &mut poll, plan, t0, t0 + duration, &mut errors, Some((&mut hist, turn)))?;
     errors.missing += conns.iter().map(|c| c.in_flight() as u64).sum::<u64>();
     for c in conns.iter_mut().filter(|c| c.state == State::Running) {
         c.queue_close();
@@ -559,10 +547,11 @@ fn run_echo(
 
 /// One stretch of echo traffic on `conns`: from `t0` messages go out (as
 /// fast as echoes return, `plan.pipeline` in flight each, or at the plan's
-/// rate) until `end`, when `at_end` runs; then what is in flight comes back
-/// (for up to 2 s), checked but not counted. Returns the echoes completed
-/// before `end`, each one's latency passed to `record`.
-#[allow(clippy::too_many_arguments)]
+/// rate) until `end`; then what is in flight comes back (for up to 2 s),
+/// checked but not counted. Returns the echoes completed before `end`. With
+/// `window` this is the measured stretch: each echo's latency goes into the
+/// histogram, progress is shown, and the turn closes at `end`; without, a
+/// warm-up.
 fn pump(
     conns: &mut [Conn<Stream>],
     poll: &mut Poll,
@@ -570,10 +559,9 @@ fn pump(
     t0: Instant,
     end: Instant,
     errors: &mut Errors,
-    mut record: impl FnMut(Duration),
-    mut at_end: impl FnMut(),
-    show_progress: bool,
+    window: Option<(&mut Histogram<u64>, &mut Turn)>,
 ) -> Result<u64, BenchError> {
+    let (mut hist, mut turn) = window.unzip();
     let mut messages = 0u64;
     let mut in_window = 0u64;
     if plan.rate.is_none() {
@@ -598,7 +586,9 @@ fn pump(
             // checked but not counted.
             sending = false;
             in_window = messages;
-            at_end();
+            if let Some(t) = turn.as_deref_mut() {
+                t.close();
+            }
         }
         if !sending && (now >= drain_until || conns.iter().all(|c| c.in_flight() == 0 || c.state == State::Done)) {
             break;
@@ -645,7 +635,9 @@ fn pump(
             // A read error ends the connection like end of stream does.
             let alive = c
                 .read(errors, |t| {
-                    record(t.elapsed());
+                    if let Some(h) = hist.as_deref_mut() {
+                        let _ = h.record(t.elapsed().as_nanos() as u64);
+                    }
                     completed += 1;
                 })
                 .unwrap_or_default();
@@ -666,7 +658,7 @@ fn pump(
                 errors.failed += 1;
             }
         }
-        if show_progress {
+        if hist.is_some() {
             plan.progress.add_messages(messages - before);
         }
     }

@@ -41,6 +41,33 @@ impl<T: PeerAddr> fmt::Display for Peer<'_, T> {
     }
 }
 
+/// Counts a connection from `peer` among its address's handshakes
+/// (`--max-connections-per-ip`) and keeps the address for the release;
+/// false, counted and logged, when the address has no place left and the
+/// connection is to be closed unanswered.
+fn arrive(ctx: &ShardContext, conn: &mut Conn, peer: SocketAddr) -> bool {
+    if !ctx.shared.arrive(peer.ip()) {
+        ctx.metrics.arrivals_refused.add(1);
+        debug!(shard = ctx.id, peer = %peer, "closed unanswered: too many handshakes from its address");
+        return false;
+    }
+    conn.arriving = true;
+    conn.extra_mut().client = Some(peer);
+    true
+}
+
+/// Gives back the connection's place among its address's handshakes once
+/// it has left its handshake (upgraded, refused or failed), or when it
+/// `closes`. Only a flag test for every other connection.
+fn end_arrival(ctx: &ShardContext, conn: &mut Conn, closes: bool) {
+    if conn.arriving && (closes || conn.session.phase() != Phase::Handshake) {
+        conn.arriving = false;
+        if let Some(a) = conn.client() {
+            ctx.shared.arrived(a.ip());
+        }
+    }
+}
+
 /// Logs a refused handshake at debug: the client, the status and why.
 fn log_refusal<T: PeerAddr>(shard: usize, s: &Slot<T>, r: &Rejection) {
     debug!(shard, peer = %Peer(&s.io, s.conn.client()), status = r.status().0, reason = %r, "handshake refused");
@@ -166,13 +193,9 @@ impl<T: PeerAddr> Table<T> {
         if self.ctx.shared.per_ip() && !conn.proxy_pending {
             // Under --proxy-protocol the header names the client; counted then.
             if let Some(peer) = io.peer_addr() {
-                if !self.ctx.shared.arrive(peer.ip()) {
-                    self.ctx.metrics.arrivals_refused.add(1);
-                    debug!(shard = self.ctx.id, peer = %peer, "closed at accept: too many handshakes from its address");
+                if !arrive(&self.ctx, &mut conn, peer) {
                     return None;
                 }
-                conn.arriving = true;
-                conn.extra_mut().client = Some(peer);
             }
         }
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -223,11 +246,7 @@ impl<T: PeerAddr> Table<T> {
         if s.conn.admitted {
             self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
         }
-        if s.conn.arriving {
-            if let Some(a) = s.conn.client() {
-                self.ctx.shared.arrived(a.ip());
-            }
-        }
+        end_arrival(&self.ctx, &mut s.conn, true);
         Some(s)
     }
 
@@ -376,7 +395,7 @@ impl<T: PeerAddr> Table<T> {
             self.ctx.metrics.protocol_errors.count(err.close_code());
             debug!(shard = self.ctx.id, peer = %Peer(&s.io, s.conn.client()), close_code = err.close_code(), error = %err, "protocol error");
         }
-        self.end_arrival(slot);
+        end_arrival(&self.ctx, &mut s.conn, false);
         self.reschedule(slot);
         p
     }
@@ -419,14 +438,9 @@ impl<T: PeerAddr> Table<T> {
                 self.ctx.metrics.proxy_headers.add(1);
                 if let Some(source) = h.source {
                     s.conn.extra_mut().client = Some(source);
-                    if self.ctx.shared.per_ip() {
-                        if !self.ctx.shared.arrive(source.ip()) {
-                            self.ctx.metrics.arrivals_refused.add(1);
-                            debug!(shard = self.ctx.id, peer = %source, "closed after its PROXY header: too many handshakes from its address");
-                            s.conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
-                            return Some(0);
-                        }
-                        s.conn.arriving = true;
+                    if self.ctx.shared.per_ip() && !arrive(&self.ctx, &mut s.conn, source) {
+                        s.conn.session.abort(&core_ctx(&self.ctx, &self.inflaters, now));
+                        return Some(0);
                     }
                 }
                 Some(h.len)
@@ -540,19 +554,7 @@ impl<T: PeerAddr> Table<T> {
             s.conn.admitted = false;
             self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
         }
-        self.end_arrival(slot);
-    }
-
-    /// Gives back the connection's place among its address's handshakes
-    /// once it has left its handshake (upgraded, refused or failed).
-    fn end_arrival(&mut self, slot: usize) {
-        let Some(s) = self.slots.get_mut(slot) else { return };
-        if s.conn.arriving && s.conn.session.phase() != Phase::Handshake {
-            s.conn.arriving = false;
-            if let Some(a) = s.conn.client() {
-                self.ctx.shared.arrived(a.ip());
-            }
-        }
+        end_arrival(&self.ctx, &mut s.conn, false);
     }
 
     /// Schedules the connection's next deadline if it moved earlier than the
