@@ -40,6 +40,32 @@ impl Drain {
         // much (and a little) beyond its stop timeout.
         let extend = (self.grace + STOP_MARGIN).as_micros();
         self.notifier.notify(&format!("STOPPING=1\nEXTEND_TIMEOUT_USEC={extend}\nSTATUS=draining connections"));
+        bound_the_drain(self.grace + DRAIN_OVERRUN);
         true
+    }
+}
+
+/// How long past the grace period a drain may run before the process ends
+/// itself: shards drop what is left when the grace period ends, so only a
+/// shard that stopped turning (a bug) is still there by then.
+pub(super) const DRAIN_OVERRUN: Duration = Duration::from_secs(1);
+
+/// Ends the process `after` this long if it is still running: a graceful
+/// shutdown is bounded by `--shutdown-grace` even when a shard is stuck
+/// (issue #23). Exits 1, after one line on the log.
+fn bound_the_drain(after: Duration) {
+    let spawned = std::thread::Builder::new().name("drain-deadline".into()).spawn(move || {
+        std::thread::sleep(after);
+        // The line from a thread of its own: a log that blocks (standard
+        // error a full pipe) must not keep the process alive.
+        let _ = std::thread::Builder::new().spawn(|| {
+            tracing::error!("shutting down: a shard did not stop within the grace period; exiting now");
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: _exit ends the process; nothing runs after it.
+        unsafe { libc::_exit(1) };
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot bound the drain's duration: {e}");
     }
 }

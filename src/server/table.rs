@@ -18,7 +18,7 @@ use slab::Slab;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// A driver's per-connection I/O state can name the client, for logs.
 pub trait PeerAddr {
@@ -92,6 +92,14 @@ pub enum HandshakeTurn {
     Wait,
 }
 
+/// Timer entries a shard handles per turn of its event loop; the rest wait
+/// for the next turn, which then does not sleep. Every fired timer moves its
+/// connection's deadline past `now` or drops it (see [`Table::next_timer`]),
+/// so this bound is never what ends a turn's timers but for a burst of
+/// thousands due at once; it is there so that if a bug ever broke that rule,
+/// accepting, I/O and signals would still go on (issue #23).
+pub const TIMERS_PER_TURN: u32 = 1024;
+
 /// How often a shutting-down shard says how many connections are still closing.
 pub const SHUTDOWN_REPORT: Duration = Duration::from_secs(1);
 
@@ -156,6 +164,8 @@ pub struct Table<T> {
     next_report: Option<Instant>,
     /// TLS handshake inputs still allowed in this turn of the loop.
     handshake_budget: u32,
+    /// Timer entries still allowed in this turn of the loop.
+    timer_budget: u32,
     /// Inflaters for compressed messages (permessage-deflate).
     inflaters: Inflaters,
     /// When this shard last said it was turning (under a watchdog).
@@ -175,6 +185,7 @@ impl<T: PeerAddr> Table<T> {
             grace_deadline: None,
             next_report: None,
             handshake_budget: TLS_HANDSHAKES_PER_TURN,
+            timer_budget: TIMERS_PER_TURN,
             inflaters: Inflaters::new(ctx.settings.inflate_pool),
             last_beat: Instant::now(),
             ctx,
@@ -269,6 +280,7 @@ impl<T: PeerAddr> Table<T> {
     /// again, and (under systemd's watchdog) the shard says it is turning.
     pub fn new_turn(&mut self) {
         self.handshake_budget = TLS_HANDSHAKES_PER_TURN;
+        self.timer_budget = TIMERS_PER_TURN;
         self.ctx.metrics.inflaters_in_use.set(self.inflaters.lent() as u64);
         if self.ctx.shared.heartbeat().is_some() {
             let now = Instant::now();
@@ -573,8 +585,18 @@ impl<T: PeerAddr> Table<T> {
     }
 
     /// The next due timer: its slot and what to do (the output is in `self.out`).
+    /// `None` once no entry is due, or once this turn's [`TIMERS_PER_TURN`]
+    /// are spent (the rest stay due, so the driver's next wait is zero).
+    ///
+    /// Invariant: a connection whose timer fired is dropped, resumed (its
+    /// rate limit refilled, and it is read now), or its next deadline is
+    /// later than `now`. So a driver that calls this in a loop with the same
+    /// `now` reaches `None`: nothing fires twice in one turn. Checked here;
+    /// a session that broke it is dropped (and a debug build panics).
     pub fn next_timer(&mut self, now: Instant) -> Option<(usize, TimerAction)> {
-        while let Some(f) = self.timers.pop_due(now) {
+        while self.timer_budget > 0 {
+            let f = self.timers.pop_due(now)?;
+            self.timer_budget -= 1;
             let Some(s) = self.slots.get_mut(f.slot) else { continue };
             if s.generation != f.generation || s.conn.timer_at != Some(f.at) {
                 continue; // stale entry
@@ -613,6 +635,13 @@ impl<T: PeerAddr> Table<T> {
                 return Some((f.slot, TimerAction::Drop));
             }
             self.reschedule(f.slot);
+            if let Some(at) = self.slots[f.slot].conn.timer_at.filter(|&at| at <= now) {
+                // The session asked to be woken in the past: handled again
+                // now, it would be asked again, forever (issue #23).
+                debug_assert!(false, "a fired timer left its deadline {:?} in the past", now - at);
+                warn!(shard = self.ctx.id, phase = ?after, "a timer made no progress: connection dropped (a bug, please report it)");
+                return Some((f.slot, TimerAction::Drop));
+            }
             return Some((f.slot, TimerAction::Send));
         }
         None

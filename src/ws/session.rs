@@ -311,11 +311,23 @@ impl Session {
     }
 
     /// When the session next wants [`Session::handle_timeout`].
+    ///
+    /// Invariant (the shard's timer loop relies on it): after
+    /// [`Session::handle_timeout`] at `now` returned false, this is `None`
+    /// or later than `now`. So whatever `handle_timeout` cannot act on must
+    /// not be asked for again: inside a committed echo no ping can go out,
+    /// so the next deadline there is the idle timeout itself, not the ping
+    /// at its half (issue #23: asking for the ping again and again wedged
+    /// the shard).
     pub fn poll_timeout(&self, config: &Config) -> Option<Instant> {
         match self.phase {
-            Phase::Open => {
-                config.idle_timeout.map(|t| if self.ping_sent { self.last_input + t } else { self.last_input + t / 2 })
-            }
+            Phase::Open => config.idle_timeout.map(|t| {
+                if self.ping_sent || self.mid_committed_frame() {
+                    self.last_input + t
+                } else {
+                    self.last_input + t / 2
+                }
+            }),
             _ => Some(self.deadline),
         }
     }
@@ -335,8 +347,9 @@ impl Session {
             Phase::Open => {
                 if let Some(idle) = ctx.config.idle_timeout {
                     if self.mid_committed_frame() {
-                        // Nothing can be sent inside a frame: a client that
-                        // stalls there is dropped, not closed.
+                        // Nothing can be sent inside a frame (no ping, no
+                        // close): a client that stalls there, or that stopped
+                        // reading the echo, is dropped at the idle timeout.
                         return now >= self.last_input + idle;
                     }
                     if now >= self.last_input + idle {
