@@ -726,3 +726,7 @@ impl<T: PeerAddr> Table<T> {
         true
     }
 }
+
+#[cfg(test)]
+#[path = "table_props.rs"]
+mod props;
