@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core soak fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 # The TLS crypto provider compiled in: ring (the default) or aws-lc-rs
 # (README "Serving wss://"), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
@@ -109,6 +109,12 @@ bench-build:
 # Criterion micro-benchmarks of the protocol core.
 bench-core:
 	$(CARGO) bench --bench core
+
+# Ten minutes of echo clients (ws://, wss://, deflate) beside 100 clients that
+# push 1 MiB messages and never read (issue #23); SOAK_SECONDS to change.
+SOAK_SECONDS ?= 600
+soak: build
+	scripts/soak.sh $(SOAK_SECONDS)
 
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
