@@ -28,19 +28,44 @@ pub fn set_nodelay(l: &TcpListener, on: bool) -> std::io::Result<()> {
     socket2::SockRef::from(l).set_nodelay(on)
 }
 
-/// Fails with `AddrInUse` when another socket already listens on `addr`
-/// (another process, or a forgotten instance of this one). SO_REUSEPORT
-/// would otherwise let a second server bind the same port and silently take
-/// a share of new connections. The probe binds without SO_REUSEPORT (but
-/// with SO_REUSEADDR, so connections in TIME_WAIT from an earlier run do not
-/// count) and is closed at once. Port 0 needs no probe.
+/// How long [`ensure_unused`] waits for a listener on the address to go
+/// away before it calls the address taken.
+pub const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fails with `AddrInUse` when another socket listens on `addr` (another
+/// process, or a forgotten instance of this one). SO_REUSEPORT would
+/// otherwise let a second server bind the same port and silently take a
+/// share of new connections. The probe binds without SO_REUSEPORT (but with
+/// SO_REUSEADDR, so connections in TIME_WAIT or still closing from an
+/// earlier run do not count) and is closed at once. Port 0 needs no probe.
+///
+/// A listener can outlive its process for a moment: an io_uring ring with
+/// an accept armed holds it until the ring's teardown, which the kernel
+/// finishes after the process was reaped (0.1-0.4 s seen). A restart right
+/// after a crash would find it and be refused, so the probe tries again for
+/// up to [`PROBE_PATIENCE`]: such a listener goes away, a live server's
+/// stays. Joining it instead (SO_REUSEPORT) would hand new connections to a
+/// queue nobody reads.
 pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
+    ensure_unused_within(addr, PROBE_PATIENCE)
+}
+
+/// [`ensure_unused`] with the patience given.
+pub fn ensure_unused_within(addr: SocketAddr, patience: std::time::Duration) -> std::io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        match s.bind(&addr.into()) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t0.elapsed() < patience => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Binds `n` non-blocking listeners to `addr`. With port 0 the first one picks
