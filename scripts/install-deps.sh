@@ -4,6 +4,7 @@
 # suite is converted from Python 2), haproxy (a real load balancer health-
 # checks the server), Node.js and npm (Node's ws is a client of the
 # permessage-deflate tests), chromium (a real browser is another) and
+# openssl (its s_client is a TLS client that sends an IP address as SNI),
 # prometheus (promtool checks /metrics, and a real Prometheus scrapes it;
 # installed without its recommended exporters, and its own service is not
 # used). Idempotent; as root it installs with apt-get, otherwise it says what
@@ -16,6 +17,7 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)
 bare=()
 command -v promtool >/dev/null || bare+=(prometheus)
 [ ${#need[@]} -eq 0 ] && [ ${#bare[@]} -eq 0 ] && exit 0
@@ -27,6 +29,7 @@ else
   echo "install-deps: please install: ${need[*]} ${bare[*]}" >&2
   exit 1
 fi
+echo "install-deps: the tests need Debian packages this host lacks; installing with apt-get${run:+ (sudo)}: ${need[*]} ${bare[*]}" >&2
 "${run[@]}" apt-get update -qq
 [ ${#need[@]} -eq 0 ] || "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 [ ${#bare[@]} -eq 0 ] || "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${bare[@]}"

@@ -42,13 +42,51 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LossyStderr);
-    match format {
+    let installed = match format {
         LogFormat::Text => {
             let colour = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-            builder.with_ansi(colour).init();
+            tracing::subscriber::set_global_default(builder.with_ansi(colour).finish())
         }
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => tracing::subscriber::set_global_default(
+            builder.json().flatten_event(true).with_current_span(false).finish(),
+        ),
+    };
+    if installed.is_ok() && log::set_logger(&LogRecords).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
     }
+}
+
+/// Forwards records of crates that log through `log` (rustls, mio) to
+/// `tracing`, rustls' warnings at debug (and its debug lines at trace): its warnings are about
+/// what a client sent (an IP address as SNI, a renegotiation attempt;
+/// testssl alone drew 448 of them), not the operator's business, and
+/// Ricochet counts and logs (at debug) every TLS failure itself.
+struct LogRecords;
+
+impl log::Log for LogRecords {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        let target = r.target();
+        let level = match r.level() {
+            _ if !target.starts_with("rustls") => r.level(),
+            log::Level::Error | log::Level::Warn | log::Level::Info => log::Level::Debug,
+            // Its own debug lines dump every handshake message.
+            log::Level::Debug | log::Level::Trace => log::Level::Trace,
+        };
+        // tracing's macros need a level known at compile time.
+        match level {
+            log::Level::Error => tracing::error!(target: "log", from = target, "{}", r.args()),
+            log::Level::Warn => tracing::warn!(target: "log", from = target, "{}", r.args()),
+            log::Level::Info => tracing::info!(target: "log", from = target, "{}", r.args()),
+            log::Level::Debug => tracing::debug!(target: "log", from = target, "{}", r.args()),
+            log::Level::Trace => tracing::trace!(target: "log", from = target, "{}", r.args()),
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// Prints `ricochet: MESSAGE` on standard error, ignoring a failed write (a

@@ -742,7 +742,7 @@ pub fn run(args: &TuneArgs) -> Result<bool, TuneError> {
 /// One line per limit that would cap `ricochet serve` with these settings.
 pub fn serve_warnings(root: &Path, max_connections: u64, backlog: u64, nofile: u64) -> Vec<String> {
     let mut w = Vec::new();
-    if nofile < max_connections + 64 {
+    if nofile_short(max_connections, nofile) {
         w.push(format!(
             "open file limit {nofile} is below --max-connections {max_connections}: raise LimitNOFILE (ricochet tune)"
         ));
@@ -753,6 +753,12 @@ pub fn serve_warnings(root: &Path, max_connections: u64, backlog: u64, nofile: u
         }
     }
     w
+}
+
+/// Whether `nofile` open files (the hard limit, once raised to it) fall short
+/// of `max_connections` plus the few the process needs besides.
+pub fn nofile_short(max_connections: u64, nofile: u64) -> bool {
+    nofile < max_connections + 64
 }
 
 #[cfg(test)]

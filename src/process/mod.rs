@@ -106,13 +106,19 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     // Each connection is a file: use all the hard limit allows, and say so
     // when even that, or the listen queue limit, would cap the server.
     let nofile = crate::tune::raise_nofile_limit();
-    for w in crate::tune::serve_warnings(
-        std::path::Path::new("/"),
-        settings.max_connections as u64,
-        settings.backlog as u64,
-        nofile,
-    ) {
-        warn!("{w}");
+    let max = settings.max_connections as u64;
+    for w in crate::tune::serve_warnings(std::path::Path::new("/"), max, settings.backlog as u64, nofile) {
+        if w.starts_with("open file limit") && !settings.max_connections_set {
+            // The default limit is no promise the operator made: say what
+            // the host allows, once, and keep warnings for what was asked.
+            info!("open file limit {nofile} (the hard limit) holds about {} connections, fewer than the default --max-connections {max}", nofile.saturating_sub(64));
+        } else {
+            warn!("{w}");
+        }
+    }
+    let cpus = crate::server::config::available_cpus();
+    if settings.shards > cpus {
+        info!(shards = settings.shards, cpus, "more shards than CPUs this process may run on: shards will share CPUs");
     }
     let backend = choose_backend(settings.backend)?;
     // Tokens and certificates first: a bad file stops the start before any port is taken.

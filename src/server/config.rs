@@ -276,6 +276,8 @@ pub struct Settings {
     pub nodelay: bool,
     /// Upgraded connections per process.
     pub max_connections: usize,
+    /// `max_connections` was asked for (flag, variable or file), not the default.
+    pub max_connections_set: bool,
     /// Upgraded connections per client address, if limited.
     pub max_connections_per_ip: Option<u32>,
     /// IPv6 clients are counted per network of this prefix length.
@@ -355,6 +357,7 @@ impl Settings {
         )? as i32;
         let rcvbuf = pick(&args.rcvbuf, &file.rcvbuf).map(|v| parse_size("rcvbuf", &v, 1024, 1 << 30)).transpose()?;
         let sndbuf = pick(&args.sndbuf, &file.sndbuf).map(|v| parse_size("sndbuf", &v, 1024, 1 << 30)).transpose()?;
+        let max_connections_set = pick(&args.max_connections, &file.max_connections).is_some();
         let max_connections = parse_int(
             "max-connections",
             &pick(&args.max_connections, &file.max_connections).unwrap_or_else(|| "100000".into()),
@@ -529,6 +532,7 @@ impl Settings {
             sndbuf,
             nodelay: !args.no_nodelay && file.nodelay.unwrap_or(true),
             max_connections,
+            max_connections_set,
             max_connections_per_ip,
             ipv6_prefix,
             rate,
