@@ -106,6 +106,7 @@ fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
         "max-message-size",
         "handshake-timeout",
         "idle-timeout",
+        "close-timeout",
         "allowed-origin",
         "allow-missing-origin",
         "share-port",

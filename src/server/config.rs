@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Close (1000) after this long without input; a ping goes out at half of it; 0 disables [default: 120s]
     #[arg(long, env = "RICOCHET_IDLE_TIMEOUT", value_name = "TIME")]
     pub idle_timeout: Option<String>,
+    /// After the server's close frame (idle timeout, shutdown, protocol error) or a refused handshake: how long the client has to answer or hang up (and to read what is still queued before it) before the connection is dropped [default: 5s]
+    #[arg(long, env = "RICOCHET_CLOSE_TIMEOUT", value_name = "TIME")]
+    pub close_timeout: Option<String>,
     /// Allowed Origin header value, e.g. https://app.example (repeatable, or comma-separated); others get 403. None given allows every origin. Once set, a client that sends no Origin (a program; browsers always send one) is refused too, unless --allow-missing-origin
     #[arg(long = "allowed-origin", env = "RICOCHET_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -224,6 +227,7 @@ struct FileSettings {
     max_message_size: Option<toml::Value>,
     handshake_timeout: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
+    close_timeout: Option<toml::Value>,
     #[serde(rename = "allowed-origin", alias = "allowed-origins")]
     allowed_origins: Option<Vec<String>>,
     allow_missing_origin: Option<bool>,
@@ -403,6 +407,11 @@ impl Settings {
             &pick(&args.idle_timeout, &file.idle_timeout).unwrap_or_else(|| "120s".into()),
             true,
         )?;
+        let close_timeout = parse_duration(
+            "close-timeout",
+            &pick(&args.close_timeout, &file.close_timeout).unwrap_or_else(|| "5s".into()),
+            false,
+        )?;
         let shutdown_grace = parse_duration(
             "shutdown-grace",
             &pick(&args.shutdown_grace, &file.shutdown_grace).unwrap_or_else(|| "5s".into()),
@@ -558,7 +567,7 @@ impl Settings {
                 reply,
                 handshake_timeout,
                 idle_timeout: (!idle.is_zero()).then_some(idle),
-                close_timeout: defaults.close_timeout,
+                close_timeout,
             },
         })
     }
@@ -718,6 +727,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_close_timeout_is_a_setting() {
+        let args = ServeArgs { close_timeout: Some("750ms".into()), ..Default::default() };
+        assert_eq!(Settings::resolve(&args).unwrap().core.close_timeout, Duration::from_millis(750));
+        let args = ServeArgs { close_timeout: Some("0".into()), ..Default::default() };
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("close-timeout"), "{e}");
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(s.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
@@ -728,6 +746,7 @@ mod tests {
         assert_eq!(s.core.max_message_size, 16 << 20);
         assert_eq!(s.core.handshake_timeout, Duration::from_secs(10));
         assert_eq!(s.core.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(s.core.close_timeout, Duration::from_secs(5));
         assert_eq!(s.shutdown_grace, Duration::from_secs(5));
         assert_eq!(s.core.reply, Reply::Echo);
     }
