@@ -94,6 +94,12 @@ fn codes(c: &ByCloseCode) -> Vec<Sample> {
     labelled("code", c.values())
 }
 
+/// The codes of `c` that `keep` names (by label): a family exports only the
+/// codes that can occur in it, so none is a series that never moves.
+fn codes_where(c: &ByCloseCode, keep: impl Fn(&str) -> bool) -> Vec<Sample> {
+    labelled("code", c.values().filter(|(l, _)| keep(l)))
+}
+
 impl Scrape<'_> {
     /// One sample per shard of what `get` reads from its counters.
     fn per_shard(&self, get: impl Fn(&ShardMetrics) -> u64) -> Vec<Sample> {
@@ -193,12 +199,20 @@ impl Scrape<'_> {
             C,
             codes(&t.core.close_received),
         );
-        add("ricochet_close_frames_sent_total", "Close frames sent, by code.", C, codes(&t.core.close_sent));
+        // RFC 6455 §7.4.1: 1005 is never sent.
+        add(
+            "ricochet_close_frames_sent_total",
+            "Close frames sent, by code (other: 3000-4999, echoed).",
+            C,
+            codes_where(&t.core.close_sent, |l| l != "1005"),
+        );
         add(
             "ricochet_protocol_errors_total",
             "Connections failed for a protocol violation, by the close code sent.",
             C,
-            codes(&t.protocol_errors),
+            codes_where(&t.protocol_errors, |l| {
+                crate::ws::error::PROTOCOL_ERROR_CODES.iter().any(|c| c.to_string() == l)
+            }),
         );
         add(
             "ricochet_backpressure_stalls_total",
@@ -421,8 +435,20 @@ mod tests {
             "ricochet_websockets_open 4",
             "ricochet_build_info{version=\"1.2.3\",commit=\"abc\\\"d\",backend=\"epoll\"} 1",
             "ricochet_timeouts_total{kind=\"idle\"} 0",
+            "ricochet_protocol_errors_total{code=\"1002\"} 0",
+            "ricochet_close_frames_received_total{code=\"1005\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // Series that could never move are not exported (#24): no protocol
+        // error calls for 1000 or 1005, and 1005 is never sent (RFC 6455 §7.4.1).
+        for absent in [
+            "ricochet_protocol_errors_total{code=\"1000\"}",
+            "ricochet_protocol_errors_total{code=\"1005\"}",
+            "ricochet_protocol_errors_total{code=\"other\"}",
+            "ricochet_close_frames_sent_total{code=\"1005\"}",
+        ] {
+            assert!(!text.contains(absent), "{absent} exported:\n{text}");
         }
         // Families that do not apply are left out.
         assert!(!text.contains("ricochet_tls_") && !text.contains("uring") && !text.contains("deflate"));

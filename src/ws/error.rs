@@ -3,6 +3,12 @@
 use crate::ws::close;
 use thiserror::Error;
 
+/// The close codes a protocol error can call for ([`ProtocolError::close_code`]):
+/// 1002 (RFC 6455 §7.4.1), 1007 (§8.1, invalid UTF-8 or compressed data) and
+/// 1009 (too big). The metrics export `ricochet_protocol_errors_total` with
+/// these codes only, so no series stays zero forever.
+pub const PROTOCOL_ERROR_CODES: [u16; 3] = [1002, 1007, 1009];
+
 /// A violation of RFC 6455 by the peer; each maps to the close code sent back.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -60,6 +66,7 @@ pub enum ProtocolError {
 impl ProtocolError {
     /// The close code that fails the connection for this error (RFC 6455 §7.4.1).
     pub fn close_code(self) -> u16 {
+        // Every code here must be in PROTOCOL_ERROR_CODES (the metrics export only those).
         match self {
             ProtocolError::InvalidUtf8 | ProtocolError::BadDeflate => close::INVALID_PAYLOAD,
             ProtocolError::TooBig(_) => close::MESSAGE_TOO_BIG,
@@ -86,6 +93,57 @@ impl ProtocolError {
             ProtocolError::CompressedContinuation => "RSV1 on a continuation frame",
             ProtocolError::BadDeflate => "invalid compressed data",
             ProtocolError::TooBig(_) => "message too big",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_calls_for_a_code_the_metrics_export() {
+        use ProtocolError::*;
+        let all = [
+            ReservedBits(1),
+            ReservedOpcode(3),
+            FragmentedControl,
+            ControlTooLong,
+            LengthTopBit,
+            Unmasked,
+            Masked,
+            UnexpectedContinuation,
+            ExpectedContinuation,
+            CloseOneByte,
+            InvalidCloseCode(999),
+            InvalidUtf8,
+            CompressedControl,
+            CompressedContinuation,
+            BadDeflate,
+            TooBig(1 << 30),
+        ];
+        for e in all {
+            assert!(PROTOCOL_ERROR_CODES.contains(&e.close_code()), "{e:?}");
+            // A match that names every variant: a new one fails to compile here
+            // until it is added to the list above.
+            match e {
+                ReservedBits(_)
+                | ReservedOpcode(_)
+                | FragmentedControl
+                | ControlTooLong
+                | LengthTopBit
+                | Unmasked
+                | Masked
+                | UnexpectedContinuation
+                | ExpectedContinuation
+                | CloseOneByte
+                | InvalidCloseCode(_)
+                | InvalidUtf8
+                | CompressedControl
+                | CompressedContinuation
+                | BadDeflate
+                | TooBig(_) => {}
+            }
         }
     }
 }
