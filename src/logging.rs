@@ -13,8 +13,41 @@ use std::io::{self, Write};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LossyStderr;
 
+/// Log lines written while a start is under way ([`hold`]): they go out when
+/// it succeeds ([`release`]) and are dropped when it fails ([`discard`]), so
+/// a failed start prints exactly one line, its error. `None`: not holding.
+static HELD: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
+/// At most this much is held; past it, lines go out as they come.
+const HELD_MAX: usize = 1 << 20;
+
+/// Holds log lines from now on (see [`HELD`]).
+pub fn hold() {
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+}
+
+/// Writes the held lines and stops holding.
+pub fn release() {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(bytes) = held {
+        let _ = io::stderr().write_all(&bytes);
+    }
+}
+
+/// Drops the held lines and stops holding.
+pub fn discard() {
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
 impl Write for LossyStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        {
+            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = held.as_mut().filter(|h| h.len() + buf.len() <= HELD_MAX) {
+                h.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+        }
         let _ = io::stderr().write_all(buf);
         Ok(buf.len())
     }

@@ -66,25 +66,30 @@ fn main() -> ExitCode {
             let settings = match Settings::resolve(&args) {
                 Ok(s) => s,
                 Err(e) => {
-                    say_error(e);
+                    let argv: Vec<String> = std::env::args().collect();
+                    match e.origin(&args, &argv) {
+                        Some(origin) => say_error(format!("{e} ({origin})")),
+                        None => say_error(e),
+                    }
                     return ExitCode::from(2);
                 }
             };
+            // Until every shard accepts, log lines are held: a start that
+            // fails prints its one error line and nothing else.
+            logging::hold();
             logging::init(settings.log_format);
             match process::serve(settings) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(
-                    e @ (process::ServeError::Uring(_)
-                    | process::ServeError::InUse { .. }
-                    | process::ServeError::Tls(_)
-                    | process::ServeError::Tokens(_)),
-                ) => {
-                    say_error(e);
-                    ExitCode::from(2)
-                }
-                Err(e) => {
+                // A failure while serving (the start went through).
+                Err(e @ process::ServeError::Stopped { .. }) => {
                     say_error(e);
                     ExitCode::from(1)
+                }
+                // Any failure to start: one line, exit 2.
+                Err(e) => {
+                    logging::discard();
+                    say_error(e);
+                    ExitCode::from(2)
                 }
             }
         }

@@ -127,3 +127,51 @@ fn version_names_the_commit_and_the_features() {
         assert!(text.contains(feature), "{text}");
     }
 }
+
+#[test]
+fn every_start_up_failure_is_one_line_saying_where_the_value_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_value = dir.path().join("bad.toml");
+    std::fs::write(&bad_value, "# a comment\nshards = 2\nbacklog = \"lots\"\n").unwrap();
+    let bad_syntax = dir.path().join("syntax.toml");
+    std::fs::write(&bad_syntax, "shards = 2\nlisten = \"0.0.0.0:80\n").unwrap();
+    let (bad_value, bad_syntax) = (bad_value.to_str().unwrap(), bad_syntax.to_str().unwrap());
+    let cases: Vec<Case> = vec![
+        (vec!["serve", "--idle-timeout", "soon"], vec![], "(from --idle-timeout)"),
+        (
+            vec!["serve"],
+            vec![("RICOCHET_HANDSHAKE_TIMEOUT", "0")],
+            "(from the environment variable RICOCHET_HANDSHAKE_TIMEOUT)",
+        ),
+        (vec!["serve", "--config", bad_value], vec![], "bad.toml:3)"),
+        // A TOML syntax error names the file, line and column.
+        (vec!["serve", "--config", bad_syntax], vec![], "syntax.toml:2:"),
+        // An address this host does not have (the documentation range:
+        // bind refuses it without a packet sent), after the start's INFO lines.
+        (vec!["serve", "--listen", "192.0.2.1:9000", "--shards", "1"], vec![], "192.0.2.1:9000"),
+        (
+            vec!["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "192.0.2.1:9090", "--shards", "1"],
+            vec![],
+            "192.0.2.1:9090",
+        ),
+        (
+            vec![
+                "serve",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                "/nonexistent.pem",
+                "--tls-key",
+                "/nonexistent.key",
+            ],
+            vec![],
+            "/nonexistent",
+        ),
+    ];
+    for (args, env, name) in cases {
+        let (code, stderr) = run(&args, &env);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("ricochet: ") && stderr.contains(name), "{args:?}: {stderr}");
+    }
+}

@@ -34,7 +34,7 @@ use tracing::{info, warn};
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_words(.source))]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -44,6 +44,14 @@ pub enum ServeError {
     /// A shard failed.
     #[error("shard {shard} failed: {source}")]
     Shard {
+        /// Which.
+        shard: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A shard stopped with an error while serving (after a good start).
+    #[error("shard {shard} stopped: {source}")]
+    Stopped {
         /// Which.
         shard: usize,
         /// Why.
@@ -70,6 +78,21 @@ pub enum ServeError {
     /// `--backend uring` where io_uring cannot be used.
     #[error("--backend uring: {0}")]
     Uring(#[from] uring::probe::Unavailable),
+}
+
+/// Why a bind failed, in the words an operator needs (the OS's own are
+/// kept for the rest).
+fn bind_words(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRNOTAVAIL) => {
+            "no interface of this host has that address (check --listen, or use 0.0.0.0)".into()
+        }
+        Some(libc::EACCES) => {
+            "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit)"
+                .into()
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The backend the shards run on, after probing.
@@ -319,6 +342,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;
         ready_lines.push(format!("metrics on {actual}"));
     }
+    // Started: the log lines held since the start go out (before the ready
+    // lines, so a reader of both sees them in order).
+    crate::logging::release();
     {
         // One write, so a reader sees every ready line together.
         let text: String = ready_lines.iter().map(|l| format!("{l}\n")).collect();
@@ -377,8 +403,8 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                     "shard stopped"
                 );
             }
-            Ok(Err(source)) => return Err(ServeError::Shard { shard: id, source }),
-            Err(_) => return Err(ServeError::Shard { shard: id, source: std::io::Error::other("panicked") }),
+            Ok(Err(source)) => return Err(ServeError::Stopped { shard: id, source }),
+            Err(_) => return Err(ServeError::Stopped { shard: id, source: std::io::Error::other("panicked") }),
         }
     }
     if let Some(own) = own_socket {

@@ -657,8 +657,54 @@ pub fn available_cpus() -> usize {
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().replace('\n', " ") })
+    toml::from_str(&text).map_err(|e| {
+        // PATH:LINE:COLUMN, as compilers say it, from the parser's span.
+        let at = e.span().map(|r| line_column(&text, r.start));
+        let place = at.map_or_else(|| path.display().to_string(), |(l, c)| format!("{}:{l}:{c}", path.display()));
+        ConfigError::Parse { path: PathBuf::from(place), message: e.message().replace('\n', " ") }
+    })
+}
+
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+impl ConfigError {
+    /// The setting an invalid value belongs to, if that is what this is.
+    fn setting(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::Invalid { setting, .. } | ConfigError::Size { setting, .. } => Some(setting),
+            _ => None,
+        }
+    }
+
+    /// Where the invalid value came from, for the one-line error: the flag
+    /// (`--NAME` on the command line), the variable (`RICOCHET_NAME`), or
+    /// the config file and the line that sets it; `None` if unknown.
+    pub fn origin(&self, args: &ServeArgs, argv: &[String]) -> Option<String> {
+        let setting = self.setting()?;
+        let flag = format!("--{setting}");
+        if argv.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}="))) {
+            return Some(format!("from {flag}"));
+        }
+        let var = format!("RICOCHET_{}", setting.to_ascii_uppercase().replace('-', "_"));
+        if std::env::var_os(&var).is_some() {
+            return Some(format!("from the environment variable {var}"));
+        }
+        let path = args.config.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let key = setting.replace('-', "_");
+        let line = text.lines().position(|l| {
+            let l = l.trim_start();
+            let name = l.split(['=', ' ', '\t']).next().unwrap_or("");
+            !l.starts_with('#') && (name == setting || name == key)
+        })?;
+        Some(format!("from {}:{}", path.display(), line + 1))
+    }
 }
 
 fn value_text(v: &toml::Value) -> String {
