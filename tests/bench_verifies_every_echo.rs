@@ -286,3 +286,58 @@ fn a_reader_gone_before_the_report_is_no_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
 }
+
+/// `openssl req -x509`: a self-signed certificate with CA:TRUE, used as the
+/// server's own, for `names` (a subjectAltName list); (certificate, key).
+fn openssl_self_signed(dir: &std::path::Path, stem: &str, names: &str) -> (String, String) {
+    let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+        .args(["-subj", &format!("/CN={stem}"), "-addext", &format!("subjectAltName={names}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (make deps installs it)");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    (cert.to_str().unwrap().to_string(), key.to_str().unwrap().to_string())
+}
+
+#[test]
+fn the_certificate_people_make_first_is_trusted_as_its_own_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = openssl_self_signed(dir.path(), "server", "DNS:localhost,IP:127.0.0.1");
+    let (other, _) = openssl_self_signed(dir.path(), "other", "DNS:other");
+    let server = Server::start_raw(&[
+        "serve",
+        "--shards",
+        "1",
+        "--no-pin",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let tls = server.listeners.iter().find(|l| l.1).expect("a TLS listener").0;
+    let run = |url: &str, ca: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ricochet"))
+            .args(["bench", url, "--ca", ca, "--connections", "2", "--duration", "300ms"])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&format!("wss://127.0.0.1:{}/", tls.port()), &cert);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&format!("wss://localhost:{}/", tls.port()), &cert);
+    assert_eq!(code, Some(0), "{out}");
+    // Another certificate as --ca: refused, and said in words.
+    let (code, out) = run(&format!("wss://localhost:{}/", tls.port()), &other);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("the server's certificate was refused: it is a CA certificate"), "{out}");
+    assert!(!out.contains("Other(") && !out.contains("OtherError"), "{out}");
+}

@@ -64,7 +64,15 @@ pub fn client_config(
         if roots.is_empty() {
             return Err(format!("--ca {}: no certificate in it", path.display()));
         }
-        with_cert(builder.with_root_certificates(roots))?
+        let pinned: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("--ca {}: {e}", path.display()))?
+            .filter_map(Result::ok)
+            .collect();
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+        let verifier = CaOrItself { webpki, pinned };
+        with_cert(builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)))?
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if !resume {
@@ -126,7 +134,7 @@ impl Read for TlsStream {
             match self.conn.read_tls(&mut self.tcp) {
                 Ok(0) => return Ok(filled),
                 Ok(_) => {
-                    self.conn.process_new_packets().map_err(io::Error::other)?;
+                    self.conn.process_new_packets().map_err(|e| io::Error::other(in_words(&e)))?;
                     self.send_pending()?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -161,6 +169,99 @@ impl Write for TlsStream {
     /// Sends what rustls still holds (called on every writable event).
     fn flush(&mut self) -> io::Result<()> {
         self.send_pending()
+    }
+}
+
+/// A rustls error in words, for the one-line report (never a `Debug` dump
+/// such as `Other(OtherError(CaUsedAsEndEntity))`).
+pub fn in_words(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => {
+            let why = match c {
+                C::UnknownIssuer => "it is not signed by a CA of --ca (or of the system's bundle)".to_string(),
+                C::Expired | C::ExpiredContext { .. } => "it has expired".to_string(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_string(),
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "it is not for the host name in the URL (its subjectAltName lacks it)".to_string()
+                }
+                C::BadSignature => "its signature does not verify".to_string(),
+                C::Revoked => "it was revoked".to_string(),
+                C::BadEncoding => "it cannot be parsed".to_string(),
+                C::Other(o) if o.to_string().contains("CaUsedAsEndEntity") => {
+                    "it is a CA certificate used as the server's own (give that very certificate as --ca to trust it)"
+                        .to_string()
+                }
+                C::Other(o) => format!("{o}"),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            format!("the server's certificate was refused: {why}")
+        }
+        rustls::Error::AlertReceived(a) => format!("the server ended the TLS handshake with the alert {a:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// `--ca FILE`: the server's chain must lead to a certificate in FILE, as
+/// usual; and a certificate that is itself in FILE is trusted as it is (for
+/// its host names), as Python, Node and curl do. The certificate most people
+/// make first (`openssl req -x509`) is a self-signed CA used as the server's
+/// own, which WebPKI refuses (CaUsedAsEndEntity).
+#[derive(Debug)]
+struct CaOrItself {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for CaOrItself {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+            Err(e) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                // Trusted as it is: only its names (and dates) remain to check.
+                let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| e.clone())?;
+                cert.verify_is_valid_for_subject_name(name)
+                    .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))?;
+                let (_, parsed) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| e.clone())?;
+                let t = now.as_secs() as i64;
+                if t > parsed.validity().not_after.timestamp() {
+                    return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+                }
+                if t < parsed.validity().not_before.timestamp() {
+                    return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYet));
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
