@@ -925,8 +925,18 @@ fn report_text(r: &Report, mode: Mode, json: bool) -> String {
         format!("p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.p99_9, l.max);
     if mode == Mode::Idle {
         if let (Some(before), Some(after)) = (r.server_rss_kib_before, r.server_rss_kib_after) {
-            let per = (after.saturating_sub(before) as f64 * 1024.0) / r.connections.max(1) as f64;
-            let _ = writeln!(out, "server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
+            if after > before {
+                let per = ((after - before) as f64 * 1024.0) / r.connections.max(1) as f64;
+                let _ = writeln!(out, "server RSS     {before} KiB -> {after} KiB ({per:.0} bytes per connection)");
+            } else {
+                // Memory an earlier load took was given back meanwhile: the
+                // difference says nothing about these connections.
+                let _ = writeln!(
+                    out,
+                    "server RSS     {before} KiB -> {after} KiB: no figure per connection, the server's memory fell \
+                     during the run (it was not fresh); measure a freshly started server"
+                );
+            }
         }
     } else if mode == Mode::Storm {
         let _ = writeln!(out, "first echoes   {} of {} connections in {:.3}s", r.messages, r.connections, secs);
@@ -1015,4 +1025,20 @@ fn pid_stat_cpu_seconds(pid: u32) -> Option<f64> {
 pub fn pid_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_run_whose_server_memory_fell_gives_no_figure() {
+        let mut r = Report { connections: 1000, ..Report::default() };
+        r.server_rss_kib_before = Some(10_000);
+        r.server_rss_kib_after = Some(10_500);
+        assert!(report_text(&r, Mode::Idle, false).contains("(512 bytes per connection)"));
+        r.server_rss_kib_after = Some(9_000);
+        let text = report_text(&r, Mode::Idle, false);
+        assert!(text.contains("no figure per connection") && !text.contains("bytes per connection"), "{text}");
+    }
 }

@@ -97,7 +97,8 @@ impl Sample {
     pub fn bytes_per_idle_connection(&self) -> Option<f64> {
         let r = self.clean()?;
         let (before, after) = (r.server_rss_kib_before?, r.server_rss_kib_after?);
-        Some(after.saturating_sub(before) as f64 * 1024.0 / r.connections.max(1) as f64)
+        // A server whose memory fell during the run was not fresh: no figure.
+        (after > before).then(|| (after - before) as f64 * 1024.0 / r.connections.max(1) as f64)
     }
 
     /// Median connect-to-101 latency in microseconds (connect points).
