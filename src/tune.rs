@@ -112,6 +112,8 @@ pub enum Status {
     Raise,
     /// Too high (costs memory or CPU for nothing).
     Lower,
+    /// A mode set to another mode (not a quantity: neither more nor less).
+    Change,
 }
 
 impl Status {
@@ -120,6 +122,7 @@ impl Status {
             Status::Ok => "ok",
             Status::Raise => "raise",
             Status::Lower => "lower",
+            Status::Change => "change",
         }
     }
 }
@@ -133,7 +136,7 @@ pub struct Finding {
     pub current: String,
     /// The recommended value for the load.
     pub recommended: String,
-    /// ok, raise or lower.
+    /// ok, raise, lower, or change (a mode, not a quantity).
     pub status: Status,
     /// The command that applies the recommendation (empty when ok).
     pub fix: String,
@@ -281,6 +284,16 @@ fn exactly(host: &Host, key: &str, want: u64, why: &str) -> Finding {
     sysctl_finding(key, cur, want.to_string(), status, why)
 }
 
+/// A sysctl whose values are modes, not quantities (tcp_tw_reuse: 0 off, 1
+/// everywhere, 2 loopback only): anything but `want` is to change.
+fn mode(host: &Host, key: &str, want: u64, why: &str) -> Finding {
+    let mut f = exactly(host, key, want, why);
+    if f.status != Status::Ok {
+        f.status = Status::Change;
+    }
+    f
+}
+
 /// A three-number sysctl (min default max) judged by its third number.
 fn triple_max(host: &Host, key: &str, min_default: (u64, u64), want_max: u64, why: &str) -> Finding {
     let cur = read_sysctl(&host.root, key);
@@ -345,7 +358,7 @@ pub fn audit(host: &Host, load: &Load) -> Vec<Finding> {
         // Reserve before widening: `--apply` writes in this order.
         reserved_ports(host, load),
         for_load_generator(port_range(host, n)),
-        for_load_generator(exactly(
+        for_load_generator(mode(
             host,
             "net.ipv4.tcp_tw_reuse",
             1,
@@ -406,10 +419,16 @@ fn reserved_ports(host: &Host, load: &Load) -> Finding {
     let rec =
         ranges.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect::<Vec<_>>();
     let status = if missing.is_empty() || !exposed { Status::Ok } else { Status::Raise };
+    // Not exposed: nothing to reserve, so the row recommends what is there.
+    let rec = if status == Status::Ok && !missing.is_empty() {
+        cur.clone().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| "(none needed)".into())
+    } else {
+        rec.join(",")
+    };
     let mut f = sysctl_finding(
         key,
         cur,
-        rec.join(","),
+        rec,
         status,
         "the server's listen ports, kept out of the ephemeral range so outgoing connections cannot take them",
     );
@@ -480,7 +499,13 @@ fn port_range(host: &Host, connections: u64) -> Finding {
         _ => 0,
     };
     let status = if span >= connections.min(64512) { Status::Ok } else { Status::Raise };
-    sysctl_finding(key, cur, "1024 65535".into(), status, "load generator side: source ports per destination address")
+    // A range wide enough for the load is kept as it is: the row recommends
+    // what it compared, not a wider range nobody needs.
+    let rec = match (&cur, status) {
+        (Some(c), Status::Ok) => numbers(c).iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
+        _ => "1024 65535".into(),
+    };
+    sysctl_finding(key, cur, rec, status, "load generator side: source ports per destination address")
 }
 
 fn io_uring(host: &Host) -> Vec<Finding> {

@@ -139,12 +139,15 @@ fn listen_queues_and_load_generator_settings() {
     assert_eq!(find(&f, "net.core.netdev_max_backlog").status, Status::Raise);
     // 1,000 connections fit the stock port range; 100,000 do not.
     assert_eq!(find(&f, "net.ipv4.ip_local_port_range").status, Status::Ok);
+    assert_eq!(find(&f, "net.ipv4.ip_local_port_range").recommended, "32768 60999", "ok: keep what is there");
     let f = audit(&host(&d), &load(100_000, "1Gbit", 1000));
+    assert_eq!(find(&f, "net.ipv4.ip_local_port_range").recommended, "1024 65535");
     assert_eq!(find(&f, "net.ipv4.ip_local_port_range").status, Status::Raise);
-    assert_eq!(find(&f, "net.ipv4.tcp_tw_reuse").status, Status::Lower, "2 (loopback only) -> 1");
+    // A mode, not a quantity: 2 (loopback only) and 0 (off) both change to 1.
+    assert_eq!(find(&f, "net.ipv4.tcp_tw_reuse").status, Status::Change, "2 (loopback only) -> 1");
     set(&d, "net.ipv4.tcp_tw_reuse", "0");
     let f = audit(&host(&d), &load(1000, "1Gbit", 1000));
-    assert_eq!(find(&f, "net.ipv4.tcp_tw_reuse").status, Status::Raise);
+    assert_eq!(find(&f, "net.ipv4.tcp_tw_reuse").status, Status::Change);
 }
 
 #[test]
@@ -265,7 +268,9 @@ fn widening_the_port_range_reserves_the_listen_ports() {
     // one whose range does, needs it.
     set(&d, "net.ipv4.ip_local_reserved_ports", "");
     let server = Load { role: Role::Server, ..l.clone() };
-    assert_eq!(find(&audit(&host(&d), &server), "net.ipv4.ip_local_reserved_ports").status, Status::Ok);
+    let f = audit(&host(&d), &server);
+    let r = find(&f, "net.ipv4.ip_local_reserved_ports");
+    assert_eq!((r.status, r.recommended.as_str()), (Status::Ok, "(none needed)"));
     set(&d, "net.ipv4.ip_local_port_range", "1024\t65535");
     assert_eq!(find(&audit(&host(&d), &server), "net.ipv4.ip_local_reserved_ports").status, Status::Raise);
 }
