@@ -24,9 +24,23 @@ pub(super) struct Drain {
     /// with the shards' own copies and new clients are refused at once
     /// rather than left waiting in a queue no one reads.
     pub kept: Mutex<Vec<(Role, TcpListener)>>,
+    /// A signal started the drain and its log line is not written yet
+    /// (see [`Drain::wait_for_the_line`]).
+    pub line_due: std::sync::atomic::AtomicBool,
 }
 
 impl Drain {
+    /// Waits (at most `limit`) until the signal thread has written the line
+    /// that says the drain started. An idle server's shards stop within a
+    /// millisecond of the signal, and on one CPU the process could exit
+    /// before the signal thread ran again to log it (4 of 40 SIGINTs).
+    pub fn wait_for_the_line(&self, limit: Duration) {
+        let t0 = std::time::Instant::now();
+        while self.line_due.load(std::sync::atomic::Ordering::Acquire) && t0.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Starts the drain; false if it had already started.
     pub fn start(&self) -> bool {
         if !self.shared.request_shutdown() {

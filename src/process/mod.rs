@@ -324,6 +324,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         notifier: notifier.clone(),
         grace: settings.shutdown_grace,
         kept: std::sync::Mutex::new(kept),
+        line_due: std::sync::atomic::AtomicBool::new(false),
     });
     signals::watch(drain.clone(), certs, tokens, settings.takeover.clone())?;
     if let Some((a, actual)) = admin {
@@ -410,5 +411,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     if let Some(own) = own_socket {
         own.remove_if_ours();
     }
+    // The signal's own line first (a log that blocks cannot hold the exit long).
+    drain.wait_for_the_line(std::time::Duration::from_millis(500));
     Ok(())
 }

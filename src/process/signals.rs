@@ -68,8 +68,10 @@ pub(super) fn watch(
                 }
                 seen += 1;
                 if seen == 1 {
+                    drain.line_due.store(true, std::sync::atomic::Ordering::Release);
                     drain.start();
                     info!(signal = sig, "shutting down gracefully (send again to exit at once)");
+                    drain.line_due.store(false, std::sync::atomic::Ordering::Release);
                 } else {
                     // At once: no destructors, no atexit handlers, no flush of
                     // a log a full pipe may block, whatever the shards do.
