@@ -31,7 +31,7 @@ enum Command {
     /// Run the echo server (SIGINT/SIGTERM shut it down gracefully; a flag given twice takes the last value)
     #[command(args_override_self = true, allow_negative_numbers = true)]
     Serve(Box<ServeArgs>),
-    /// Load generator: closed-loop echo (or idle connections) against a WebSocket server; exits 1 on any wrong or missing echo
+    /// Load generator: closed-loop or fixed-rate (--rate) echo, idle connections, handshakes per second (connect) or a reconnect storm, against a WebSocket server; exits 1 on any wrong or missing echo
     #[command(args_override_self = true)]
     Bench(BenchArgs),
     /// Audit this host's kernel settings for a load; exit 1 when something should change (--apply changes it, as root)

@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (kebab-case keys); flags and environment win over it.
     #[arg(long, env = "RICOCHET_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address every shard listens on for plain ws:// (SO_REUSEPORT); port 0 picks one free port for all [default: 0.0.0.0:8080, or none when --tls-listen is given]
+    /// Address every shard listens on for plain ws:// (SO_REUSEPORT): an IP address and port, or a host name and port, resolved at start and listened on at each of its addresses (localhost:8080); port 0 picks one free port for all [default: 0.0.0.0:8080, or none when --tls-listen is given]
     #[arg(long, env = "RICOCHET_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// Admin listener for operators, on a thread of its own: Prometheus metrics at /metrics, the same figures as JSON at /stats.json, /healthz, and a live status page at /. Keep it private (e.g. 127.0.0.1:9090): it needs no token [default: off]
@@ -250,8 +250,9 @@ struct FileSettings {
 /// Resolved, validated server settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Plain listen address (port 0: pick one); none when only TLS is served.
-    pub listen: Option<SocketAddr>,
+    /// Plain listen addresses (port 0: pick one): one, or each address a
+    /// host name resolved to at start; none when only TLS is served.
+    pub listen: Vec<SocketAddr>,
     /// TLS listen addresses.
     pub tls_listen: Vec<SocketAddr>,
     /// The admin listener's address (metrics, status page), if any.
@@ -322,20 +323,19 @@ impl Settings {
             flag.clone().or_else(|| file.as_ref().map(value_text))
         };
         let address = |setting: &'static str, text: &str| -> Result<SocketAddr, ConfigError> {
-            text.trim().parse().map_err(|_| ConfigError::Invalid {
-                setting,
-                value: text.into(),
-                allowed: "an IP address and port, e.g. 0.0.0.0:8080 or [::1]:9001",
-            })
+            addresses(setting, text).map(|a| a[0])
         };
         let tls_listen_text =
             if args.tls_listen.is_empty() { file.tls_listen.unwrap_or_default() } else { args.tls_listen.clone() };
-        let tls_listen = tls_listen_text.iter().map(|t| address("tls-listen", t)).collect::<Result<Vec<_>, _>>()?;
+        let mut tls_listen = Vec::new();
+        for t in &tls_listen_text {
+            tls_listen.extend(addresses("tls-listen", t)?);
+        }
         // With TLS listeners and no plain one asked for, only TLS is served.
         let listen = match args.listen.clone().or(file.listen) {
-            Some(t) => Some(address("listen", &t)?),
-            None if tls_listen.is_empty() => Some(address("listen", DEFAULT_LISTEN)?),
-            None => None,
+            Some(t) => addresses("listen", &t)?,
+            None if tls_listen.is_empty() => addresses("listen", DEFAULT_LISTEN)?,
+            None => Vec::new(),
         };
         let metrics_listen =
             args.metrics_listen.clone().or(file.metrics_listen).map(|t| address("metrics-listen", &t)).transpose()?;
@@ -649,6 +649,33 @@ fn tls_source(
     Ok(Some(CertSource::Files(certs.into_iter().zip(keys).collect())))
 }
 
+/// The addresses `text` names: an IP address and port, or a host name and
+/// port resolved now (`localhost:8080` is 127.0.0.1 and ::1), each once.
+fn addresses(setting: &'static str, text: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let text = text.trim();
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let invalid = |allowed| ConfigError::Invalid { setting, value: text.into(), allowed };
+    let (host, port) =
+        text.rsplit_once(':').ok_or(invalid("an address and port, e.g. 0.0.0.0:8080, [::1]:9001 or localhost:8080"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid("an address and port, e.g. 0.0.0.0:8080, [::1]:9001 or localhost:8080"));
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|_| invalid("a host name this host can resolve, and a port"))?
+    {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid("a host name this host can resolve, and a port"));
+    }
+    Ok(out)
+}
+
 /// CPUs this process may run on (its affinity mask, so taskset and cpuset
 /// cgroups are respected).
 pub fn available_cpus() -> usize {
@@ -773,6 +800,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_names_resolve_to_each_of_their_addresses() {
+        let args = ServeArgs { listen: Some("localhost:8080".into()), ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert!(s.listen.contains(&"127.0.0.1:8080".parse().unwrap()), "{:?}", s.listen);
+        assert!(s.listen.iter().all(|a| a.ip().is_loopback() && a.port() == 8080), "{:?}", s.listen);
+        for bad in ["localhost", "localhost:http", "no-such-host.invalid:80", ":80"] {
+            let args = ServeArgs { listen: Some(bad.into()), ..Default::default() };
+            let e = Settings::resolve(&args).unwrap_err().to_string();
+            assert!(e.contains("invalid listen"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_close_timeout_is_a_setting() {
         let args = ServeArgs { close_timeout: Some("750ms".into()), ..Default::default() };
         assert_eq!(Settings::resolve(&args).unwrap().core.close_timeout, Duration::from_millis(750));
@@ -784,7 +824,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(s.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(s.listen, vec![DEFAULT_LISTEN.parse::<SocketAddr>().unwrap()]);
         assert!(s.tls_listen.is_empty() && s.tls.is_none());
         assert_eq!(s.backlog, 4096);
         assert_eq!((s.rcvbuf, s.sndbuf), (None, None));
@@ -842,14 +882,14 @@ mod tests {
             ..Default::default()
         };
         let s = Settings::resolve(&tls(&["127.0.0.1:8443"], &["a.pem"], &["a.key"], false)).unwrap();
-        assert_eq!(s.listen, None, "TLS only when no --listen is given");
+        assert!(s.listen.is_empty(), "TLS only when no --listen is given");
         assert_eq!(s.tls, Some(CertSource::Files(vec![("a.pem".into(), "a.key".into())])));
         let s = Settings::resolve(&ServeArgs {
             listen: Some("127.0.0.1:8080".into()),
             ..tls(&["127.0.0.1:8443"], &[], &[], true)
         })
         .unwrap();
-        assert!(s.listen.is_some() && s.tls == Some(CertSource::SelfSigned));
+        assert!(!s.listen.is_empty() && s.tls == Some(CertSource::SelfSigned));
         for (args, setting) in [
             (tls(&["127.0.0.1:8443"], &[], &[], false), "invalid tls-cert"),
             (tls(&["127.0.0.1:8443"], &["a.pem", "b.pem"], &["a.key"], false), "invalid tls-cert"),
