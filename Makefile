@@ -132,6 +132,8 @@ PREFIX ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR ?= /etc/systemd/system
 BIN ?= target/release/ricochet
+# Where `ricochet generate` writes the man pages and completions.
+GEN ?= $(dir $(BIN))generated
 install: build install-files
 install-files:
 	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ricochet
@@ -146,13 +148,23 @@ install-files:
 		install -D -m 644 tuning/ricochet.toml $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml
 	install -D -m 644 tuning/README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/tuning/README.md
 	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/README.md
+	# Man pages and completions, written by the binary from its own --help definitions.
+	rm -rf $(GEN) && $(BIN) generate $(GEN)
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 $(GEN)/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -D -m 644 $(GEN)/completions/ricochet.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/ricochet
+	install -D -m 644 $(GEN)/completions/_ricochet $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_ricochet
+	install -D -m 644 $(GEN)/completions/ricochet.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/ricochet.fish
 
 # A Debian package (cargo-deb, installed if missing) of what `make install`
-# installs, with /usr paths; the config is a conffile. Lands in target/debian/.
-# The unit goes in as it is: its paths are the package's.
+# installs, with /usr paths; the config is a conffile; the binary is stripped
+# (no debug symbols shipped); postinst applies the sysctl file and reloads
+# systemd's units. Lands in target/debian/. The unit goes in as it is: its
+# paths are the package's.
 deb: build
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb
-	$(CARGO) deb --no-build
+	rm -rf target/release/generated && target/release/ricochet generate target/release/generated
+	$(CARGO) deb --no-build --strip
 
 # cargo-deb, for the package test.
 deb-tools:

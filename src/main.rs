@@ -37,6 +37,12 @@ enum Command {
     /// Audit this host's kernel settings for a load; exit 1 when something should change (--apply changes it, as root)
     #[command(args_override_self = true)]
     Tune(TuneArgs),
+    /// Writes the man pages (man/ricochet.1, one per subcommand) and shell completions (completions/: bash, zsh, fish) into DIR, from the same definitions as --help; `make install` and `make deb` run it
+    #[command(hide = true)]
+    Generate {
+        /// Where to write them
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +99,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Generate { dir } => match generate(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say_error(format!("generate {}: {e}", dir.display()));
+                ExitCode::from(1)
+            }
+        },
         Command::Tune(args) => match tune::run(&args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
@@ -137,6 +150,34 @@ fn main() -> ExitCode {
 /// following lines (the missing arguments, the allowed values), without the
 /// usage and the tip, and, when the value came from a `RICOCHET_*`
 /// variable rather than a flag, that variable's name.
+/// The man pages and completions, into `dir`/man and `dir`/completions.
+fn generate(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let cmd = Cli::command().name("ricochet");
+    let page = |c: clap::Command, file: String| -> std::io::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c).render(&mut out)?;
+        std::fs::write(man.join(file), out)
+    };
+    page(cmd.clone(), "ricochet.1".into())?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap names are 'static: a few bytes leaked once, by a command that exits.
+        let name: &'static str = Box::leak(format!("ricochet-{}", sub.get_name()).into_boxed_str());
+        page(sub.clone().name(name), format!("{name}.1"))?;
+    }
+    use clap_complete::Shell;
+    for (shell, file) in [(Shell::Bash, "ricochet.bash"), (Shell::Zsh, "_ricochet"), (Shell::Fish, "ricochet.fish")] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), "ricochet", &mut out);
+        std::fs::write(completions.join(file), out)?;
+    }
+    Ok(())
+}
+
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let mut parts = Vec::new();

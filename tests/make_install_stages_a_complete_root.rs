@@ -1,7 +1,7 @@
 //! `make install` (here its `install-files` half, with the test's binary)
 //! into a scratch root with DESTDIR and PREFIX: the binary, a systemd unit
 //! whose paths follow PREFIX, the sysctl.d file, the example config (kept
-//! when one is there) and the guides.
+//! when one is there), the guides, the man pages and shell completions.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +28,11 @@ fn every_file_lands_where_the_unit_expects_it() {
         "etc/ricochet/ricochet.toml",
         "opt/ricochet/share/doc/ricochet/README.md",
         "opt/ricochet/share/doc/ricochet/tuning/README.md",
+        "opt/ricochet/share/man/man1/ricochet.1",
+        "opt/ricochet/share/man/man1/ricochet-serve.1",
+        "opt/ricochet/share/bash-completion/completions/ricochet",
+        "opt/ricochet/share/zsh/vendor-completions/_ricochet",
+        "opt/ricochet/share/fish/vendor_completions.d/ricochet.fish",
     ] {
         assert!(root.path().join(f).is_file(), "{f} missing");
     }
