@@ -143,6 +143,8 @@ install-files:
 		-e 's|/etc/ricochet/|$(SYSCONFDIR)/ricochet/|' \
 		tuning/ricochet.service > $(DESTDIR)$(UNITDIR)/ricochet.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/ricochet.service
+	sed -e 's|/usr/share/doc/ricochet|$(PREFIX)/share/doc/ricochet|' tuning/ricochet.socket > $(DESTDIR)$(UNITDIR)/ricochet.socket
+	chmod 644 $(DESTDIR)$(UNITDIR)/ricochet.socket
 	install -D -m 644 tuning/sysctl.d/99-ricochet.conf $(DESTDIR)$(SYSCONFDIR)/sysctl.d/99-ricochet.conf
 	test -e $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml || \
 		install -D -m 644 tuning/ricochet.toml $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml

@@ -35,6 +35,7 @@ fn the_package_holds_every_file_and_keeps_the_config() {
     for f in [
         "./usr/bin/ricochet",
         "./lib/systemd/system/ricochet.service",
+        "./lib/systemd/system/ricochet.socket",
         "./etc/sysctl.d/99-ricochet.conf",
         "./etc/ricochet/ricochet.toml",
         "./usr/share/doc/ricochet/tuning/README.md",

@@ -24,6 +24,7 @@ fn every_file_lands_where_the_unit_expects_it() {
     for f in [
         "opt/ricochet/bin/ricochet",
         "etc/systemd/system/ricochet.service",
+        "etc/systemd/system/ricochet.socket",
         "etc/sysctl.d/99-ricochet.conf",
         "etc/ricochet/ricochet.toml",
         "opt/ricochet/share/doc/ricochet/README.md",

@@ -4,6 +4,7 @@
 //! [`crate::io`]: drivers depend on the shared connection table, and nothing
 //! below depends on them.
 
+mod activation;
 mod drain;
 mod handover;
 mod signals;
@@ -75,6 +76,9 @@ pub enum ServeError {
     /// `--takeover` could not take or offer the listeners.
     #[error("--takeover: {0}")]
     Takeover(String),
+    /// The sockets systemd passed (socket activation) cannot be used.
+    #[error("socket activation: {0}")]
+    Activation(String),
     /// `--backend uring` where io_uring cannot be used.
     #[error("--backend uring: {0}")]
     Uring(#[from] uring::probe::Unavailable),
@@ -179,8 +183,31 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         sndbuf: settings.sndbuf,
         nodelay: settings.nodelay,
     };
-    let wanted: Vec<(SocketAddr, bool)> =
+    let mut wanted: Vec<(SocketAddr, bool)> =
         settings.listen.iter().map(|&a| (a, false)).chain(settings.tls_listen.iter().map(|&a| (a, true))).collect();
+    // Sockets systemd passed (a ricochet.socket unit) are served as they are
+    // and replace the default --listen; an address also named by --listen or
+    // --tls-listen is served by the passed socket, not bound again.
+    let activated = activation::from_env()?;
+    let activated_admin = activated.iter().find(|p| p.role == Role::Admin).map(|p| p.addr);
+    if !activated.is_empty() {
+        if !settings.listen_set {
+            wanted.retain(|w| w.1);
+        }
+        for p in &activated {
+            let w = (p.addr, p.role == Role::Tls);
+            if p.role != Role::Admin && !wanted.contains(&w) {
+                if w.1 && tls.is_none() {
+                    return Err(ServeError::Activation(format!(
+                        "{} was passed as a TLS socket (FileDescriptorName=tls) but no certificate was given: --tls-listen {} with --tls-cert and --tls-key (or --tls-self-signed)",
+                        p.addr, p.addr
+                    )));
+                }
+                wanted.push(w);
+            }
+        }
+        info!(sockets = activated.len(), "socket activation: serving the listening sockets systemd passed");
+    }
     // With --takeover, a running server's listeners come first: the same
     // sockets, so nothing waiting in their queues is lost.
     let mut takeover = match &settings.takeover {
@@ -188,6 +215,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         None => None,
     };
     let mut passed = takeover.as_mut().map(|t| std::mem::take(&mut t.passed)).unwrap_or_default();
+    passed.extend(activated);
     let received = passed.len();
     // Per address, its sockets (one per shard when bound here); then per
     // shard, its share of each.
@@ -220,7 +248,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         bound.push((ls, is_tls));
     }
     // The admin listener is bound now too: a taken port stops the start.
-    let admin = match settings.metrics_listen {
+    let admin = match settings.metrics_listen.or(activated_admin) {
         Some(addr) => {
             let bind_error = |source: std::io::Error| match source.kind() {
                 std::io::ErrorKind::AddrInUse => ServeError::InUse { addr },
@@ -237,7 +265,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     };
     let inherited = (received - passed.len()) as u64;
     for p in passed {
-        warn!(addr = %p.addr, "takeover: not serving an inherited listener the settings no longer name; it closes with the old process");
+        warn!(addr = %p.addr, "not serving a passed listener the settings do not name (takeover: it closes with the old process)");
     }
     let public: Vec<(SocketAddr, bool)> =
         bound.iter().map(|(ls, is_tls)| (ls[0].local_addr().expect("checked when bound"), *is_tls)).collect();

@@ -253,6 +253,8 @@ pub struct Settings {
     /// Plain listen addresses (port 0: pick one): one, or each address a
     /// host name resolved to at start; none when only TLS is served.
     pub listen: Vec<SocketAddr>,
+    /// `listen` was asked for (flag, variable or file), not the default.
+    pub listen_set: bool,
     /// TLS listen addresses.
     pub tls_listen: Vec<SocketAddr>,
     /// The admin listener's address (metrics, status page), if any.
@@ -332,6 +334,7 @@ impl Settings {
             tls_listen.extend(addresses("tls-listen", t)?);
         }
         // With TLS listeners and no plain one asked for, only TLS is served.
+        let listen_set = args.listen.is_some() || file.listen.is_some();
         let listen = match args.listen.clone().or(file.listen) {
             Some(t) => addresses("listen", &t)?,
             None if tls_listen.is_empty() => addresses("listen", DEFAULT_LISTEN)?,
@@ -542,6 +545,7 @@ impl Settings {
             nodelay: !args.no_nodelay && file.nodelay.unwrap_or(true),
             max_connections,
             max_connections_set,
+            listen_set,
             max_connections_per_ip,
             ipv6_prefix,
             rate,

@@ -1,0 +1,251 @@
+//! systemd socket activation: started by `systemd-socket-activate` (from
+//! Debian's systemd package; it passes `LISTEN_FDS`, `LISTEN_PID` and
+//! `LISTEN_FDNAMES` exactly as systemd does) with no `--listen`, Ricochet
+//! serves on the passed socket and opens no listener of its own. And a
+//! restart loop like `systemctl restart` under a `ricochet.socket` unit (the
+//! socket held across stop and start by the service manager, here by the
+//! test itself, passing it as systemd does): no connection refused or reset.
+
+mod common;
+
+use common::{backend, upgrade_request, RawClient};
+use ricochet::ws::client::Event;
+use ricochet::ws::frame::OpCode;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Socket inodes of `pid`'s open descriptors.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(t) = std::fs::read_link(e.path()) {
+            let t = t.to_string_lossy().into_owned();
+            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                out.push(i.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The local ports of the listening TCP sockets `pid` holds.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let mine = socket_inodes(pid);
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; state 0A is LISTEN; inode is field 9.
+            if f.len() > 9 && f[3] == "0A" && mine.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap();
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn echo_once(addr: SocketAddr, text: &str) {
+    let mut c = RawClient::open(addr);
+    c.send(true, OpCode::Text, text.as_bytes());
+    assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, text.as_bytes().to_vec())));
+}
+
+#[test]
+fn started_by_systemd_socket_activate_it_serves_the_passed_socket_only() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", &addr.to_string(), "--fdname=ws", "-E", "RUST_LOG=info"])
+        .arg(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["serve", "--shards", "2", "--no-pin", "--backend", &backend(), "--metrics-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package)");
+    // It listens at once and starts the server at the first connection,
+    // which waits in the passed socket's queue meanwhile.
+    let t0 = Instant::now();
+    let first = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(_) if t0.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("systemd-socket-activate never listened: {e}"),
+        }
+    };
+    let mut c = RawClient::over(first);
+    c.send_raw(upgrade_request("/").as_bytes());
+    assert!(c.read_http_head().starts_with("HTTP/1.1 101 "));
+    c.send(true, OpCode::Text, b"activated");
+    assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, b"activated".to_vec())));
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    lines.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), format!("listening on {addr}"), "the passed socket, not the default 0.0.0.0:8080");
+    let mut metrics = String::new();
+    lines.read_line(&mut metrics).unwrap();
+    let admin: SocketAddr = metrics.trim().strip_prefix("metrics on ").unwrap().parse().unwrap();
+    // Both shards serve it; the only listeners are the passed one and the
+    // admin listener asked for.
+    for i in 0..8 {
+        echo_once(addr, &format!("client {i}"));
+    }
+    assert_eq!(listening_ports(child.id()), {
+        let mut p = vec![port, admin.port()];
+        p.sort_unstable();
+        p
+    });
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// `ricochet serve` given `socket` as systemd gives it: descriptor 3,
+/// `LISTEN_FDS=1`, `LISTEN_FDNAMES=ws`, and `LISTEN_PID` its own pid (set by
+/// the shell it is exec'd from, so the pid is the server's).
+fn start_with(socket: &TcpListener, backend: &str) -> Child {
+    let fd = socket.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "export LISTEN_PID=$$; exec \"$@\"", "sh", env!("CARGO_BIN_EXE_ricochet")])
+        .args(["serve", "--shards", "2", "--no-pin", "--backend", backend])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "ws")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; the child owns its copy at 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 clears close-on-exec on the copy; a socket already at 3 needs it cleared.
+            let r = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert!(ready.starts_with("listening on"), "{ready}");
+    child
+}
+
+#[derive(Default)]
+struct Tally {
+    sessions: AtomicU64,
+    refused: AtomicU64,
+    reset: AtomicU64,
+    wrong: AtomicU64,
+}
+
+/// Connect, handshake, echo twice, close; a 1001 from a draining server
+/// after the echoes that were sent is a clean end too.
+fn session(addr: SocketAddr, id: usize, n: u64, t: &Tally) {
+    let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            t.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            t.reset.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut c = RawClient::over(tcp);
+        c.send_raw(upgrade_request("/").as_bytes());
+        if !c.read_http_head().starts_with("HTTP/1.1 101 ") {
+            t.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        for m in 0..2 {
+            let text = format!("client {id} session {n} message {m}");
+            c.send(true, OpCode::Text, text.as_bytes());
+            match c.next_event() {
+                Some(Event::Message(OpCode::Text, got)) if got == text.as_bytes() => {}
+                Some(Event::Close(Some(1001), _)) => {
+                    c.send(true, OpCode::Close, &1001u16.to_be_bytes());
+                    t.sessions.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                other => {
+                    eprintln!("client {id}: {other:?}");
+                    t.wrong.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        c.send(true, OpCode::Close, &1000u16.to_be_bytes());
+        match c.expect_close() {
+            Some(1000 | 1001) => t.sessions.fetch_add(1, Ordering::Relaxed),
+            _ => t.wrong.fetch_add(1, Ordering::Relaxed),
+        };
+    }));
+    if ok.is_err() {
+        t.reset.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn restarts_under_a_held_socket_refuse_and_reset_nothing() {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let backend = backend();
+    let mut server = start_with(&socket, &backend);
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|id| {
+            let (t, stop) = (tally.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                    session(addr, id, n, &t);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        // `systemctl restart`: stop (SIGTERM, drain, exit), then start.
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+        assert!(server.wait().unwrap().success());
+        server = start_with(&socket, &backend);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let line = format!(
+        "sessions {} refused {} reset {} wrong {}",
+        get(&tally.sessions),
+        get(&tally.refused),
+        get(&tally.reset),
+        get(&tally.wrong)
+    );
+    eprintln!("socket activation restarts: {line}");
+    assert_eq!(get(&tally.refused) + get(&tally.reset) + get(&tally.wrong), 0, "{line}");
+    assert!(get(&tally.sessions) >= 30, "too few sessions to mean anything: {line}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
