@@ -116,6 +116,7 @@ fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
         "auth-tokens",
         "subprotocol",
         "log-format",
+        "log-messages",
         "reply",
         "shutdown-grace",
         "read-buffer",

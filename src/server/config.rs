@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// Log lines as text, or as JSON objects one per line for log shippers (timestamp, level, target, message and the event's fields; the level comes from RUST_LOG) [default: text]
     #[arg(long, env = "RICOCHET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Log each message received: its kind, frame length and first 32 bytes as text, at info; at most 20 lines a second per shard (the rest are counted in one line), so a flood cannot fill a disk. For trying a client out, not for production
+    #[arg(long, env = "RICOCHET_LOG_MESSAGES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub log_messages: bool,
     /// echo: send every frame back; pong: answer every message with the text "Pong" [default: echo]
     #[arg(long, env = "RICOCHET_REPLY", value_name = "MODE")]
     pub reply: Option<String>,
@@ -236,6 +239,7 @@ struct FileSettings {
     inflate_pool: Option<toml::Value>,
     auth_tokens: Option<PathBuf>,
     log_format: Option<String>,
+    log_messages: Option<bool>,
     #[serde(rename = "subprotocol", alias = "subprotocols")]
     subprotocols: Option<Vec<String>>,
     reply: Option<String>,
@@ -494,6 +498,7 @@ impl Settings {
         }
         let allow_missing_origin = args.allow_missing_origin || file.allow_missing_origin.unwrap_or(false);
         let permessage_deflate = args.permessage_deflate || file.permessage_deflate.unwrap_or(false);
+        let log_messages = args.log_messages || file.log_messages.unwrap_or(false);
         let subprotocols = if args.subprotocols.is_empty() {
             file.subprotocols.unwrap_or_default()
         } else {
@@ -572,6 +577,7 @@ impl Settings {
                 handshake_timeout,
                 idle_timeout: (!idle.is_zero()).then_some(idle),
                 close_timeout,
+                log_messages,
             },
         })
     }

@@ -100,6 +100,48 @@ pub enum HandshakeTurn {
 /// accepting, I/O and signals would still go on (issue #23).
 pub const TIMERS_PER_TURN: u32 = 1024;
 
+/// `--log-messages` lines a shard writes per second at most; the rest are
+/// counted and said in one line when the next second starts.
+pub const MESSAGE_LINES_PER_SECOND: u32 = 20;
+
+/// `--log-messages`: a shard's budget of message lines.
+#[derive(Debug)]
+struct MessageLog {
+    since: Instant,
+    written: u32,
+    skipped: u64,
+}
+
+impl MessageLog {
+    /// Logs `m` from `peer` if this second's budget allows; else counts it.
+    fn log(&mut self, shard: usize, peer: &dyn fmt::Display, m: &crate::ws::MessageSeen, now: Instant) {
+        if now.saturating_duration_since(self.since) >= Duration::from_secs(1) {
+            if self.skipped > 0 {
+                info!(
+                    shard,
+                    skipped = self.skipped,
+                    "--log-messages: lines not written (at most {MESSAGE_LINES_PER_SECOND} a second per shard)"
+                );
+            }
+            *self = MessageLog { since: now, written: 0, skipped: 0 };
+        }
+        if self.written >= MESSAGE_LINES_PER_SECOND {
+            self.skipped += 1;
+            return;
+        }
+        self.written += 1;
+        let kind = match (m.text, m.compressed) {
+            (true, false) => "text",
+            (false, false) => "binary",
+            (true, true) => "text, compressed",
+            (false, true) => "binary, compressed",
+        };
+        let more = if (m.head.len() as u64) < m.frame_len { "..." } else { "" };
+        let head = String::from_utf8_lossy(&m.head);
+        info!(shard, peer = %peer, kind, bytes = m.frame_len, fragmented = m.fragmented, "message: {:?}{more}", head);
+    }
+}
+
 /// How often a shutting-down shard says how many connections are still closing.
 pub const SHUTDOWN_REPORT: Duration = Duration::from_secs(1);
 
@@ -170,6 +212,8 @@ pub struct Table<T> {
     inflaters: Inflaters,
     /// When this shard last said it was turning (under a watchdog).
     last_beat: Instant,
+    /// `--log-messages`: this second's lines.
+    message_log: MessageLog,
 }
 
 impl<T: PeerAddr> Table<T> {
@@ -188,6 +232,7 @@ impl<T: PeerAddr> Table<T> {
             timer_budget: TIMERS_PER_TURN,
             inflaters: Inflaters::new(ctx.settings.inflate_pool),
             last_beat: Instant::now(),
+            message_log: MessageLog { since: Instant::now(), written: 0, skipped: 0 },
             ctx,
         }
     }
@@ -402,6 +447,9 @@ impl<T: PeerAddr> Table<T> {
             if bucket.spend(limit, p.messages, p.consumed as u64, now).is_some() {
                 self.ctx.metrics.rate_limited.add(1);
             }
+        }
+        for m in &p.seen {
+            self.message_log.log(self.ctx.id, &Peer(&s.io, s.conn.client()), m, now);
         }
         if let Some(err) = p.error {
             self.ctx.metrics.protocol_errors.count(err.close_code());

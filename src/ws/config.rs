@@ -40,6 +40,9 @@ pub struct Config {
     /// How long to wait for the peer's close frame, and then for its FIN,
     /// before dropping the TCP connection.
     pub close_timeout: Duration,
+    /// Report each data message's start in [`crate::ws::Progress::seen`]
+    /// (`--log-messages`).
+    pub log_messages: bool,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(120)),
             close_timeout: Duration::from_secs(5),
+            log_messages: false,
         }
     }
 }

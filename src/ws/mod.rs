@@ -21,4 +21,4 @@ pub mod utf8;
 pub use config::{Config, Reply};
 pub use error::ProtocolError;
 pub use output::{Chunk, Output};
-pub use session::{Budget, Ctx, Phase, Progress, Session, HEADROOM, MIN_PIECE};
+pub use session::{Budget, Ctx, MessageSeen, Phase, Progress, Session, HEADROOM, MIN_PIECE};

@@ -125,6 +125,28 @@ pub struct Progress {
     pub rejected: Option<Rejection>,
     /// The violation that failed the connection.
     pub error: Option<ProtocolError>,
+    /// With [`Config::log_messages`]: each data message that began in this call.
+    pub seen: Vec<MessageSeen>,
+}
+
+/// The start of a data message, for `--log-messages`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageSeen {
+    /// Text (else binary).
+    pub text: bool,
+    /// Compressed (permessage-deflate): `head` is compressed bytes.
+    pub compressed: bool,
+    /// The length of its first frame (the message's, unless fragmented).
+    pub frame_len: u64,
+    /// Its first frame is not its last.
+    pub fragmented: bool,
+    /// Its first bytes (at most [`MessageSeen::HEAD`]).
+    pub head: Vec<u8>,
+}
+
+impl MessageSeen {
+    /// How many of a message's first bytes are kept.
+    pub const HEAD: usize = 32;
 }
 
 /// The kind of the data message in progress.
@@ -165,6 +187,9 @@ pub struct Session {
     msg_len: u64,
     /// The echo of that message has begun with a non-final fragment.
     out_open: bool,
+    /// The current frame starts a message whose first bytes are not seen yet
+    /// (`--log-messages`).
+    msg_start: bool,
     /// The echo of the current frame went out with its full-length header,
     /// so the rest of its payload must follow before any other frame.
     committed: bool,
@@ -198,6 +223,7 @@ impl Session {
             msg: None,
             msg_len: 0,
             out_open: false,
+            msg_start: false,
             committed: false,
             utf8: Utf8Validator::new(),
             pending_close: None,
@@ -488,6 +514,7 @@ impl Session {
             OpCode::Binary => self.msg = Some(Kind::Binary),
             _ => {}
         }
+        self.msg_start = ctx.config.log_messages && h.opcode != OpCode::Continuation;
         self.msg_len = total;
         self.in_payload = true;
         self.frame_fin = h.fin;
@@ -621,6 +648,16 @@ impl Session {
         let mut piece_end = pos + n;
         let off0 = self.mask_off as usize;
         self.mask_off = apply_mask(&mut buf[pos..piece_end], self.mask, off0) as u8;
+        if self.msg_start {
+            self.msg_start = false;
+            p.seen.push(MessageSeen {
+                text: self.msg == Some(Kind::Text),
+                compressed: self.compressed,
+                frame_len: self.remaining,
+                fragmented: !self.frame_fin,
+                head: buf[pos..piece_end.min(pos + MessageSeen::HEAD)].to_vec(),
+            });
+        }
         if self.compressed && self.phase == Phase::Open {
             let ends_msg = n as u64 == self.remaining && self.frame_fin;
             match self.inflate_piece(ctx, &buf[pos..piece_end], ends_msg, out) {
