@@ -4,10 +4,10 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core soak fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 # The TLS crypto provider compiled in: ring (the default) or aws-lc-rs
-# (README "Serving wss://"), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
+# (docs/tls.md), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
 TLS_PROVIDER ?= ring
 AWS_LC := $(filter aws-lc-rs,$(TLS_PROVIDER))
 
@@ -84,8 +84,8 @@ autobahn: build
 	AUTOBAHN_CASES='$(DEFLATE_CASES)' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/uring-deflate \
 		scripts/autobahn.sh ./target/release/ricochet --backend uring --permessage-deflate
 
-# All 216 permessage-deflate cases (12.* and 13.*) on each backend: about 35
-# minutes per backend here (the suite's client is the bottleneck).
+# All 216 permessage-deflate cases (12.* and 13.*) on each backend: about half
+# an hour per backend (docs/conformance.md).
 autobahn-deflate: build
 	scripts/install-deps.sh
 	AUTOBAHN_CASES='12.*,13.*' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/epoll-deflate-all \
@@ -93,8 +93,8 @@ autobahn-deflate: build
 	AUTOBAHN_CASES='12.*,13.*' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/uring-deflate-all \
 		scripts/autobahn.sh ./target/release/ricochet --backend uring --permessage-deflate
 
-# Ricochet against peer servers, side by side (README "Performance"): 6 to 9
-# minutes on 2 cores; bench-quick under 2. Results: bench/results/.
+# Ricochet against peer servers, side by side (docs/performance.md): about 35
+# minutes on 2 cores; bench-quick about 4. Results: bench/results/.
 # BENCH_ARGS passes flags through, e.g. BENCH_ARGS="--only ricochet-epoll,ricochet-uring".
 bench: bench-build
 	RICOCHET_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench $(BENCH_ARGS)
@@ -109,6 +109,15 @@ bench-build:
 # Criterion micro-benchmarks of the protocol core.
 bench-core:
 	$(CARGO) bench --bench core
+
+# docs/settings.md and docs/metrics-reference.md, written by the binary from
+# its --help definitions and its /metrics families (tests/docs_match_the_code.rs
+# fails when they are stale).
+docs:
+	$(CARGO) build
+	rm -rf target/generated && ./target/debug/ricochet generate target/generated
+	cp target/generated/settings.md docs/settings.md
+	cp target/generated/metrics.md docs/metrics-reference.md
 
 # Ten minutes of echo clients (ws://, wss://, deflate) beside 100 clients that
 # push 1 MiB messages and never read (issue #23); SOAK_SECONDS to change.

@@ -377,6 +377,47 @@ pub fn json(families: &[Family]) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// Every metric family an admin listener can export, as a Markdown table
+/// (name, type, labels, what it counts), for docs/metrics.md: read off the
+/// same families a scrape encodes, with every optional family switched on,
+/// so the reference cannot drift from the code (`ricochet generate`).
+pub fn reference_markdown() -> String {
+    let shards = [std::sync::Arc::new(ShardMetrics::default())];
+    let info = BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: "",
+        backend: "io_uring",
+        tls: true,
+        deflate: true,
+        proxy: true,
+        rate_limited: true,
+        per_ip: true,
+        inherited: Some(0),
+    };
+    let process = ProcessStats {
+        cpu_seconds: 0.0,
+        resident_bytes: 0,
+        virtual_bytes: 0,
+        open_fds: 0,
+        max_fds: 0,
+        start_time_seconds: 0.0,
+        threads: 0,
+    };
+    let scrape = Scrape { shards: &shards, info: &info, websockets_open: 0, process: Some(process) };
+    let mut out = String::from("| Metric | Type | Labels | What it counts |\n|---|---|---|---|\n");
+    for f in scrape.families() {
+        let mut labels: Vec<&str> = f.samples.iter().flat_map(|s| s.labels.iter().map(|(k, _)| *k)).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let kind = match f.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(out, "| `{}` | {kind} | {} | {} |", f.name, labels.join(", "), f.help.replace('|', "\\|"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,8 +174,8 @@ impl Certificates {
 }
 
 /// The crypto provider's name, chosen at build time: `ring` by default, or
-/// `aws-lc-rs` when built with `--features aws-lc-rs` (README "Serving
-/// wss://" has the figures behind the default).
+/// `aws-lc-rs` when built with `--features aws-lc-rs` (docs/tls.md
+/// has the figures behind the default).
 pub const PROVIDER: &str = if cfg!(feature = "aws-lc-rs") { "aws-lc-rs" } else { "ring" };
 
 /// The crypto provider every TLS configuration uses (see [`PROVIDER`]).
