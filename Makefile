@@ -159,6 +159,8 @@ install-files:
 		install -D -m 644 tuning/ricochet.toml $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml
 	install -D -m 644 tuning/README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/tuning/README.md
 	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/README.md
+	install -d $(DESTDIR)$(PREFIX)/share/doc/ricochet/docs
+	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/docs/
 	# Man pages and completions, written by the binary from its own --help definitions.
 	rm -rf $(GEN) && $(BIN) generate $(GEN)
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
