@@ -11,6 +11,8 @@ fn install(root: &Path) -> std::process::Output {
         .args(["-s", "install-files", "PREFIX=/opt/ricochet"])
         .arg(format!("DESTDIR={}", root.display()))
         .arg(format!("BIN={}", env!("CARGO_BIN_EXE_ricochet")))
+        // Each run its own generated pages: the tests run at once.
+        .arg(format!("GEN={}-generated", root.display()))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run make")
