@@ -7,15 +7,18 @@ use std::path::Path;
 use std::process::Command;
 
 fn install(root: &Path) -> std::process::Output {
-    Command::new("make")
+    let generated = format!("{}-generated", root.display());
+    let out = Command::new("make")
         .args(["-s", "install-files", "PREFIX=/opt/ricochet"])
         .arg(format!("DESTDIR={}", root.display()))
         .arg(format!("BIN={}", env!("CARGO_BIN_EXE_ricochet")))
         // Each run its own generated pages: the tests run at once.
-        .arg(format!("GEN={}-generated", root.display()))
+        .arg(format!("GEN={generated}"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("run make")
+        .expect("run make");
+    let _ = std::fs::remove_dir_all(&generated);
+    out
 }
 
 #[test]
