@@ -221,11 +221,7 @@ fn settings_markdown(serve: &clap::Command) -> String {
             .unwrap_or_default();
         let env = a.get_env().map(|e| format!("`{}`", e.to_string_lossy())).unwrap_or_default();
         let cell = |s: &str| s.replace('|', "\\|");
-        out.push_str(&format!(
-            "| `--{long}{value}` | {env} | {} | {} |\n",
-            cell(&default),
-            cell(&text)
-        ));
+        out.push_str(&format!("| `--{long}{value}` | {env} | {} | {} |\n", cell(&default), cell(&text)));
     }
     out
 }

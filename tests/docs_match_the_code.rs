@@ -23,23 +23,23 @@ fn the_generated_references_are_current() {
 
 /// Flags of other tools the documentation shows being run.
 const OTHER_TOOLS: &[&str] = &[
-    "--cases",          // shared/autobahn/run.sh
-    "--require-ok",     // shared/autobahn/run.sh
-    "--deploy-hook",    // certbot
-    "--features",       // cargo
-    "--release",        // cargo
-    "--now",            // systemctl enable
-    "--system",         // sysctl
-    "--only",           // ricochet-bench (bench/runner)
-    "--out",            // ricochet-bench
-    "--readme",         // ricochet-bench
-    "--sizes",          // ricochet-bench
+    "--cases",           // shared/autobahn/run.sh
+    "--require-ok",      // shared/autobahn/run.sh
+    "--deploy-hook",     // certbot
+    "--features",        // cargo
+    "--release",         // cargo
+    "--now",             // systemctl enable
+    "--system",          // sysctl
+    "--only",            // ricochet-bench (bench/runner)
+    "--out",             // ricochet-bench
+    "--readme",          // ricochet-bench
+    "--sizes",           // ricochet-bench
     "--pipelined-sizes", // ricochet-bench
-    "--tls-sizes",      // ricochet-bench
-    "--deflate-sizes",  // ricochet-bench
-    "--latency-loads",  // ricochet-bench
-    "--storm",          // ricochet-bench
-    "--quick",          // ricochet-bench
+    "--tls-sizes",       // ricochet-bench
+    "--deflate-sizes",   // ricochet-bench
+    "--latency-loads",   // ricochet-bench
+    "--storm",           // ricochet-bench
+    "--quick",           // ricochet-bench
 ];
 
 fn flags_in(text: &str) -> BTreeSet<String> {
@@ -47,7 +47,8 @@ fn flags_in(text: &str) -> BTreeSet<String> {
     let b = text.as_bytes();
     let mut i = 0;
     while i + 2 < b.len() {
-        let starts = b[i] == b'-' && b[i + 1] == b'-' && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'-'));
+        let starts =
+            b[i] == b'-' && b[i + 1] == b'-' && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'-'));
         if starts && b[i + 2].is_ascii_lowercase() {
             let mut j = i + 2;
             while j < b.len() && (b[j].is_ascii_lowercase() || b[j].is_ascii_digit() || b[j] == b'-') {
