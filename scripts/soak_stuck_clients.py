@@ -57,6 +57,18 @@ def open_one():
     opened += 1
 
 
+def replace(s):
+    """A connection the server ended: count it and open another."""
+    global ended
+    sel.unregister(s)
+    s.close()
+    ended += 1
+    try:
+        open_one()
+    except OSError as e:
+        print(f"reconnect failed: {e}", file=sys.stderr)
+
+
 deadline = time.time() + seconds
 for _ in range(count):
     open_one()
@@ -72,13 +84,7 @@ while time.time() < deadline:
             pass
         except OSError:
             # Ended by the server (idle timeout): a new one takes its place.
-            sel.unregister(s)
-            s.close()
-            ended += 1
-            try:
-                open_one()
-            except OSError as e:
-                print(f"reconnect failed: {e}", file=sys.stderr)
+            replace(s)
     # A connection the server dropped while it was held back shows up only
     # as an error on the next write; probe the ones that are not writable.
     for key in list(sel.get_map().values()):
@@ -92,11 +98,5 @@ while time.time() < deadline:
         except OSError:
             err = -1
         if err:
-            sel.unregister(s)
-            s.close()
-            ended += 1
-            try:
-                open_one()
-            except OSError as e:
-                print(f"reconnect failed: {e}", file=sys.stderr)
+            replace(s)
 print(f"stuck clients: opened {opened}, ended by the server {ended}, wrote {written >> 20} MiB")

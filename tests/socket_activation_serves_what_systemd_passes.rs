@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::restarts::through_five_restarts;
 use common::{backend, upgrade_request, RawClient};
 use ricochet::ws::client::Event;
 use ricochet::ws::frame::OpCode;
@@ -16,8 +17,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -145,107 +144,23 @@ fn start_with(socket: &TcpListener, backend: &str) -> Child {
     child
 }
 
-#[derive(Default)]
-struct Tally {
-    sessions: AtomicU64,
-    refused: AtomicU64,
-    reset: AtomicU64,
-    wrong: AtomicU64,
-}
-
-/// Connect, handshake, echo twice, close; a 1001 from a draining server
-/// after the echoes that were sent is a clean end too.
-fn session(addr: SocketAddr, id: usize, n: u64, t: &Tally) {
-    let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            t.refused.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            t.reset.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut c = RawClient::over(tcp);
-        c.send_raw(upgrade_request("/").as_bytes());
-        if !c.read_http_head().starts_with("HTTP/1.1 101 ") {
-            t.refused.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        for m in 0..2 {
-            let text = format!("client {id} session {n} message {m}");
-            c.send(true, OpCode::Text, text.as_bytes());
-            match c.next_event() {
-                Some(Event::Message(OpCode::Text, got)) if got == text.as_bytes() => {}
-                Some(Event::Close(Some(1001), _)) => {
-                    c.send(true, OpCode::Close, &1001u16.to_be_bytes());
-                    t.sessions.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                other => {
-                    eprintln!("client {id}: {other:?}");
-                    t.wrong.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-        c.send(true, OpCode::Close, &1000u16.to_be_bytes());
-        match c.expect_close() {
-            Some(1000 | 1001) => t.sessions.fetch_add(1, Ordering::Relaxed),
-            _ => t.wrong.fetch_add(1, Ordering::Relaxed),
-        };
-    }));
-    if ok.is_err() {
-        t.reset.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn restarts_under_a_held_socket_refuse_and_reset_nothing() {
     let socket = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
     let backend = backend();
     let mut server = start_with(&socket, &backend);
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|id| {
-            let (t, stop) = (tally.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) && n < 100_000 {
-                    session(addr, id, n, &t);
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(300));
+    let tally = through_five_restarts(addr, |_| {
         // `systemctl restart`: stop (SIGTERM, drain, exit), then start.
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
         assert!(server.wait().unwrap().success());
         server = start_with(&socket, &backend);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let line = format!(
-        "sessions {} refused {} reset {} wrong {}",
-        get(&tally.sessions),
-        get(&tally.refused),
-        get(&tally.reset),
-        get(&tally.wrong)
-    );
+    });
+    let line = tally.line();
     eprintln!("socket activation restarts: {line}");
-    assert_eq!(get(&tally.refused) + get(&tally.reset) + get(&tally.wrong), 0, "{line}");
-    assert!(get(&tally.sessions) >= 30, "too few sessions to mean anything: {line}");
+    assert_eq!(tally.get(&tally.refused) + tally.get(&tally.reset) + tally.get(&tally.wrong), 0, "{line}");
+    assert!(tally.get(&tally.sessions) >= 30, "too few sessions to mean anything: {line}");
     let _ = server.kill();
     let _ = server.wait();
 }

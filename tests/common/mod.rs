@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod haproxy;
+pub mod restarts;
 pub mod tls;
 
 use ricochet::ws::client::{decode_server_frames_with, encode_masked, events, Event, ServerFrame};
