@@ -3,4 +3,5 @@
 
 pub mod buf_ring;
 pub mod probe;
+pub mod recv_limit;
 pub mod shard;

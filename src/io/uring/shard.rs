@@ -116,6 +116,12 @@ struct Shard {
     wake_fd: OwnedFd,
     /// For a carry too big for a buffer's reserve.
     scratch: Vec<u8>,
+    /// The most one multishot receive may take (`recv_limit.rs`), where
+    /// the kernel can bound it.
+    recv_limit: Option<u32>,
+    /// A connection that had backed up (and kept input and output on the
+    /// heap) closed since the last trim: give the heap back at the next.
+    heap_to_trim: bool,
     /// Connections whose receive stopped for lack of buffers (ENOBUFS).
     starved: Vec<(usize, u32)>,
     /// A buffer went back to the ring since starved receives were last re-armed.
@@ -176,7 +182,10 @@ pub fn run(
     }
     // SAFETY: efd is a fresh descriptor owned by nobody else.
     let wake_fd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let recv_limit = super::recv_limit::supported().then(|| super::recv_limit::limit(bufs.buf_size()));
     let mut shard = Shard {
+        recv_limit,
+        heap_to_trim: false,
         ring,
         bufs,
         table: Table::new(ctx),
@@ -280,6 +289,9 @@ impl Shard {
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
                 .user_data(ud)
+        } else if let Some(total) = self.recv_limit {
+            // Read-ahead bounded: see recv_limit.rs.
+            super::recv_limit::recv_multi_limited(fd, BGID, total).user_data(ud)
         } else {
             opcode::RecvMulti::new(fd, BGID).build().user_data(ud)
         };
@@ -322,7 +334,7 @@ impl Shard {
                 }
                 return Ok(());
             }
-            let trim = (self.can_trim && self.bufs.has_resident()).then_some(self.trim_at);
+            let trim = (self.can_trim && self.bufs.has_resident() || self.heap_to_trim).then_some(self.trim_at);
             let deadline = [self.table.next_deadline(), self.accept_paused_until, trim].into_iter().flatten().min();
             let mut wait = deadline.map(|d| d.saturating_duration_since(now)).unwrap_or(Duration::from_secs(3600));
             if self.table.shutting_down() {
@@ -372,9 +384,22 @@ impl Shard {
                 self.table.report_shutdown(now);
                 self.shutdown_sweep(now);
             }
-            if self.can_trim && now >= self.trim_at {
+            if (self.can_trim || self.heap_to_trim) && now >= self.trim_at {
                 self.trim_at = now + TRIM_EVERY;
-                self.trim_buffers();
+                if self.can_trim {
+                    self.trim_buffers();
+                }
+                if std::mem::take(&mut self.heap_to_trim) {
+                    // Backed-up connections' kept input and output were
+                    // freed, but glibc keeps freed chunks below its mmap
+                    // threshold (which rises to 32 MiB as large chunks are
+                    // freed) and returns only the top of the heap by itself:
+                    // 200 clients that pushed without reading left 17 MB
+                    // held after they had gone. At most once a second, and
+                    // only after such connections closed.
+                    // SAFETY: malloc_trim takes the allocator's own locks.
+                    unsafe { libc::malloc_trim(0) };
+                }
             }
             // An inflater comes back only while some connection is handled,
             // so looking once per turn wakes the parked without polling.
@@ -582,6 +607,14 @@ impl Shard {
         let n = unsafe { self.bufs.trim() };
         if n > 0 {
             debug!(shard = self.table.ctx.id, buffers = n, "idle receive buffers trimmed");
+            // A burst is over (buffers went unused for a second): hand back
+            // the heap it took too. Backed-up connections' kept input and
+            // output were freed, but glibc keeps freed chunks below its
+            // mmap threshold (which rises to 32 MiB as large chunks are
+            // freed) and returns only the top of the heap by itself.
+            // SAFETY: malloc_trim takes the allocator's own locks; rare (at
+            // most once a second, only after a burst).
+            unsafe { libc::malloc_trim(0) };
         }
     }
 
@@ -922,6 +955,8 @@ impl Shard {
         let Some(s) = self.table.get_mut(slot) else { return };
         s.io.dying = true;
         if !s.io.busy && !s.io.recv_armed {
+            // One that backed up held input and output on the heap.
+            self.heap_to_trim |= s.io.throttled;
             self.table.remove(slot);
             return;
         }
