@@ -157,7 +157,6 @@ install-files:
 	install -D -m 644 tuning/sysctl.d/99-ricochet.conf $(DESTDIR)$(SYSCONFDIR)/sysctl.d/99-ricochet.conf
 	test -e $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml || \
 		install -D -m 644 tuning/ricochet.toml $(DESTDIR)$(SYSCONFDIR)/ricochet/ricochet.toml
-	install -D -m 644 tuning/README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/tuning/README.md
 	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/README.md
 	install -d $(DESTDIR)$(PREFIX)/share/doc/ricochet/docs
 	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/ricochet/docs/

@@ -6,7 +6,7 @@
 //! to change and the exact command that changes it. Buffer sizes come from
 //! the bandwidth-delay product: a TCP connection can only keep `window`
 //! bytes in flight per round trip, so filling a path of bandwidth B and
-//! round-trip time RTT needs a window of B x RTT bytes. tuning/README.md
+//! round-trip time RTT needs a window of B x RTT bytes. docs/tuning.md
 //! explains each rule.
 //!
 //! Every path is relative to a root (`/` on a real host) so that the rules can
@@ -580,7 +580,7 @@ fn nics(host: &Host) -> Vec<Finding> {
                 fix: if status == Status::Ok {
                     String::new()
                 } else {
-                    format!("ethtool -L {n} combined {want} (if the NIC has that many; else RPS: tuning/README.md)")
+                    format!("ethtool -L {n} combined {want} (if the NIC has that many; else RPS: docs/tuning.md)")
                 },
                 why: "one receive queue per shard CPU (RSS), IRQs pinned to match".into(),
                 sysctl_value: None,
@@ -689,7 +689,7 @@ pub fn apply(root: &Path, findings: &[Finding]) -> Result<Vec<(String, String, S
         .iter()
         .filter(|f| f.status != Status::Ok && f.sysctl_value.is_some() && f.current != "unavailable")
         .collect();
-    let mut conf = String::from("# Written by `ricochet tune --apply`; see tuning/README.md for what each does.\n");
+    let mut conf = String::from("# Written by `ricochet tune --apply`; see docs/tuning.md for what each does.\n");
     for f in &todo {
         let _ = writeln!(conf, "# {}\n{} = {}", f.why, f.setting, f.sysctl_value.as_deref().unwrap_or_default());
     }

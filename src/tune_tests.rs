@@ -63,7 +63,7 @@ fn find<'a>(f: &'a [Finding], key: &str) -> &'a Finding {
 
 #[test]
 fn bandwidth_delay_product_worked_examples() {
-    // tuning/README.md: 10 Gb/s x 100 us = 125,000 bytes; 1 Gb/s x 50 ms = 6,250,000 bytes.
+    // docs/tuning.md: 10 Gb/s x 100 us = 125,000 bytes; 1 Gb/s x 50 ms = 6,250,000 bytes.
     assert_eq!(load(1, "10Gbit", 100).bdp_bytes(), 125_000);
     assert_eq!(load(1, "1Gbit", 50_000).bdp_bytes(), 6_250_000);
     // Without window scaling a window tops out at 65,535 bytes: on a 50 ms

@@ -38,7 +38,7 @@ fn the_package_holds_every_file_and_keeps_the_config() {
         "./lib/systemd/system/ricochet.socket",
         "./etc/sysctl.d/99-ricochet.conf",
         "./etc/ricochet/ricochet.toml",
-        "./usr/share/doc/ricochet/tuning/README.md",
+        "./usr/share/doc/ricochet/docs/tuning.md",
         "./usr/share/doc/ricochet/docs/operating.md",
         "./usr/share/man/man1/ricochet.1",
         "./usr/share/man/man1/ricochet-serve.1",

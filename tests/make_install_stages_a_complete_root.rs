@@ -35,7 +35,7 @@ fn every_file_lands_where_the_unit_expects_it() {
         "opt/ricochet/share/doc/ricochet/README.md",
         "opt/ricochet/share/doc/ricochet/docs/operating.md",
         "opt/ricochet/share/doc/ricochet/docs/settings.md",
-        "opt/ricochet/share/doc/ricochet/tuning/README.md",
+        "opt/ricochet/share/doc/ricochet/docs/tuning.md",
         "opt/ricochet/share/man/man1/ricochet.1",
         "opt/ricochet/share/man/man1/ricochet-serve.1",
         "opt/ricochet/share/bash-completion/completions/ricochet",

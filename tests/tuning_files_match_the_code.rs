@@ -130,6 +130,24 @@ fn example_config_is_the_defaults_with_the_admin_listener_on_loopback() {
     ] {
         assert!(text.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))), "{key} missing");
     }
+    // And commented: every group of setting lines follows a comment saying what it does.
+    let lines: Vec<&str> = text.lines().collect();
+    let is_key = |l: &str| {
+        let l = l.trim_start_matches("# ");
+        l.split(" =").next().is_some_and(|k| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        }) && l.contains(" =")
+    };
+    for (i, l) in lines.iter().enumerate() {
+        if !is_key(l) || l.starts_with('#') {
+            continue;
+        }
+        let mut j = i;
+        while j > 0 && is_key(lines[j - 1]) {
+            j -= 1;
+        }
+        assert!(j > 0 && lines[j - 1].starts_with('#'), "{l:?} has no comment above it");
+    }
 }
 
 #[test]
