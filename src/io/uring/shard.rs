@@ -69,7 +69,9 @@ struct Io {
     recv_armed: bool,
     /// A send or a POLLOUT wait is in flight (at most one).
     busy: bool,
-    job: Option<SendJob>,
+    /// Boxed: only a connection with a send in flight has one, and an idle
+    /// connection's slot stays small (see `Table`'s slab).
+    job: Option<Box<SendJob>>,
     /// Closing: waiting for in-flight operations before the slot is freed.
     dying: bool,
     /// This client once sent faster than it read: receive one buffer at a
@@ -127,7 +129,7 @@ struct Shard {
     /// A buffer went back to the ring since starved receives were last re-armed.
     recycled: bool,
     /// Finished send jobs kept for reuse, so a send allocates nothing.
-    spare_jobs: Vec<SendJob>,
+    spare_jobs: Vec<Box<SendJob>>,
     /// Connections whose TLS handshake input waits for the next turn.
     waiting: Vec<(usize, u32)>,
     /// Connections waiting, unread, for an inflater (permessage-deflate);
@@ -696,7 +698,7 @@ impl Shard {
         }
         let mut job = self.new_job();
         let out = &self.table.out;
-        let SendJob { iov, owned, .. } = &mut job;
+        let SendJob { iov, owned, .. } = &mut *job;
         for &c in out.chunks() {
             if let Chunk::Owned { .. } = c {
                 owned.extend_from_slice(out.bytes(&[], c));
@@ -723,13 +725,9 @@ impl Shard {
     }
 
     /// A send job from the pool (or a new one), emptied.
-    fn new_job(&mut self) -> SendJob {
-        let mut j = self.spare_jobs.pop().unwrap_or_else(|| SendJob {
-            bid: None,
-            iov: Vec::new(),
-            owned: Vec::new(),
-            msg: zeroed_msghdr(),
-            total: 0,
+    fn new_job(&mut self) -> Box<SendJob> {
+        let mut j = self.spare_jobs.pop().unwrap_or_else(|| {
+            Box::new(SendJob { bid: None, iov: Vec::new(), owned: Vec::new(), msg: zeroed_msghdr(), total: 0 })
         });
         j.iov.clear();
         j.owned.clear();
@@ -739,7 +737,7 @@ impl Shard {
     }
 
     /// Returns a finished job to the pool (a few, none holding a big buffer).
-    fn keep_job(&mut self, mut j: SendJob) {
+    fn keep_job(&mut self, mut j: Box<SendJob>) {
         if self.spare_jobs.len() < 64 {
             if j.owned.capacity() > 64 * 1024 {
                 j.owned = Vec::new();
@@ -764,7 +762,7 @@ impl Shard {
         self.submit_send(slot, job);
     }
 
-    fn submit_send(&mut self, slot: usize, mut job: SendJob) {
+    fn submit_send(&mut self, slot: usize, mut job: Box<SendJob>) {
         let Some(s) = self.table.get_mut(slot) else {
             if let Some(b) = job.bid.take() {
                 self.give_back(b);
