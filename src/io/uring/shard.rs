@@ -129,6 +129,9 @@ struct Shard {
     /// A buffer went back to the ring since starved receives were last re-armed.
     recycled: bool,
     /// Finished send jobs kept for reuse, so a send allocates nothing.
+    // Boxed on purpose: a job moves between this pool and a connection's
+    // `Io::job`, and reusing the box keeps a send free of allocations.
+    #[allow(clippy::vec_box)]
     spare_jobs: Vec<Box<SendJob>>,
     /// Connections whose TLS handshake input waits for the next turn.
     waiting: Vec<(usize, u32)>,
