@@ -96,8 +96,12 @@ autobahn-deflate: build
 # Ricochet against peer servers, side by side (docs/performance.md): about 35
 # minutes on 2 cores; bench-quick about 4. Results: bench/results/.
 # BENCH_ARGS passes flags through, e.g. BENCH_ARGS="--only ricochet-epoll,ricochet-uring".
+# A full run (no BENCH_ARGS) writes its tables into docs/performance.md and
+# its small table into README.md; with BENCH_ARGS, or with BENCH_DOCS=, both
+# are left alone.
+BENCH_DOCS ?= $(if $(BENCH_ARGS),,--guide docs/performance.md --summary README.md)
 bench: bench-build
-	RICOCHET_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench $(BENCH_ARGS)
+	RICOCHET_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench $(BENCH_DOCS) $(BENCH_ARGS)
 
 bench-quick: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench --quick $(BENCH_ARGS)

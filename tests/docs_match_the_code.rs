@@ -33,6 +33,9 @@ const OTHER_TOOLS: &[&str] = &[
     "--only",            // ricochet-bench (bench/runner)
     "--out",             // ricochet-bench
     "--readme",          // ricochet-bench
+    "--guide",           // ricochet-bench
+    "--summary",         // ricochet-bench
+    "--render",          // ricochet-bench
     "--sizes",           // ricochet-bench
     "--pipelined-sizes", // ricochet-bench
     "--tls-sizes",       // ricochet-bench
@@ -86,4 +89,28 @@ fn every_flag_the_documentation_names_exists() {
         }
     }
     assert!(unknown.is_empty(), "flags that do not exist:\n{}", unknown.join("\n"));
+}
+
+#[test]
+fn every_crate_the_workspace_uses_is_in_the_dependencies_chapter() {
+    let chapter = std::fs::read_to_string(Path::new(ROOT).join("docs/dependencies.md")).unwrap();
+    let mut missing = Vec::new();
+    for manifest in ["Cargo.toml", "bench/peers/Cargo.toml", "bench/runner/Cargo.toml"] {
+        let text = std::fs::read_to_string(Path::new(ROOT).join(manifest)).unwrap();
+        let doc: toml::Table = text.parse().unwrap();
+        for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            let Some(deps) = doc.get(section).and_then(|d| d.as_table()) else { continue };
+            for (key, spec) in deps {
+                // `webpki = { package = "rustls-webpki" }`: the crate's own name.
+                let name = spec.get("package").and_then(|p| p.as_str()).unwrap_or(key);
+                if spec.get("path").is_some() {
+                    continue; // a member of this workspace
+                }
+                if !chapter.contains(&format!("`{name}`")) {
+                    missing.push(format!("{manifest} [{section}] {name}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/dependencies.md does not account for:\n{}", missing.join("\n"));
 }

@@ -94,9 +94,15 @@ struct Args {
     /// Where results are written
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Also put the table and chart between `<!-- bench:start -->` and `<!-- bench:end -->` in this file
-    #[arg(long)]
-    readme: Option<PathBuf>,
+    /// Also put the full tables and charts between `<!-- bench:start -->` and
+    /// `<!-- bench:end -->` in this file (`make bench`: docs/performance.md)
+    #[arg(long, alias = "readme", value_name = "FILE")]
+    guide: Option<PathBuf>,
+    /// Also put the small table (a few echo points, ws:// without
+    /// compression) between `<!-- bench-summary:start -->` and
+    /// `<!-- bench-summary:end -->` in this file (`make bench`: README.md)
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
     /// Render the table and chart of an earlier results JSON instead of measuring
     #[arg(long, value_name = "JSON")]
     render: Option<PathBuf>,
@@ -159,29 +165,56 @@ fn run(mut args: Args) -> Result<bool, String> {
     if has_latency {
         println!("wrote {}", latency_svg.display());
     }
-    if let Some(readme) = &args.readme {
-        let mut section = format!("Produced by `{}`:\n\n{md}\n![chart]({})\n", results.command, svg_path.display());
+    if let Some(guide) = &args.guide {
+        // Image paths are relative to the page that shows them.
+        let from = guide.parent().unwrap_or(Path::new("."));
+        let mut section =
+            format!("Produced by `{}`:\n\n{md}\n![chart]({})\n", results.command, relative(&svg_path, from)?);
         if has_latency {
-            section.push_str(&format!("\n![latency under fixed load]({})\n", latency_svg.display()));
+            section.push_str(&format!("\n![latency under fixed load]({})\n", relative(&latency_svg, from)?));
         }
-        splice_readme(readme, &section)?;
-        println!("updated {}", readme.display());
+        splice(guide, "bench", &section)?;
+        println!("updated {}", guide.display());
+    }
+    if let Some(summary) = &args.summary {
+        splice(summary, "bench-summary", &table::summary(&results))?;
+        println!("updated {}", summary.display());
     }
     Ok(results.failures().is_empty())
 }
 
-/// Replaces what lies between the bench markers in `path`.
-fn splice_readme(path: &Path, section: &str) -> Result<(), String> {
-    const START: &str = "<!-- bench:start -->";
-    const END: &str = "<!-- bench:end -->";
+/// `target` as a path relative to the directory `from` (both must exist).
+fn relative(target: &Path, from: &Path) -> Result<String, String> {
+    let canon = |p: &Path| {
+        let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+        p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (t, f) = (canon(target)?, canon(from)?);
+    let (tc, fc): (Vec<_>, Vec<_>) = (t.components().collect(), f.components().collect());
+    let common = tc.iter().zip(&fc).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..fc.len() {
+        out.push("..");
+    }
+    for c in &tc[common..] {
+        out.push(c);
+    }
+    Ok(out.display().to_string())
+}
+
+/// Replaces what lies between the `<!-- {marker}:start -->` and
+/// `<!-- {marker}:end -->` lines of `path`.
+fn splice(path: &Path, marker: &str, section: &str) -> Result<(), String> {
+    let start = format!("<!-- {marker}:start -->");
+    let end = format!("<!-- {marker}:end -->");
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
-        return Err(format!("{}: no {START} ... {END} section", path.display()));
+    let (Some(a), Some(b)) = (text.find(&start), text.find(&end)) else {
+        return Err(format!("{}: no {start} ... {end} section", path.display()));
     };
     if b < a {
-        return Err(format!("{}: {END} comes before {START}", path.display()));
+        return Err(format!("{}: {end} comes before {start}", path.display()));
     }
-    let new = format!("{}{START}\n{section}{}", &text[..a], &text[b..]);
+    let new = format!("{}{start}\n{section}{}", &text[..a], &text[b..]);
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -627,5 +660,46 @@ mod tests {
         assert_eq!(all.threads, 2);
         assert!(all.argv.windows(2).any(|w| w == ["--shards", "2"]));
         assert!(!servers::specs(Path::new("bin"), None, 1).iter().any(|s| s.threads > 1));
+    }
+
+    #[test]
+    fn the_readme_table_and_the_guide_come_from_one_results_file() {
+        let dir = tempfile_dir();
+        let json = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/2026-12-01-vm.json");
+        let text = std::fs::read_to_string(json).unwrap();
+        let results: Results = serde_json::from_str(&text).unwrap();
+        let page = dir.join("page.md");
+        std::fs::write(&page, "intro\n<!-- bench-summary:start -->\nold\n<!-- bench-summary:end -->\nafter\n").unwrap();
+        splice(&page, "bench-summary", &table::summary(&results)).unwrap();
+        let out = std::fs::read_to_string(&page).unwrap();
+        assert!(out.starts_with("intro\n<!-- bench-summary:start -->\nMessages echoed"), "{out}");
+        assert!(out.ends_with("<!-- bench-summary:end -->\nafter\n"), "{out}");
+        assert!(!out.contains("old"));
+        assert!(out.contains("2026-12-01") && out.contains("AMD EPYC"), "date and CPU: {out}");
+        // The 2026-12-01 run's io_uring median at 100 × 20 B, as its full table has it.
+        assert!(out.contains("| 100 × 20 B | 130k | 189k |"), "{out}");
+        assert!(splice(&page, "bench", "x").is_err(), "a page without the markers is an error");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn image_paths_are_relative_to_the_page() {
+        let dir = tempfile_dir();
+        std::fs::create_dir_all(dir.join("docs")).unwrap();
+        std::fs::create_dir_all(dir.join("bench/results")).unwrap();
+        std::fs::write(dir.join("bench/results/a.svg"), "").unwrap();
+        assert_eq!(relative(&dir.join("bench/results/a.svg"), &dir.join("docs")).unwrap(), "../bench/results/a.svg");
+        assert_eq!(relative(&dir.join("bench/results/a.svg"), &dir).unwrap(), "bench/results/a.svg");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "ricochet-bench-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }

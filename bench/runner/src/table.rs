@@ -62,12 +62,61 @@ pub fn markdown(r: &Results) -> String {
     if r.servers.iter().any(|s| s.tls) {
         let _ = writeln!(
             out,
-            "\n#### wss:// (TLS 1.3, the same certificate, rustls and {} for every server)\n",
+            "\n### wss:// (TLS 1.3, the same certificate, rustls and {} for every server)\n",
             r.tls_provider
         );
         out.push_str(&section(r, true));
     }
     footer(r, &mut out);
+    out
+}
+
+/// The echo points the README's small table shows, where a run has them:
+/// small and mid-size messages at both connection counts, and pipelining.
+const SUMMARY_POINTS: [Point; 4] = [(100, 20, 1), (1000, 1024, 1), (1000, 16 * 1024, 1), (100, 1024, 16)];
+
+/// The README's small table: messages per server CPU-second of the ws://
+/// servers (no compression) at [`SUMMARY_POINTS`] (or, for a run with
+/// none of them, at the run's own points), medians, with the date,
+/// the CPU and the command of the run it comes from, so the README and the
+/// performance chapter are filled from one JSON and cannot disagree.
+pub fn summary(r: &Results) -> String {
+    let names: Vec<&str> = r.servers.iter().filter(|s| !s.tls && !s.deflate).map(|s| s.name.as_str()).collect();
+    let present = r.echo_points_of(&names);
+    let mut points: Vec<Point> = SUMMARY_POINTS.iter().copied().filter(|p| present.contains(p)).collect();
+    if points.is_empty() {
+        // A run with another matrix: its own points.
+        points = present;
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Messages echoed per second of server CPU (higher is better; median of {} run{}), one server thread \
+         on CPU {} and the load generator on CPU {}, on {} with {} CPUs, kernel {}, {}, `{}`:\n",
+        r.repeat,
+        if r.repeat == 1 { "" } else { "s" },
+        r.host.server_cpus,
+        r.host.client_cpus,
+        r.host.cpu_model,
+        r.host.cpus,
+        r.host.kernel,
+        &r.host.started[..10.min(r.host.started.len())],
+        r.command
+    );
+    header(&mut out, &[vec!["connections × size".to_string()], names.iter().map(|n| n.to_string()).collect()].concat());
+    for (c, s, p) in points {
+        let lead = if p == 1 {
+            format!("{c} × {}", size_label(s))
+        } else {
+            format!("{c} × {}, {p} in flight", size_label(s))
+        };
+        let cells = names.iter().map(|n| {
+            r.spread(Kind::Echo, n, (c, s, p), Sample::per_server_cpu_second)
+                .map(|x| si(x.median))
+                .unwrap_or_else(|| "failed".into())
+        });
+        out.push_str(&row(&[vec![lead], cells.collect()].concat()));
+    }
     out
 }
 
@@ -206,7 +255,7 @@ fn latency_section(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n#### Latency under fixed load (open loop)\n\n\
+        "\n### Latency under fixed load (open loop)\n\n\
          {} connections × {}, one message sent every 1/rate seconds round-robin whatever the echoes do; latency \
          counts from each message's intended send time, so a stall shows as latency rather than as fewer samples. \
          The rates are shares of the slowest server's closed-loop saturation at this point (above), so every \
@@ -257,7 +306,7 @@ fn storm_section(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n#### Reconnect storm\n\n\
+        "\n### Reconnect storm\n\n\
          {} clients connect at once (as after a balancer failover; the load generator opens them as fast as it \
          can make sockets, with no limit on handshakes in flight), each sends one {} message after its \
          handshake. Medians (min–max) of {} runs:\n",
@@ -302,7 +351,7 @@ fn deflate_section(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n#### permessage-deflate: compressed text, echoed as it came\n\n\
+        "\n### permessage-deflate: compressed text, echoed as it came\n\n\
          **Messages per server CPU-second** (higher is better), median (min–max) of {} runs, and **server CPU \
          per message ÷ the same backend's uncompressed echo** of the same size (binary, the tables above); \
          sizes are of the text before compression (about 3:1):\n",

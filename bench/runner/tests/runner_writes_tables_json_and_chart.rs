@@ -20,7 +20,10 @@ fn bin_dir() -> PathBuf {
 fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
     let dir = tempfile::tempdir().expect("tempdir");
     let readme = dir.path().join("README.md");
-    std::fs::write(&readme, "# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nafter\n").unwrap();
+    std::fs::write(&readme, "# x\n\n<!-- bench-summary:start -->\nold\n<!-- bench-summary:end -->\n\nafter\n").unwrap();
+    std::fs::create_dir(dir.path().join("docs")).unwrap();
+    let guide = dir.path().join("docs/performance.md");
+    std::fs::write(&guide, "# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nafter\n").unwrap();
     let out = runner()
         .args(["--only", "ricochet-epoll,raw-tcp-echo,ricochet-epoll-wss", "--connections", "4", "--sizes", "20,1K"])
         .args(["--tls-sizes", "1K"])
@@ -41,7 +44,9 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
         .arg(bin_dir())
         .arg("--out")
         .arg(dir.path().join("results"))
-        .arg("--readme")
+        .arg("--guide")
+        .arg(&guide)
+        .arg("--summary")
         .arg(&readme)
         .output()
         .expect("runner runs");
@@ -106,22 +111,33 @@ fn a_tiny_run_writes_json_markdown_svg_and_the_readme_section() {
     assert!(stdout.contains("| 4 | 20 B | 4 |"), "the table is printed too");
     assert!(md.contains("0.3 s per sample after 0.1 s of warm-up"), "the footer names the warm-up:\n{md}");
     assert_eq!(json["warmup_s"], 0.1);
-    let tls = md.split("#### wss://").nth(1).expect("a wss:// section");
+    let tls = md.split("### wss://").nth(1).expect("a wss:// section");
     assert!(tls.contains("| ricochet-epoll-wss |") && tls.contains("| 4 | 1 KiB | 1 |"), "{tls}");
     assert!(tls.contains("resumed handshakes/s") && tls.contains("server CPU per resumed handshake"), "{tls}");
     let svg = std::fs::read_to_string(find("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("ricochet-epoll") && svg.contains("4 in flight"));
 
-    for section in ["#### Latency under fixed load", "**Server CPU per message**", "#### Reconnect storm", "| 50% |"] {
+    for section in ["### Latency under fixed load", "**Server CPU per message**", "### Reconnect storm", "| 50% |"] {
         assert!(md.contains(section), "no {section:?} in\n{md}");
     }
     let latency = files.iter().find(|p| p.to_string_lossy().ends_with("-latency.svg")).expect("a latency chart");
     let latency = std::fs::read_to_string(latency).unwrap();
     assert!(latency.starts_with("<svg") && latency.contains("raw-tcp-echo") && latency.contains("p99"));
 
-    let spliced = std::fs::read_to_string(&readme).unwrap();
+    let spliced = std::fs::read_to_string(&guide).unwrap();
     assert!(!spliced.contains("old") && spliced.contains("| 4 | 20 B | 4 |") && spliced.ends_with("after\n"));
-    assert!(spliced.contains("-latency.svg)"), "the README shows the latency chart");
+    assert!(
+        spliced.contains("](../results/") && spliced.contains("-latency.svg)"),
+        "charts, relative to the page:\n{spliced}"
+    );
+    // The README's small table: the same run's medians, with its date and CPU.
+    let small = std::fs::read_to_string(&readme).unwrap();
+    assert!(!small.contains("old") && small.ends_with("after\n"), "{small}");
+    assert!(
+        small.contains("| 4 × 20 B, 4 in flight |") && small.contains("| ricochet-epoll | raw-tcp-echo |"),
+        "{small}"
+    );
+    assert!(!small.contains("| ricochet-epoll-wss"), "the small table is ws:// only: {small}");
 }
 
 #[test]
