@@ -12,6 +12,11 @@ pub enum Reply {
     /// Answer every complete data message with one fixed message; holds the
     /// encoded frame so that replying is a copy of a few bytes.
     Fixed(Vec<u8>),
+    /// Send nothing back: hand every complete data message, whole and
+    /// unmasked (inflated if it came compressed), to the caller as one
+    /// encoded server frame ([`crate::ws::Output::messages`]). What the
+    /// caller does with it (a room's fan-out) is not the core's business.
+    Collect,
 }
 
 impl Reply {

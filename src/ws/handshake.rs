@@ -68,6 +68,14 @@ pub trait Admission {
     fn accepts_token(&self, _token: &[u8]) -> bool {
         true
     }
+
+    /// Whether a connection on request path `path` (without its query) may
+    /// be admitted; consulted once, before [`Admission::try_admit`], for a
+    /// handshake that is otherwise valid. An implementation that reserves
+    /// something here undoes it itself if the handshake is refused after.
+    fn admit_path(&self, _path: &str) -> Result<(), Rejection> {
+        Ok(())
+    }
 }
 
 /// Admits every connection.
@@ -165,11 +173,14 @@ pub enum Rejection {
     /// A plain HTTP request on a port that speaks TLS.
     #[error("this port speaks TLS: use https:// or wss://")]
     NotTls,
+    /// `--reply room`: the handshake would open a room past `--max-rooms`.
+    #[error("too many rooms open (at most {0}), try again later")]
+    TooManyRooms(usize),
 }
 
 /// Every refusal's short name and HTTP status, in [`Rejection::index`]
 /// order: the bounded label set of the refusal metrics.
-pub const REFUSALS: [(&str, u16); 18] = [
+pub const REFUSALS: [(&str, u16); 19] = [
     ("head_too_large", 431),
     ("too_many_headers", 431),
     ("malformed", 400),
@@ -188,6 +199,7 @@ pub const REFUSALS: [(&str, u16); 18] = [
     ("shutting_down", 503),
     ("not_tls", 400),
     ("too_many_from_address", 429),
+    ("too_many_rooms", 503),
 ];
 
 impl Rejection {
@@ -212,6 +224,7 @@ impl Rejection {
             Rejection::ShuttingDown => 15,
             Rejection::NotTls => 16,
             Rejection::TooManyFromAddress(_) => 17,
+            Rejection::TooManyRooms(_) => 18,
         }
     }
 
@@ -224,7 +237,9 @@ impl Rejection {
             Rejection::PathNotFound => (404, "Not Found"),
             Rejection::OriginForbidden => (403, "Forbidden"),
             Rejection::Unauthorized(_) => (401, "Unauthorized"),
-            Rejection::Overloaded | Rejection::ShuttingDown => (503, "Service Unavailable"),
+            Rejection::Overloaded | Rejection::ShuttingDown | Rejection::TooManyRooms(_) => {
+                (503, "Service Unavailable")
+            }
             Rejection::TooManyFromAddress(_) => (429, "Too Many Requests"),
             Rejection::Timeout => (408, "Request Timeout"),
             _ => (400, "Bad Request"),
@@ -240,7 +255,7 @@ impl Rejection {
             Rejection::Unauthorized(None) => "WWW-Authenticate: Bearer\r\n",
             Rejection::Unauthorized(Some(_)) => "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
             // RFC 6585 §4: the client may say when to try again.
-            Rejection::TooManyFromAddress(_) => "Retry-After: 5\r\n",
+            Rejection::TooManyFromAddress(_) | Rejection::TooManyRooms(_) => "Retry-After: 5\r\n",
             _ => "",
         }
     }
@@ -433,6 +448,7 @@ pub fn parse_request(buf: &[u8], policy: &HandshakePolicy, admission: &dyn Admis
         }
     }
     let protocol = select_protocol(req.headers, &policy.subprotocols);
+    admission.admit_path(path)?;
     admission.try_admit()?;
     let deflate = if policy.permessage_deflate {
         deflate::negotiate(
@@ -546,6 +562,7 @@ mod tests {
             Rejection::ShuttingDown,
             Rejection::NotTls,
             Rejection::TooManyFromAddress(3),
+            Rejection::TooManyRooms(2),
         ] {
             assert_eq!(REFUSALS[r.index()].1, r.status().0, "{r:?}");
             assert!(seen.insert(r.index()), "{r:?} shares its index");

@@ -46,6 +46,8 @@ pub struct Harness {
     pub sent: Vec<u8>,
     /// Messages, upgrade, rejection and error over all calls.
     pub total: Progress,
+    /// Under [`crate::ws::Reply::Collect`]: every message collected, in order.
+    pub collected: Vec<crate::ws::output::Collected>,
     buf: Vec<u8>,
     out: Output,
 }
@@ -58,6 +60,7 @@ impl Harness {
             carry: Vec::new(),
             sent: Vec::new(),
             total: Progress::default(),
+            collected: Vec::new(),
             buf: Vec::new(),
             out: Output::new(),
         }
@@ -81,6 +84,7 @@ impl Harness {
         self.out.clear();
         let p = self.session.handle_input(ctx, &mut self.buf, HEADROOM, &mut self.out);
         self.out.copy_to(&self.buf, &mut self.sent);
+        self.collected.append(&mut self.out.messages);
         self.carry.clear();
         self.carry.extend_from_slice(&self.buf[HEADROOM + p.consumed..]);
         self.total.messages += p.messages;

@@ -30,12 +30,44 @@ pub enum Chunk {
     },
 }
 
+/// A complete data message collected under [`crate::ws::Reply::Collect`]:
+/// one unmasked, uncompressed server frame, built where the payload was
+/// gathered so that it never needs another copy.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Collected {
+    /// The frame is `buf[start..]`: its header, then the payload.
+    pub buf: Vec<u8>,
+    /// Where the header starts (the space in front of it is unused).
+    pub start: usize,
+    /// A text message (else binary).
+    pub text: bool,
+}
+
+impl Collected {
+    /// The encoded frame.
+    pub fn frame(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The message's payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[frame::MAX_SERVER_HEADER_LEN..]
+    }
+}
+
 /// Ordered output of one call into the session. Reuse one per shard: clearing
 /// keeps the allocations, so steady state allocates nothing.
 #[derive(Debug, Default)]
 pub struct Output {
     chunks: Vec<Chunk>,
     owned: Vec<u8>,
+    /// Under [`crate::ws::Reply::Collect`]: the messages completed in this call, in order.
+    pub messages: Vec<Collected>,
+    /// Under [`crate::ws::Reply::Collect`]: the message in progress, its
+    /// payload behind [`frame::MAX_SERVER_HEADER_LEN`] bytes kept for the
+    /// header. It belongs to the connection: the caller swaps the
+    /// connection's own in before a call and back out after it.
+    pub assembling: Vec<u8>,
 }
 
 impl Output {
@@ -44,10 +76,12 @@ impl Output {
         Self::default()
     }
 
-    /// Forgets the contents, keeping capacity.
+    /// Forgets the contents, keeping capacity (the collected messages are
+    /// the caller's to take; [`Output::assembling`] is the connection's).
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.owned.clear();
+        self.messages.clear();
     }
 
     /// True when there is nothing to send.

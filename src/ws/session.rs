@@ -25,7 +25,7 @@ use crate::ws::error::ProtocolError;
 use crate::ws::frame::{self, HeaderStatus, OpCode};
 use crate::ws::handshake::{self, Admission, Rejection, Request};
 use crate::ws::mask::apply_mask;
-use crate::ws::output::Output;
+use crate::ws::output::{Collected, Output};
 use crate::ws::utf8::Utf8Validator;
 use std::time::Instant;
 
@@ -430,6 +430,15 @@ impl Session {
         }
     }
 
+    /// Closes at once with `code` and `reason` (as [`Session::force_close`]):
+    /// a room member too slow for its backlog gets 1008 "too slow".
+    pub fn close_with(&mut self, ctx: &Ctx<'_>, code: u16, reason: &str, out: &mut Output) {
+        if self.phase == Phase::Open {
+            self.pending_close = None;
+            self.send_close(ctx, code, reason, out);
+        }
+    }
+
     /// The opening handshake. Returns bytes consumed, or `None` for a partial head.
     fn handshake(&mut self, ctx: &Ctx<'_>, input: &[u8], out: &mut Output, p: &mut Progress) -> Option<usize> {
         match handshake::parse_request(input, &ctx.config.handshake, ctx.admission) {
@@ -514,6 +523,14 @@ impl Session {
             OpCode::Binary => self.msg = Some(Kind::Binary),
             _ => {}
         }
+        if h.opcode != OpCode::Continuation && self.phase == Phase::Open && ctx.config.reply == Reply::Collect {
+            // The message is gathered whole behind room for its server
+            // header; its first frame's length is a good first guess of its
+            // size (already checked against --max-message-size).
+            out.assembling.clear();
+            out.assembling.resize(frame::MAX_SERVER_HEADER_LEN, 0);
+            out.assembling.reserve(h.len as usize);
+        }
         self.msg_start = ctx.config.log_messages && h.opcode != OpCode::Continuation;
         self.msg_len = total;
         self.in_payload = true;
@@ -573,6 +590,7 @@ impl Session {
     ) -> Result<usize, ProtocolError> {
         let kind = self.msg.expect("a data frame always belongs to a message");
         let fallback = self.deflate == Some(Echo::Fallback) && ctx.config.reply == Reply::Echo;
+        let collect = ctx.config.reply == Reply::Collect;
         let limit = ctx.config.max_message_size;
         let Session { utf8, out_open, inflater, own_inflater, .. } = self;
         let inflater =
@@ -581,6 +599,12 @@ impl Session {
             // RFC 6455 §8.1 on the inflated text (RFC 7692 §6.2): fail fast.
             if kind == Kind::Text && utf8.feed(b).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
+            }
+            if collect {
+                // Collected inflated: receivers get the message itself
+                // (the inflater's limit bounds it by --max-message-size).
+                out.assembling.extend_from_slice(b);
+                return Ok(true);
             }
             if !fallback || b.is_empty() {
                 return Ok(true);
@@ -735,6 +759,15 @@ impl Session {
             Reply::Echo => {}
             Reply::Fixed(reply) if msg_done => out.push_owned_with(|o| o.extend_from_slice(reply)),
             Reply::Fixed(_) => {}
+            Reply::Collect => {
+                if !self.compressed {
+                    // (A compressed piece was collected inflated, in `inflate_piece`.)
+                    out.assembling.extend_from_slice(&buf[pos..piece_end]);
+                }
+                if msg_done {
+                    out.messages.push(collected(std::mem::take(&mut out.assembling), kind));
+                }
+            }
         }
         if msg_done {
             if self.compressed {
@@ -833,6 +866,21 @@ impl Session {
     }
 }
 
+/// A whole message gathered in `buf` (behind [`frame::MAX_SERVER_HEADER_LEN`]
+/// bytes kept for it) with its one server frame header written in front.
+fn collected(mut buf: Vec<u8>, kind: Kind) -> Collected {
+    const ROOM: usize = frame::MAX_SERVER_HEADER_LEN;
+    debug_assert!(buf.len() >= ROOM, "a collected message starts with room for its header");
+    if buf.len() < ROOM {
+        buf.resize(ROOM, 0);
+    }
+    let len = (buf.len() - ROOM) as u64;
+    let hlen = frame::server_header_len(len);
+    let opcode = if kind == Kind::Text { OpCode::Text } else { OpCode::Binary };
+    frame::write_header(&mut buf[ROOM - hlen..ROOM], true, opcode, len, None);
+    Collected { buf, start: ROOM - hlen, text: kind == Kind::Text }
+}
+
 /// The opcode of the next echo fragment of a `kind` message.
 fn fragment_opcode(out_open: bool, kind: Kind) -> OpCode {
     match (out_open, kind) {
@@ -888,3 +936,7 @@ mod props;
 #[cfg(test)]
 #[path = "session_deflate_tests.rs"]
 mod deflate_tests;
+
+#[cfg(test)]
+#[path = "session_collect_tests.rs"]
+mod collect_tests;
