@@ -10,6 +10,7 @@ pub mod bench;
 pub mod io;
 pub mod logging;
 pub mod process;
+pub mod rooms;
 pub mod server;
 pub mod tune;
 pub mod ws;

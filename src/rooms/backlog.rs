@@ -1,0 +1,260 @@
+//! A member's room output: the frames it has still to send, by reference.
+
+use crate::rooms::Message;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+/// One thing to send.
+#[derive(Debug)]
+pub enum Item {
+    /// A room message's shared frame, sent as it is.
+    Frame(Arc<Message>),
+    /// Bytes of this connection's own: its own output queued behind room
+    /// frames (a pong, a close), or a room frame encrypted for it (TLS).
+    Bytes(Vec<u8>),
+}
+
+impl Item {
+    /// The bytes of this item.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Item::Frame(m) => m.bytes(),
+            Item::Bytes(b) => b,
+        }
+    }
+}
+
+/// Whether a room message was queued for a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued.
+    Queued,
+    /// It would take the backlog past `--room-backlog`: not queued.
+    Full,
+}
+
+/// A member's room output, in order.
+///
+/// Invariant: `bytes` is the length of every item from `offset` in the
+/// first one on, including items a driver has taken for a send still in
+/// flight (given back with [`Backlog::give_back`]); it is what
+/// `--room-backlog` bounds. Items are whole frames (or whole TLS records),
+/// so dropping the ones not begun never cuts a frame.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    items: VecDeque<Item>,
+    /// Bytes of the first item already sent.
+    offset: usize,
+    bytes: usize,
+    /// A driver holds the first items for a send in flight.
+    lent: bool,
+}
+
+impl Backlog {
+    /// Bytes waiting (in flight included).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True with nothing to send and nothing in flight.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0 && !self.lent
+    }
+
+    /// True while a driver holds items for a send in flight.
+    pub fn is_lent(&self) -> bool {
+        self.lent
+    }
+
+    /// Queues `m` unless that would take the backlog past `limit`. An empty
+    /// backlog takes a message of any size (the size limit is
+    /// `--max-message-size`'s business), so a member that keeps up never
+    /// misses a message for being larger than its backlog.
+    pub fn offer(&mut self, m: &Arc<Message>, limit: usize) -> Offer {
+        let len = m.bytes().len();
+        if self.bytes > 0 && self.bytes + len > limit {
+            return Offer::Full;
+        }
+        self.bytes += len;
+        self.items.push_back(Item::Frame(m.clone()));
+        Offer::Queued
+    }
+
+    /// Queues bytes of the connection's own (counted like frames).
+    pub fn push_bytes(&mut self, b: Vec<u8>) {
+        if b.is_empty() {
+            return;
+        }
+        self.bytes += b.len();
+        self.items.push_back(Item::Bytes(b));
+    }
+
+    /// Up to `max` slices of what is to send, in order (epoll: `sendmsg`
+    /// straight from the shared frames).
+    pub fn slices<'a>(&'a self, max: usize, out: &mut Vec<IoSlice<'a>>) {
+        for (i, item) in self.items.iter().take(max).enumerate() {
+            let b = item.bytes();
+            out.push(IoSlice::new(if i == 0 { &b[self.offset..] } else { b }));
+        }
+    }
+
+    /// Records that `n` bytes from the front were sent; returns how many
+    /// frames were completed.
+    pub fn advance(&mut self, mut n: usize) -> usize {
+        debug_assert!(n <= self.bytes);
+        self.bytes -= n.min(self.bytes);
+        let mut done = 0;
+        while let Some(front) = self.items.front() {
+            let left = front.bytes().len() - self.offset;
+            if n < left {
+                self.offset += n;
+                break;
+            }
+            n -= left;
+            self.offset = 0;
+            self.items.pop_front();
+            done += 1;
+        }
+        if self.items.is_empty() && self.items.capacity() > 64 {
+            self.items = VecDeque::new();
+        }
+        done
+    }
+
+    /// Takes up to `max` items from the front for a send in flight (io_uring:
+    /// the kernel reads them until the completion, so they must stay put and
+    /// alive: the job owns them meanwhile). Returns them and the offset into
+    /// the first. Nothing is taken while items are already lent.
+    pub fn lend(&mut self, max: usize) -> Option<(Vec<Item>, usize)> {
+        if self.lent || self.items.is_empty() {
+            return None;
+        }
+        let n = self.items.len().min(max);
+        let items: Vec<Item> = self.items.drain(..n).collect();
+        let offset = std::mem::take(&mut self.offset);
+        self.lent = true;
+        Some((items, offset))
+    }
+
+    /// Gives back items lent with `offset` after `sent` of their bytes went
+    /// out: what is left goes back in front, in order.
+    pub fn give_back(&mut self, items: Vec<Item>, mut offset: usize, mut sent: usize) {
+        debug_assert!(self.lent);
+        self.lent = false;
+        self.bytes -= sent.min(self.bytes);
+        let mut rest = Vec::new();
+        for item in items {
+            let left = item.bytes().len() - offset;
+            if sent >= left {
+                sent -= left;
+                offset = 0;
+                continue;
+            }
+            if rest.is_empty() {
+                offset += sent;
+                sent = 0;
+                self.offset = offset;
+            }
+            rest.push(item);
+        }
+        for item in rest.into_iter().rev() {
+            self.items.push_front(item);
+        }
+    }
+
+    /// Drops every room frame not begun (a slow member being closed: its
+    /// close goes out next); bytes of its own (TLS records, whose sequence
+    /// must not break, and control frames) and a frame partly sent stay.
+    /// Returns the bytes freed.
+    pub fn drop_unsent_frames(&mut self) -> usize {
+        // While items are lent, the ones here were never begun.
+        let partly_sent_front = !self.lent && self.offset > 0;
+        let mut freed = 0;
+        let mut i = 0;
+        self.items.retain(|item| {
+            let keep = (i == 0 && partly_sent_front) || matches!(item, Item::Bytes(_));
+            i += 1;
+            if !keep {
+                freed += item.bytes().len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+        freed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rooms::Sender;
+    use crate::ws::output::Collected;
+
+    fn msg(bytes: &[u8]) -> Arc<Message> {
+        let frame = Collected { buf: bytes.to_vec(), start: 0, text: false };
+        Arc::new(Message { frame, from: Sender { shard: 0, slot: 0, generation: 0 } })
+    }
+
+    fn all(b: &Backlog) -> Vec<u8> {
+        let mut v = Vec::new();
+        b.slices(usize::MAX, &mut v);
+        v.iter().flat_map(|s| s.to_vec()).collect()
+    }
+
+    #[test]
+    fn the_backlog_bounds_what_waits_but_takes_one_message_of_any_size() {
+        let mut b = Backlog::default();
+        assert_eq!(b.offer(&msg(&[1; 100]), 10), Offer::Queued, "empty: any size");
+        assert_eq!(b.offer(&msg(&[2; 1]), 10), Offer::Full);
+        b.advance(100);
+        assert!(b.is_empty());
+        assert_eq!(b.offer(&msg(&[3; 6]), 10), Offer::Queued);
+        assert_eq!(b.offer(&msg(&[4; 4]), 10), Offer::Queued);
+        assert_eq!(b.offer(&msg(&[5; 1]), 10), Offer::Full);
+        assert_eq!(b.bytes(), 10);
+    }
+
+    #[test]
+    fn partial_sends_resume_where_they_stopped() {
+        let mut b = Backlog::default();
+        b.offer(&msg(b"abc"), 100);
+        b.push_bytes(b"de".to_vec());
+        b.offer(&msg(b"fgh"), 100);
+        assert_eq!(b.advance(4), 1);
+        assert_eq!(all(&b), b"efgh");
+        assert_eq!(b.bytes(), 4);
+    }
+
+    #[test]
+    fn lent_items_come_back_in_front_of_later_ones() {
+        let mut b = Backlog::default();
+        b.offer(&msg(b"abc"), 100);
+        b.offer(&msg(b"def"), 100);
+        b.advance(1);
+        let (items, off) = b.lend(8).unwrap();
+        assert_eq!(off, 1);
+        assert!(b.lend(8).is_none(), "one send in flight at a time");
+        b.offer(&msg(b"ghi"), 100);
+        assert_eq!(b.bytes(), 8);
+        b.give_back(items, off, 3); // "bcd" went out
+        assert_eq!(all(&b), b"efghi");
+        assert_eq!(b.bytes(), 5);
+        let (items, off) = b.lend(8).unwrap();
+        b.give_back(items, off, 5);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_slow_close_drops_frames_not_begun_and_keeps_the_rest() {
+        let mut b = Backlog::default();
+        b.offer(&msg(b"abc"), 100);
+        b.offer(&msg(b"def"), 100);
+        b.push_bytes(b"P".to_vec());
+        b.offer(&msg(b"ghi"), 100);
+        b.advance(1);
+        assert_eq!(b.drop_unsent_frames(), 6);
+        assert_eq!(all(&b), b"bcP");
+        assert_eq!(b.bytes(), 3);
+    }
+}

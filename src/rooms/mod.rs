@@ -1,0 +1,110 @@
+//! Rooms (`--reply room`): every complete message a member sends goes to
+//! every member on the same request path, across shards.
+//!
+//! The pieces, and who owns what:
+//! - the protocol core collects whole messages ([`crate::ws::Reply::Collect`])
+//!   and knows nothing of rooms;
+//! - [`Registry`] (one per process, behind a lock taken only to join and to
+//!   leave) knows which rooms exist and how many members each has on each
+//!   shard, so a publisher finds the shards to send to without asking them;
+//! - each shard owns its members ([`Members`]) and an [`Inbox`] that other
+//!   shards put messages into, a batch per lock;
+//! - a message is encoded once ([`Message`]) and shared by reference count
+//!   by every receiver on every shard; each receiver's [`Backlog`] holds
+//!   references to the frames it has still to send, and the drivers write
+//!   them with vectored sends straight from the shared buffers.
+//!
+//! docs/rooms.md describes the behaviour operators see.
+
+mod backlog;
+mod inbox;
+mod members;
+mod registry;
+
+pub use backlog::{Backlog, Item, Offer};
+pub use inbox::{Delivery, Inbox, INBOX_BYTES};
+pub use members::{Member, Members};
+pub use registry::{Registry, Room, RoomStats};
+
+use crate::ws::output::Collected;
+use std::sync::Arc;
+
+/// What a slow member gets once its backlog is full (`--slow-member`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowMember {
+    /// Close it with 1008 "too slow" (RFC 6455 §7.4.1: a policy violation).
+    Close,
+    /// Leave the message out for that member only, and count it.
+    Drop,
+}
+
+/// The room settings of a server with `--reply room`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// `--room-exclude-sender`: a member's own messages do not come back to it.
+    pub exclude_sender: bool,
+    /// `--room-backlog`: the most room output bytes one member may have waiting.
+    pub backlog: usize,
+    /// `--slow-member`: what happens past the backlog.
+    pub slow_member: SlowMember,
+    /// `--max-rooms`: rooms open at once.
+    pub max_rooms: usize,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings { exclude_sender: false, backlog: 1 << 20, slow_member: SlowMember::Close, max_rooms: 100_000 }
+    }
+}
+
+/// Who sent a message: its shard, slot and the slot's generation, so that
+/// `--room-exclude-sender` can leave it out wherever it is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    /// The shard the sender is on.
+    pub shard: usize,
+    /// Its slot in that shard's table.
+    pub slot: usize,
+    /// The slot's generation.
+    pub generation: u32,
+}
+
+/// One room message: the encoded server frame every receiver sends as it is.
+///
+/// Shared (`Arc`) by every receiver on every shard; its buffer is freed
+/// when the last receiver has sent it or let it go. Never changed once made.
+#[derive(Debug)]
+pub struct Message {
+    /// The frame, header and payload.
+    pub frame: Collected,
+    /// Who sent it.
+    pub from: Sender,
+}
+
+impl Message {
+    /// The bytes to send.
+    pub fn bytes(&self) -> &[u8] {
+        self.frame.frame()
+    }
+}
+
+/// What every shard of a process shares for rooms.
+pub struct Rooms {
+    /// The settings.
+    pub settings: RoomSettings,
+    /// Which rooms exist and where their members are.
+    pub registry: Registry,
+    /// One inbox per shard, by shard number.
+    pub inboxes: Vec<Inbox>,
+}
+
+impl Rooms {
+    /// Rooms for a process of `shards` shards.
+    pub fn new(settings: RoomSettings, shards: usize) -> Arc<Rooms> {
+        Arc::new(Rooms {
+            registry: Registry::new(shards, settings.max_rooms),
+            inboxes: (0..shards).map(|_| Inbox::new()).collect(),
+            settings,
+        })
+    }
+}
