@@ -47,6 +47,11 @@ struct Shard {
     /// Connections waiting, unread, for an inflater (permessage-deflate);
     /// retried once one is free.
     parked: Vec<usize>,
+    /// Room members not read because another shard's inbox is full;
+    /// retried each turn (that shard wakes this one when it has room).
+    room_waiting: Vec<usize>,
+    /// Members with new room output (scratch).
+    room_flush: Vec<usize>,
     accept_paused_until: Option<Instant>,
 }
 
@@ -74,6 +79,10 @@ pub fn run(
     for (i, (l, _)) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
     }
+    if let Some(rooms) = &ctx.rooms {
+        let w = waker.clone();
+        rooms.inboxes[ctx.id].set_wake(Box::new(move || drop(w.wake())));
+    }
     let base = read_reserve(&ctx);
     let buf = vec![0; base + super::ECHO_ALIGN + ctx.settings.read_buffer];
     let reserve = base + super::aligned_echo_pad(buf.as_ptr() as usize + base);
@@ -85,6 +94,8 @@ pub fn run(
         listeners,
         again: Vec::new(),
         parked: Vec::new(),
+        room_waiting: Vec::new(),
+        room_flush: Vec::new(),
         accept_paused_until: None,
     };
     ready(ShardReady { wake: Box::new(move || drop(waker.wake())) });
@@ -136,6 +147,13 @@ impl Shard {
                 }
             }
             for slot in std::mem::take(&mut self.again) {
+                self.on_readable(slot, now);
+            }
+            // Rooms: what other shards sent, then members that waited for
+            // an inbox to have room.
+            self.table.drain_inbox(now);
+            self.write_room_output();
+            for slot in std::mem::take(&mut self.room_waiting) {
                 self.on_readable(slot, now);
             }
             // An inflater comes back only while some connection is handled,
@@ -239,6 +257,14 @@ impl Shard {
                 // timer says TimerAction::Resume.
                 return;
             }
+            if self.table.room_blocked(slot) {
+                // A shard with members of its room has a full inbox: not
+                // read (TCP flow control) until that shard wakes this one.
+                if !self.room_waiting.contains(&slot) {
+                    self.room_waiting.push(slot);
+                }
+                return;
+            }
             if self.table.stalled(slot) {
                 // Complete input waits in the carry: handle it before reading more.
                 if !self.resume(slot, now) {
@@ -272,7 +298,11 @@ impl Shard {
             self.table.ctx.metrics.bytes_in.add(n as u64);
             let end = reserve + n;
             self.table.input(slot, &mut self.buf[..end], start, now);
-            if !self.flush_output(slot, end) {
+            let alive = self.flush_output(slot, end);
+            // Room messages go out after their sender's own output.
+            self.table.publish(now);
+            self.write_room_output();
+            if !alive || self.table.get(slot).is_none() {
                 return;
             }
             // A short read means the socket was drained: edge-triggered epoll
@@ -294,12 +324,62 @@ impl Shard {
         let end = HEADROOM + s.conn.carry_len();
         s.conn.stage_carry(&mut self.buf, end);
         self.table.input(slot, &mut self.buf[..end], HEADROOM, now);
-        self.flush_output(slot, end)
+        let alive = self.flush_output(slot, end);
+        self.table.publish(now);
+        self.write_room_output();
+        alive && self.table.get(slot).is_some()
+    }
+
+    /// Writes the room output of every member that has new output.
+    fn write_room_output(&mut self) {
+        let mut list = std::mem::take(&mut self.room_flush);
+        self.table.take_room_flush(&mut list);
+        for slot in list.drain(..) {
+            if self.table.get(slot).is_some_and(|s| !s.conn.has_pending()) && self.write_backlog(slot) {
+                self.after_output(slot);
+            }
+        }
+        self.room_flush = list;
+    }
+
+    /// Writes a member's room output straight from the shared frames until
+    /// it is all out or the socket is full (a writable event resumes it).
+    /// Returns false if the connection was dropped.
+    fn write_backlog(&mut self, slot: usize) -> bool {
+        loop {
+            let Some(s) = self.table.get(slot) else { return false };
+            let mut slices = [IoSlice::new(&[]); IOV_BATCH];
+            let n = self.table.backlog_slices(slot, &mut slices);
+            if n == 0 {
+                return true;
+            }
+            match super::send::send_vectored(&s.io, &slices[..n]) {
+                Ok(0) => {
+                    self.drop_conn(slot);
+                    return false;
+                }
+                Ok(n) => {
+                    self.table.ctx.metrics.bytes_out.add(n as u64);
+                    self.table.backlog_sent(slot, n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    debug!(error = %err, "write failed");
+                    self.drop_conn(slot);
+                    return false;
+                }
+            }
+        }
     }
 
     /// Sends the table's output (resolved against `self.buf[..end]`), queueing
     /// what the socket does not take. Returns false if the connection was dropped.
     fn flush_output(&mut self, slot: usize, end: usize) -> bool {
+        // A room member's own output goes behind its room output.
+        if !self.table.out.is_empty() && self.table.queue_behind_backlog(slot, &self.buf[..end]) {
+            return self.after_output(slot);
+        }
         let Some((s, out, stats)) = self.table.split(slot) else { return false };
         let buf = &self.buf[..end];
         if s.conn.has_pending() {
@@ -331,7 +411,7 @@ impl Shard {
     fn after_output(&mut self, slot: usize) -> bool {
         self.table.settle(slot);
         let Some(s) = self.table.get_mut(slot) else { return false };
-        if s.conn.has_pending() {
+        if s.conn.has_pending() || s.conn.has_backlog() {
             return true;
         }
         let stalled = s.conn.session.stalled().is_some();
@@ -347,10 +427,15 @@ impl Shard {
     }
 
     fn on_writable(&mut self, slot: usize, now: Instant) {
-        let Some((s, _, stats)) = self.table.split(slot) else { return };
+        let Some((s, _, _)) = self.table.split(slot) else { return };
         if !s.conn.has_pending() {
+            // Room output: reading never waited for it.
+            if s.conn.has_backlog() && self.write_backlog(slot) {
+                self.after_output(slot);
+            }
             return;
         }
+        let Some((s, _, stats)) = self.table.split(slot) else { return };
         loop {
             match super::send::send_vectored(&s.io, &[io::IoSlice::new(s.conn.pending())]) {
                 Ok(0) => return self.drop_conn(slot),
@@ -368,6 +453,9 @@ impl Shard {
                     return self.drop_conn(slot);
                 }
             }
+        }
+        if self.table.get(slot).is_some_and(|s| s.conn.has_backlog()) && !self.write_backlog(slot) {
+            return;
         }
         if self.after_output(slot) {
             // Drained: resume reading what TCP held back meanwhile.

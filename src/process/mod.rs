@@ -297,6 +297,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let shared = Arc::new(shared);
     let metrics: Vec<Arc<ShardMetrics>> = (0..settings.shards).map(|_| Arc::default()).collect();
+    let rooms = settings.rooms.clone().map(|r| crate::rooms::Rooms::new(r, settings.shards));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
     for (id, l) in per_shard.into_iter().enumerate() {
@@ -306,6 +307,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             shared: shared.clone(),
             tls: tls.clone(),
             metrics: metrics[id].clone(),
+            rooms: rooms.clone(),
         };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let tx = ready_tx.clone();

@@ -90,13 +90,16 @@ impl Backlog {
         self.items.push_back(Item::Bytes(b));
     }
 
-    /// Up to `max` slices of what is to send, in order (epoll: `sendmsg`
-    /// straight from the shared frames).
-    pub fn slices<'a>(&'a self, max: usize, out: &mut Vec<IoSlice<'a>>) {
-        for (i, item) in self.items.iter().take(max).enumerate() {
+    /// Fills `out` with slices of what is to send, in order (epoll:
+    /// `sendmsg` straight from the shared frames); returns how many.
+    pub fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, item) in self.items.iter().take(out.len()).enumerate() {
             let b = item.bytes();
-            out.push(IoSlice::new(if i == 0 { &b[self.offset..] } else { b }));
+            out[i] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
+            n += 1;
         }
+        n
     }
 
     /// Records that `n` bytes from the front were sent; returns how many
@@ -197,9 +200,9 @@ mod tests {
     }
 
     fn all(b: &Backlog) -> Vec<u8> {
-        let mut v = Vec::new();
-        b.slices(usize::MAX, &mut v);
-        v.iter().flat_map(|s| s.to_vec()).collect()
+        let mut v = [IoSlice::new(&[]); 16];
+        let n = b.slices(&mut v);
+        v[..n].iter().flat_map(|s| s.to_vec()).collect()
     }
 
     #[test]

@@ -98,6 +98,12 @@ pub struct Rooms {
     pub inboxes: Vec<Inbox>,
 }
 
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms").field("settings", &self.settings).field("registry", &self.registry).finish()
+    }
+}
+
 impl Rooms {
     /// Rooms for a process of `shards` shards.
     pub fn new(settings: RoomSettings, shards: usize) -> Arc<Rooms> {

@@ -2,6 +2,7 @@
 //! file, in that order of precedence, over built-in defaults.
 
 use crate::server::tls::CertSource;
+use crate::rooms::{RoomSettings, SlowMember};
 use crate::ws::{self, handshake::HandshakePolicy, Reply};
 use clap::Args;
 use serde::Deserialize;
@@ -167,9 +168,21 @@ pub struct ServeArgs {
     /// Log each message received: its kind, frame length and first 32 bytes as text, at info; at most 20 lines a second per shard (the rest are counted in one line), so a flood cannot fill a disk. For trying a client out, not for production
     #[arg(long, env = "RICOCHET_LOG_MESSAGES", value_parser = clap::builder::BoolishValueParser::new())]
     pub log_messages: bool,
-    /// echo: send every frame back; pong: answer every message with the text "Pong" [default: echo]
+    /// echo: send every frame back; pong: answer every message with the text "Pong"; room: send every complete message to every connection on the same request path (its room, query string left out), the sender included, across shards (docs/rooms.md) [default: echo]
     #[arg(long, env = "RICOCHET_REPLY", value_name = "MODE")]
     pub reply: Option<String>,
+    /// With --reply room: a member's own messages do not come back to it
+    #[arg(long, env = "RICOCHET_ROOM_EXCLUDE_SENDER", value_parser = clap::builder::BoolishValueParser::new())]
+    pub room_exclude_sender: bool,
+    /// With --reply room: the most room output one connection may have waiting (frames its socket has not taken yet); past it, --slow-member decides [default: 1MiB]
+    #[arg(long, env = "RICOCHET_ROOM_BACKLOG", value_name = "BYTES")]
+    pub room_backlog: Option<String>,
+    /// With --reply room: what a member whose backlog is full gets: close (close code 1008, reason "too slow") or drop (that message is left out for that member only); both are counted [default: close]
+    #[arg(long, env = "RICOCHET_SLOW_MEMBER", value_name = "POLICY")]
+    pub slow_member: Option<String>,
+    /// With --reply room: rooms open at once; a handshake that would open one more gets 503 [default: 100000]
+    #[arg(long, env = "RICOCHET_MAX_ROOMS", value_name = "N")]
+    pub max_rooms: Option<String>,
     /// On SIGINT/SIGTERM, how long to wait for clients to finish the close handshake [default: 5s]
     #[arg(long, env = "RICOCHET_SHUTDOWN_GRACE", value_name = "TIME")]
     pub shutdown_grace: Option<String>,
@@ -243,6 +256,10 @@ struct FileSettings {
     #[serde(rename = "subprotocol", alias = "subprotocols")]
     subprotocols: Option<Vec<String>>,
     reply: Option<String>,
+    room_exclude_sender: Option<bool>,
+    room_backlog: Option<toml::Value>,
+    slow_member: Option<String>,
+    max_rooms: Option<toml::Value>,
     shutdown_grace: Option<toml::Value>,
     read_buffer: Option<toml::Value>,
     backend: Option<String>,
@@ -309,6 +326,8 @@ pub struct Settings {
     pub uring_buffer_size: usize,
     /// Inflaters per shard for compressed messages that span reads.
     pub inflate_pool: usize,
+    /// `--reply room`: the room settings (None for every other reply).
+    pub rooms: Option<RoomSettings>,
     /// The bearer token file, if handshakes need a token.
     pub auth_tokens: Option<PathBuf>,
     /// How log lines are written.
@@ -470,8 +489,37 @@ impl Settings {
         let reply = match reply_text.as_str() {
             "echo" => Reply::Echo,
             "pong" => Reply::fixed_text("Pong"),
-            _ => return Err(ConfigError::Invalid { setting: "reply", value: reply_text, allowed: "echo or pong" }),
+            "room" => Reply::Collect,
+            _ => {
+                return Err(ConfigError::Invalid { setting: "reply", value: reply_text, allowed: "echo, pong or room" })
+            }
         };
+        let room_backlog = parse_size(
+            "room-backlog",
+            &pick(&args.room_backlog, &file.room_backlog).unwrap_or_else(|| "1MiB".into()),
+            1024,
+            1 << 40,
+        )?;
+        let slow_member = match args.slow_member.clone().or(file.slow_member).as_deref() {
+            None | Some("close") => SlowMember::Close,
+            Some("drop") => SlowMember::Drop,
+            Some(other) => {
+                return Err(ConfigError::Invalid { setting: "slow-member", value: other.into(), allowed: "close or drop" })
+            }
+        };
+        let max_rooms = parse_int(
+            "max-rooms",
+            &pick(&args.max_rooms, &file.max_rooms).unwrap_or_else(|| "100000".into()),
+            1,
+            1 << 32,
+            "a whole number from 1 to 4294967296",
+        )? as usize;
+        let rooms = (reply == Reply::Collect).then(|| RoomSettings {
+            exclude_sender: args.room_exclude_sender || file.room_exclude_sender.unwrap_or(false),
+            backlog: room_backlog as usize,
+            slow_member,
+            max_rooms,
+        });
         let path = args.path.clone().or(file.path);
         if let Some(p) = &path {
             if !p.starts_with('/') {
@@ -563,6 +611,7 @@ impl Settings {
             inflate_pool,
             auth_tokens,
             log_format,
+            rooms,
             core: ws::Config {
                 handshake: HandshakePolicy {
                     allowed_origins,

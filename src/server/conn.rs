@@ -42,6 +42,20 @@ pub struct Conn {
     pub proxy_pending: bool,
     /// What only some connections need (boxed, so the rest stay small).
     extra: Option<Box<Extra>>,
+    /// With `--reply room`, once upgraded: its room, the message it is
+    /// sending and the room output it has still to send.
+    pub room: Option<Box<RoomConn>>,
+}
+
+/// A room member's state.
+#[derive(Debug)]
+pub struct RoomConn {
+    /// The room it joined.
+    pub room: std::sync::Arc<crate::rooms::Room>,
+    /// The message it is sending, gathered whole (see `Output::assembling`).
+    pub assembling: Vec<u8>,
+    /// Room output waiting for its socket.
+    pub backlog: crate::rooms::Backlog,
 }
 
 /// State a connection has only with some settings.
@@ -74,6 +88,7 @@ impl Conn {
             tls: None,
             proxy_pending: false,
             extra: None,
+            room: None,
         }
     }
 
@@ -133,6 +148,16 @@ impl Conn {
     /// Heap bytes this connection holds beyond its fixed size.
     pub fn heap_bytes(&self) -> usize {
         self.carry.capacity() + self.pending.capacity()
+    }
+
+    /// Room output bytes waiting (0 for a connection not in a room).
+    pub fn backlog_bytes(&self) -> usize {
+        self.room.as_ref().map_or(0, |r| r.backlog.bytes())
+    }
+
+    /// True when room output waits (or is in flight).
+    pub fn has_backlog(&self) -> bool {
+        self.room.as_ref().is_some_and(|r| !r.backlog.is_empty())
     }
 
     /// Records that `n` pending bytes were written.

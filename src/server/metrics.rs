@@ -78,6 +78,20 @@ pub struct ShardMetrics {
     /// header): their address already had `--max-connections-per-ip`
     /// connections in their handshake.
     pub arrivals_refused: Counter,
+    /// Rooms (`--reply room`): messages members sent into their rooms.
+    pub room_published: Counter,
+    /// Rooms: messages queued for a member (one per member reached).
+    pub room_deliveries: Counter,
+    /// Rooms: messages left out for a member past its backlog (`--slow-member drop`).
+    pub room_dropped: Counter,
+    /// Rooms: members closed with 1008 past their backlog (`--slow-member close`).
+    pub room_slow_closes: Counter,
+    /// Gauge, rooms: room output bytes waiting in this shard's members' backlogs.
+    pub room_backlog_bytes: Counter,
+    /// Gauge, rooms: messages waiting in this shard's inbox (at the last turn).
+    pub room_inbox_depth: Counter,
+    /// Rooms: times a member was not read because another shard's inbox was full.
+    pub room_inbox_waits: Counter,
     /// What the protocol core counts itself.
     pub core: CoreCounters,
 }

@@ -20,6 +20,8 @@ pub struct ShardContext {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// This shard's counters (it is their only writer; the admin listener reads them).
     pub metrics: Arc<ShardMetrics>,
+    /// With `--reply room`: the rooms every shard shares.
+    pub rooms: Option<Arc<crate::rooms::Rooms>>,
 }
 
 /// Sent by a shard once its event loop is about to run.

@@ -181,9 +181,32 @@ pub struct AdmitFrom<'a> {
     pub shared: &'a Shared,
     /// The client's address (its PROXY header's, else the socket's).
     pub peer: Option<IpAddr>,
+    /// With `--reply room`: where the connection joins its room.
+    pub room: Option<RoomAdmit<'a>>,
+}
+
+/// A handshake's room: joined (counted in the registry) when the request
+/// path is admitted, so that `--max-rooms` is never passed however many
+/// shards admit at once. The joined room is left in `joined` for the table,
+/// which lists the member, or counts it out again if the handshake was
+/// refused after all.
+pub struct RoomAdmit<'a> {
+    /// The process's rooms.
+    pub rooms: &'a crate::rooms::Rooms,
+    /// The admitting shard.
+    pub shard: usize,
+    /// The room joined, if any.
+    pub joined: &'a std::cell::Cell<Option<std::sync::Arc<crate::rooms::Room>>>,
 }
 
 impl Admission for AdmitFrom<'_> {
+    fn admit_path(&self, path: &str) -> Result<(), Rejection> {
+        if let Some(r) = &self.room {
+            r.joined.set(Some(r.rooms.registry.join(path, r.shard)?));
+        }
+        Ok(())
+    }
+
     fn try_admit(&self) -> Result<(), Rejection> {
         self.shared.try_admit_from(self.peer)
     }

@@ -214,6 +214,8 @@ pub struct Table<T> {
     last_beat: Instant,
     /// `--log-messages`: this second's lines.
     message_log: MessageLog,
+    /// With `--reply room`: this shard's members and messages.
+    room: Option<rooms::ShardRooms>,
 }
 
 impl<T: PeerAddr> Table<T> {
@@ -233,6 +235,7 @@ impl<T: PeerAddr> Table<T> {
             inflaters: Inflaters::new(ctx.settings.inflate_pool),
             last_beat: Instant::now(),
             message_log: MessageLog { since: Instant::now(), written: 0, skipped: 0 },
+            room: ctx.rooms.clone().map(rooms::ShardRooms::new),
             ctx,
         }
     }
@@ -278,6 +281,11 @@ impl<T: PeerAddr> Table<T> {
         Some(slot)
     }
 
+    /// The connection in `slot`, to look at.
+    pub fn get(&self, slot: usize) -> Option<&Slot<T>> {
+        self.slots.get(slot)
+    }
+
     /// The connection in `slot`.
     pub fn get_mut(&mut self, slot: usize) -> Option<&mut Slot<T>> {
         self.slots.get_mut(slot)
@@ -298,6 +306,9 @@ impl<T: PeerAddr> Table<T> {
     pub fn remove(&mut self, slot: usize) -> Option<Slot<T>> {
         let mut s = self.slots.try_remove(slot)?;
         self.ctx.metrics.connections_open.set(self.slots.len() as u64);
+        if let Some(rc) = s.conn.room.take() {
+            self.leave_room(slot, s.generation, *rc);
+        }
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {
             self.ctx.shared.release(s.conn.client().map(|a| a.ip()));
@@ -413,16 +424,28 @@ impl<T: PeerAddr> Table<T> {
         let start = start + header;
         let peer = self.admission_peer(slot);
         let budget = self.budget(slot, now);
-        let admit = AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()) };
-        let mut p = if self.slots[slot].conn.tls.is_some() {
-            self.input_tls(slot, buf, start, now, peer, budget)
+        let joined = std::cell::Cell::new(None);
+        let tls = self.slots[slot].conn.tls.is_some();
+        if self.room.is_some() {
+            self.before_room_input(slot, tls);
+        }
+        let mut p = if tls {
+            self.input_tls(slot, buf, start, now, peer, budget, &joined)
         } else {
+            let admit = AdmitFrom {
+                shared: &self.ctx.shared,
+                peer: peer.map(|a| a.ip()),
+                room: room_admit(self.room.as_ref(), self.ctx.id, &joined),
+            };
             let ctx = Ctx { admission: &admit, budget, ..core_ctx(&self.ctx, &self.inflaters, now) };
             let s = &mut self.slots[slot];
             let p = s.conn.session.handle_input(&ctx, buf, start, &mut self.out);
             self.out.coalesce(buf);
             p
         };
+        if self.room.is_some() {
+            self.after_room_input(slot, joined.take(), p.upgraded, tls);
+        }
         p.consumed += header;
         let start = start_all;
         let s = &mut self.slots[slot];
@@ -519,6 +542,7 @@ impl<T: PeerAddr> Table<T> {
     /// gathered behind the carried plaintext in `self.plain` and handed to the
     /// session in one call; its output is encrypted into `self.out` after any
     /// handshake messages. `consumed` counts ciphertext.
+    #[allow(clippy::too_many_arguments)]
     fn input_tls(
         &mut self,
         slot: usize,
@@ -527,9 +551,11 @@ impl<T: PeerAddr> Table<T> {
         now: Instant,
         peer: Option<SocketAddr>,
         budget: Budget,
+        joined: &std::cell::Cell<Option<std::sync::Arc<crate::rooms::Room>>>,
     ) -> Progress {
         self.plain_out.clear();
-        let admit = AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()) };
+        let admit =
+            AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()), room: room_admit(self.room.as_ref(), self.ctx.id, joined) };
         let ctx = Ctx { admission: &admit, budget, ..core_ctx(&self.ctx, &self.inflaters, now) };
         let s = &mut self.slots[slot];
         let client = s.conn.client();
@@ -774,6 +800,19 @@ impl<T: PeerAddr> Table<T> {
         true
     }
 }
+
+/// With `--reply room`: what the handshake's admission needs to join a
+/// room. A free function, so it borrows only the table's room state.
+fn room_admit<'a>(
+    room: Option<&'a rooms::ShardRooms>,
+    shard: usize,
+    joined: &'a std::cell::Cell<Option<std::sync::Arc<crate::rooms::Room>>>,
+) -> Option<crate::server::shared::RoomAdmit<'a>> {
+    Some(crate::server::shared::RoomAdmit { rooms: &room?.rooms, shard, joined })
+}
+
+#[path = "table_rooms.rs"]
+mod rooms;
 
 #[cfg(test)]
 #[path = "table_props.rs"]

@@ -203,6 +203,7 @@ impl Sim {
             shared: Arc::new(Shared::new(100, None)),
             tls: tls.then(tls_config),
             metrics: Arc::new(ShardMetrics::default()),
+            rooms: None,
         };
         let mut table = Table::new(ctx);
         let slot = table.insert(FakeIo, now, tls).expect("admitted");

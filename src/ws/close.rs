@@ -15,6 +15,9 @@ pub const PROTOCOL_ERROR: u16 = 1002;
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// 1009: message too big to process.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// RFC 6455 §7.4.1: the endpoint received something against its policy
+/// (a room member too slow for its backlog).
+pub const POLICY_VIOLATION: u16 = 1008;
 /// 1011: the server met an unexpected condition.
 pub const INTERNAL_ERROR: u16 = 1011;
 

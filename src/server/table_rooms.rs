@@ -1,0 +1,308 @@
+//! The table's part in rooms (`--reply room`): members join at their
+//! handshake and leave with their connection; collected messages are
+//! published after their sender's own output went out; deliveries from
+//! this shard and from the inbox go into members' backlogs, which the
+//! driver writes ([`Table::backlog_slices`], [`Table::backlog_lend`]).
+
+use super::{core_ctx, Table};
+use crate::rooms::{Backlog, Delivery, Item, Member, Members, Message, Offer, Room, Rooms, Sender, SlowMember};
+use crate::server::conn::RoomConn;
+use crate::server::table::PeerAddr;
+use crate::ws::output::Collected;
+use crate::ws::{close, Output};
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A shard's room state.
+pub(super) struct ShardRooms {
+    pub(super) rooms: Arc<Rooms>,
+    members: Members,
+    /// Messages collected by `Table::input`, published by [`Table::publish`].
+    to_publish: Vec<(Arc<Room>, Sender, Collected)>,
+    /// Per target shard, deliveries gathered during one publish.
+    batches: Vec<Vec<Delivery>>,
+    /// Deliveries taken from the inbox.
+    incoming: Vec<Delivery>,
+    /// Members with room output that was not there before: the driver writes them.
+    flush: Vec<(usize, u32)>,
+    /// Room output bytes waiting in this shard's backlogs.
+    backlog_bytes: usize,
+    /// One frame to seal for a TLS member.
+    seal_in: Output,
+    seal_out: Output,
+}
+
+impl ShardRooms {
+    pub(super) fn new(rooms: Arc<Rooms>) -> ShardRooms {
+        let shards = rooms.inboxes.len();
+        ShardRooms {
+            rooms,
+            members: Members::default(),
+            to_publish: Vec::new(),
+            batches: (0..shards).map(|_| Vec::new()).collect(),
+            incoming: Vec::new(),
+            flush: Vec::new(),
+            backlog_bytes: 0,
+            seal_in: Output::new(),
+            seal_out: Output::new(),
+        }
+    }
+}
+
+impl<T: PeerAddr> Table<T> {
+    /// After a session call: lists a member that joined its room in this
+    /// call (or counts it out if its handshake was refused after all),
+    /// and keeps the messages it completed for [`Table::publish`].
+    pub(super) fn after_room_input(&mut self, slot: usize, joined: Option<Arc<Room>>, upgraded: bool, tls: bool) {
+        let Some(r) = self.room.as_mut() else { return };
+        let id = self.ctx.id;
+        let s = &mut self.slots[slot];
+        if let Some(room) = joined {
+            if upgraded {
+                r.members.add(&room, Member { slot, generation: s.generation });
+                s.conn.room = Some(Box::new(RoomConn { room, assembling: Vec::new(), backlog: Backlog::default() }));
+            } else {
+                r.rooms.registry.leave(&room, id);
+            }
+        }
+        let out = if tls { &mut self.plain_out } else { &mut self.out };
+        if let Some(rc) = s.conn.room.as_mut() {
+            // The message in progress stays with its connection.
+            std::mem::swap(&mut out.assembling, &mut rc.assembling);
+            let from = Sender { shard: id, slot, generation: s.generation };
+            for m in out.messages.drain(..) {
+                r.to_publish.push((rc.room.clone(), from, m));
+            }
+        }
+    }
+
+    /// Before a session call: the member's message in progress goes where
+    /// the session gathers it.
+    pub(super) fn before_room_input(&mut self, slot: usize, tls: bool) {
+        let out = if tls { &mut self.plain_out } else { &mut self.out };
+        out.assembling.clear();
+        if let Some(rc) = self.slots[slot].conn.room.as_mut() {
+            std::mem::swap(&mut out.assembling, &mut rc.assembling);
+        }
+    }
+
+    /// Publishes the messages collected since the last call: to this
+    /// shard's members at once, to other shards' through their inboxes (one
+    /// push per shard). The driver calls it after it sent (or queued) the
+    /// senders' own output, so a member's 101 always precedes its first
+    /// room frame; it then writes [`Table::take_room_flush`].
+    pub fn publish(&mut self, now: Instant) {
+        let Some(r) = self.room.as_mut() else { return };
+        if r.to_publish.is_empty() {
+            return;
+        }
+        let mut list = std::mem::take(&mut r.to_publish);
+        for (room, from, frame) in list.drain(..) {
+            let message = Arc::new(Message { frame, from });
+            room.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.ctx.metrics.room_published.add(1);
+            let r = self.room.as_mut().expect("checked above");
+            for shard in 0..room.shards() {
+                if shard != self.ctx.id && room.members_on(shard) > 0 {
+                    r.batches[shard].push(Delivery { room: room.id, message: message.clone() });
+                }
+            }
+            self.deliver_local(room.id, &message, now);
+        }
+        let r = self.room.as_mut().expect("checked above");
+        r.to_publish = list;
+        for (shard, batch) in r.batches.iter_mut().enumerate() {
+            r.rooms.inboxes[shard].push(batch);
+        }
+    }
+
+    /// Delivers what other shards sent this one. Cheap when there is
+    /// nothing (an atomic load); one lock to take everything otherwise.
+    pub fn drain_inbox(&mut self, now: Instant) {
+        let Some(r) = self.room.as_mut() else { return };
+        let inbox = &r.rooms.inboxes[self.ctx.id];
+        self.ctx.metrics.room_inbox_depth.set(inbox.depth() as u64);
+        if inbox.depth() == 0 {
+            return;
+        }
+        let mut incoming = std::mem::take(&mut r.incoming);
+        for waiter in inbox.take(&mut incoming) {
+            r.rooms.inboxes[waiter].wake();
+        }
+        for d in incoming.drain(..) {
+            self.deliver_local(d.room, &d.message, now);
+        }
+        self.room.as_mut().expect("checked above").incoming = incoming;
+    }
+
+    /// Queues `message` for every member of room `id` on this shard.
+    fn deliver_local(&mut self, id: u64, message: &Arc<Message>, now: Instant) {
+        let Some(r) = self.room.as_mut() else { return };
+        let Some((room, members)) = r.members.of(id) else { return };
+        let settings = &r.rooms.settings;
+        let limit = settings.backlog;
+        for &m in members {
+            if settings.exclude_sender && message.from == (Sender { shard: self.ctx.id, slot: m.slot, generation: m.generation }) {
+                continue;
+            }
+            let Some(s) = self.slots.get_mut(m.slot).filter(|s| s.generation == m.generation) else { continue };
+            if s.conn.session.phase() != crate::ws::Phase::Open {
+                continue; // closing: it gets nothing more
+            }
+            let Some(rc) = s.conn.room.as_mut() else { continue };
+            let was_empty = rc.backlog.is_empty();
+            let before = rc.backlog.bytes();
+            let offered = match s.conn.tls.as_mut() {
+                None => rc.backlog.offer(message, limit),
+                Some(tls) => {
+                    // Encryption is per connection: the shared frame is
+                    // sealed into this member's own records.
+                    if before > 0 && before + message.bytes().len() > limit {
+                        Offer::Full
+                    } else {
+                        r.seal_in.clear();
+                        r.seal_in.push_input(0, message.bytes().len());
+                        r.seal_out.clear();
+                        match tls.seal(&r.seal_in, message.bytes(), false, &mut r.seal_out) {
+                            Ok(()) => {
+                                let mut sealed = Vec::with_capacity(r.seal_out.len());
+                                r.seal_out.copy_to(&[], &mut sealed);
+                                rc.backlog.push_bytes(sealed);
+                                Offer::Queued
+                            }
+                            Err(_) => continue, // a failed TLS connection is on its way out
+                        }
+                    }
+                }
+            };
+            match offered {
+                Offer::Queued => {
+                    room.stats.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx.metrics.room_deliveries.add(1);
+                }
+                Offer::Full if settings.slow_member == SlowMember::Drop => {
+                    room.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx.metrics.room_dropped.add(1);
+                }
+                Offer::Full => {
+                    room.stats.slow_closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx.metrics.room_slow_closes.add(1);
+                    rc.backlog.drop_unsent_frames();
+                    let ctx = core_ctx(&self.ctx, &self.inflaters, now);
+                    let mut out = std::mem::take(&mut r.seal_in);
+                    out.clear();
+                    s.conn.session.close_with(&ctx, close::POLICY_VIOLATION, "too slow", &mut out);
+                    let mut bytes = Vec::new();
+                    match s.conn.tls.as_mut() {
+                        Some(tls) => {
+                            r.seal_out.clear();
+                            if tls.seal(&out, &[], true, &mut r.seal_out).is_ok() {
+                                r.seal_out.copy_to(&[], &mut bytes);
+                            }
+                        }
+                        None => out.copy_to(&[], &mut bytes),
+                    }
+                    r.seal_in = out;
+                    rc.backlog.push_bytes(bytes);
+                }
+            }
+            r.backlog_bytes = r.backlog_bytes + rc.backlog.bytes() - before;
+            if was_empty && !rc.backlog.is_empty() {
+                r.flush.push((m.slot, m.generation));
+            }
+        }
+        self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
+    }
+
+    /// Members whose room output is new since the last call: the driver
+    /// writes each (those already waiting for their socket are written
+    /// when it takes more).
+    pub fn take_room_flush(&mut self, into: &mut Vec<usize>) {
+        let Some(r) = self.room.as_mut() else { return };
+        for (slot, generation) in r.flush.drain(..) {
+            if self.slots.get(slot).is_some_and(|s| s.generation == generation) {
+                into.push(slot);
+            }
+        }
+    }
+
+    /// Whether a member must not be read now: another shard with members of
+    /// its room has a full inbox (it is then woken when that inbox was
+    /// emptied, and the driver tries again). So a publisher faster than its
+    /// receivers' shards meets TCP flow control instead of growing inboxes.
+    pub fn room_blocked(&self, slot: usize) -> bool {
+        let (Some(r), Some(s)) = (self.room.as_ref(), self.slots.get(slot)) else { return false };
+        let Some(rc) = s.conn.room.as_ref() else { return false };
+        let room = &rc.room;
+        for shard in 0..room.shards() {
+            if shard != self.ctx.id && room.members_on(shard) > 0 {
+                let inbox = &r.rooms.inboxes[shard];
+                if inbox.is_full() && inbox.wait_for_room(self.ctx.id) {
+                    self.ctx.metrics.room_inbox_waits.add(1);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Appends the connection's own output (resolved against `buf`) behind
+    /// its room output, where it must go to keep the order; false when it
+    /// has no room output waiting (the driver sends as usual).
+    pub fn queue_behind_backlog(&mut self, slot: usize, buf: &[u8]) -> bool {
+        let Some(s) = self.slots.get_mut(slot) else { return false };
+        let Some(rc) = s.conn.room.as_mut().filter(|rc| !rc.backlog.is_empty()) else { return false };
+        let mut bytes = Vec::with_capacity(self.out.len());
+        self.out.copy_to(buf, &mut bytes);
+        let before = rc.backlog.bytes();
+        rc.backlog.push_bytes(bytes);
+        if let Some(r) = self.room.as_mut() {
+            r.backlog_bytes = r.backlog_bytes + rc.backlog.bytes() - before;
+        }
+        true
+    }
+
+    /// Fills `out` with slices of the member's room output (epoll); returns how many.
+    pub fn backlog_slices<'a>(&'a self, slot: usize, out: &mut [IoSlice<'a>]) -> usize {
+        self.slots.get(slot).and_then(|s| s.conn.room.as_ref()).map_or(0, |rc| rc.backlog.slices(out))
+    }
+
+    /// `n` bytes of the member's room output went out.
+    pub fn backlog_sent(&mut self, slot: usize, n: usize) {
+        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room.as_mut()) {
+            rc.backlog.advance(n);
+            if let Some(r) = self.room.as_mut() {
+                r.backlog_bytes -= n.min(r.backlog_bytes);
+                self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
+            }
+        }
+    }
+
+    /// Takes up to `max` items of the member's room output for a send in
+    /// flight (io_uring); give them back with [`Table::backlog_give_back`].
+    pub fn backlog_lend(&mut self, slot: usize, max: usize) -> Option<(Vec<Item>, usize)> {
+        self.slots.get_mut(slot)?.conn.room.as_mut()?.backlog.lend(max)
+    }
+
+    /// Gives back items lent for a send of which `sent` bytes went out.
+    pub fn backlog_give_back(&mut self, slot: usize, items: Vec<Item>, offset: usize, sent: usize) {
+        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room.as_mut()) {
+            rc.backlog.give_back(items, offset, sent);
+            if let Some(r) = self.room.as_mut() {
+                r.backlog_bytes -= sent.min(r.backlog_bytes);
+                self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
+            }
+        }
+    }
+
+    /// A connection going away leaves its room (listed out here first,
+    /// then counted out of the registry: see [`Room`]'s invariant).
+    pub(super) fn leave_room(&mut self, slot: usize, generation: u32, rc: RoomConn) {
+        let Some(r) = self.room.as_mut() else { return };
+        r.members.remove(rc.room.id, Member { slot, generation });
+        r.rooms.registry.leave(&rc.room, self.ctx.id);
+        r.backlog_bytes -= rc.backlog.bytes().min(r.backlog_bytes);
+        self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
+    }
+}
