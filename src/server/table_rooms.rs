@@ -263,6 +263,21 @@ impl<T: PeerAddr> Table<T> {
         true
     }
 
+    /// Appends `bytes` of the connection's own behind its room output, where
+    /// they must go to keep the order; gives them back when it has none.
+    pub fn queue_bytes_behind_backlog(&mut self, slot: usize, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room.as_mut()).filter(|rc| !rc.backlog.is_empty())
+        else {
+            return Some(bytes);
+        };
+        let before = rc.backlog.bytes();
+        rc.backlog.push_bytes(bytes);
+        if let Some(r) = self.room.as_mut() {
+            r.backlog_bytes = r.backlog_bytes + rc.backlog.bytes() - before;
+        }
+        None
+    }
+
     /// Fills `out` with slices of the member's room output (epoll); returns how many.
     pub fn backlog_slices<'a>(&'a self, slot: usize, out: &mut [IoSlice<'a>]) -> usize {
         self.slots.get(slot).and_then(|s| s.conn.room.as_ref()).map_or(0, |rc| rc.backlog.slices(out))

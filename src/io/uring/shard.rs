@@ -16,6 +16,7 @@
 use super::buf_ring::BufRing;
 use super::probe::new_ring;
 use crate::server::shard::{ShardContext, ShardReady};
+use crate::rooms::Item;
 use crate::server::table::{HandshakeTurn, PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -61,6 +62,14 @@ struct SendJob {
     owned: Vec<u8>,
     msg: Box<libc::msghdr>,
     total: usize,
+    /// A room send: the member's backlog items it sends (lent by the
+    /// backlog, given back at the completion) and the offset into the first.
+    /// The iovecs point into them: shared frames (`Arc`, which nothing
+    /// changes or frees while this job holds a reference) and bytes of the
+    /// connection's own (a `Vec` whose heap buffer does not move when the
+    /// item does).
+    items: Vec<Item>,
+    item_offset: usize,
 }
 
 /// Per-connection io_uring state.
@@ -84,6 +93,9 @@ struct Io {
     /// TLS handshake input waits in the carry for the next turn (over the
     /// turn's budget); later input queues behind it.
     waiting: bool,
+    /// The send in flight is room output: input may still be handled
+    /// meanwhile (its own output goes behind the room output).
+    room_send: bool,
 }
 
 impl PeerAddr for Io {
@@ -138,6 +150,11 @@ struct Shard {
     /// Connections waiting, unread, for an inflater (permessage-deflate);
     /// retried once one is free.
     parked: Vec<(usize, u32)>,
+    /// Room members not read because another shard's inbox is full;
+    /// retried each turn (that shard wakes this one when it has room).
+    room_waiting: Vec<(usize, u32)>,
+    /// Members with new room output (scratch).
+    room_flush: Vec<usize>,
     cqes: Vec<(u64, i32, u32)>,
     /// The ring was set up with DEFER_TASKRUN, so buffers are filled only
     /// inside this thread's `io_uring_enter`: unused ones may be trimmed.
@@ -188,6 +205,14 @@ pub fn run(
     // SAFETY: efd is a fresh descriptor owned by nobody else.
     let wake_fd = unsafe { OwnedFd::from_raw_fd(efd) };
     let recv_limit = super::recv_limit::supported().then(|| super::recv_limit::limit(bufs.buf_size()));
+    if let Some(rooms) = &ctx.rooms {
+        // Other shards wake this one through the same eventfd as a shutdown.
+        rooms.inboxes[ctx.id].set_wake(Box::new(move || {
+            let one: u64 = 1;
+            // SAFETY: as for the shutdown wake below.
+            unsafe { libc::write(efd, &one as *const u64 as *const libc::c_void, 8) };
+        }));
+    }
     let mut shard = Shard {
         recv_limit,
         heap_to_trim: false,
@@ -206,6 +231,8 @@ pub fn run(
         spare_jobs: Vec::new(),
         waiting: Vec::new(),
         parked: Vec::new(),
+        room_waiting: Vec::new(),
+        room_flush: Vec::new(),
         cqes: Vec::new(),
         can_trim: defer_taskrun,
         trim_at: Instant::now() + TRIM_EVERY,
@@ -385,6 +412,15 @@ impl Shard {
                     TimerAction::Resume => self.maybe_finish(slot, now),
                 }
             }
+            // Rooms: what other shards sent, then members that waited for
+            // an inbox to have room.
+            self.table.drain_inbox(now);
+            self.send_room_output();
+            for (slot, generation) in std::mem::take(&mut self.room_waiting) {
+                if self.table.get_gen(slot, generation).is_some() {
+                    self.maybe_finish(slot, now);
+                }
+            }
             if self.table.shutting_down() {
                 self.table.report_shutdown(now);
                 self.shutdown_sweep(now);
@@ -469,6 +505,7 @@ impl Shard {
                 throttled: false,
                 deferred_handled: false,
                 waiting: false,
+                room_send: false,
             };
             // Accepted while the cancellation of this accept was on its way
             // (shutting down): served all the same, to its close.
@@ -532,8 +569,24 @@ impl Shard {
                     return;
                 }
                 let throttled = self.table.throttled(slot, now);
+                let blocked = self.table.room_blocked(slot);
                 let s = self.table.get_gen(slot, generation).expect("checked above");
-                if s.io.busy || s.conn.has_pending() || s.conn.session.stalled().is_some() || throttled {
+                if blocked {
+                    // A shard with members of its room has a full inbox:
+                    // keep the bytes, stop receiving, and try again once
+                    // that shard has woken this one.
+                    // SAFETY: `b` came from this completion and is ours until given back.
+                    let data = unsafe { self.bufs.slot_mut(b, len) };
+                    s.conn.defer_input(&data[RESERVE..]);
+                    if !self.room_waiting.contains(&(slot, generation)) {
+                        self.room_waiting.push((slot, generation));
+                    }
+                    self.give_back(b);
+                    self.cancel_recv(slot);
+                    return;
+                }
+                let busy = s.io.busy && !s.io.room_send;
+                if busy || s.conn.has_pending() || s.conn.session.stalled().is_some() || throttled {
                     // Backed up (or the session stalled on complete input, or
                     // the connection is over its rate limit): keep the bytes
                     // with the connection, give the buffer back, and stop
@@ -643,6 +696,7 @@ impl Shard {
             let start = self.table.get_mut(slot).expect("live slot").conn.stage_carry(buf, RESERVE);
             self.table.input(slot, buf, start, now);
             self.send_output(slot, Some(bid), now);
+            self.publish_rooms(now);
         } else {
             // A carry bigger than the reserve (a request head split across
             // reads, or input kept while backed up): work on a copy.
@@ -667,6 +721,46 @@ impl Shard {
         self.table.out.copy_to(&scratch, &mut bytes);
         self.scratch = scratch;
         self.send_bytes(slot, bytes, now);
+        self.publish_rooms(now);
+    }
+
+    /// Rooms: publishes the messages the last input completed (after their
+    /// sender's own output was sent or queued) and sends new room output.
+    fn publish_rooms(&mut self, now: Instant) {
+        self.table.publish(now);
+        self.send_room_output();
+    }
+
+    /// Sends the room output of every member that has new output.
+    fn send_room_output(&mut self) {
+        let mut list = std::mem::take(&mut self.room_flush);
+        self.table.take_room_flush(&mut list);
+        for slot in list.drain(..) {
+            self.send_backlog(slot);
+        }
+        self.room_flush = list;
+    }
+
+    /// Submits a member's room output straight from the shared frames (one
+    /// `SendMsg` of up to IOV_MAX of them), unless a send is in flight (its
+    /// completion comes back here through `maybe_finish`).
+    fn send_backlog(&mut self, slot: usize) {
+        let Some(s) = self.table.get_mut(slot) else { return };
+        if s.io.busy || s.io.dying || s.conn.has_pending() {
+            return;
+        }
+        let Some((items, offset)) = self.table.backlog_lend(slot, MAX_IOV) else { return };
+        let mut job = self.new_job();
+        for (i, item) in items.iter().enumerate() {
+            let b = item.bytes();
+            let b = if i == 0 { &b[offset..] } else { b };
+            job.iov.push(libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() });
+            job.total += b.len();
+        }
+        job.items = items;
+        job.item_offset = offset;
+        self.table.get_mut(slot).expect("checked above").io.room_send = true;
+        self.submit_send(slot, job);
     }
 
     /// Sends `self.table.out`: input chunks from ring buffer `bid`, owned
@@ -676,6 +770,16 @@ impl Shard {
             // SAFETY: `b` is ours until given back; only its address is kept here.
             unsafe { self.bufs.slot_mut(b, 0) }.as_ptr()
         });
+        if !self.table.out.is_empty() && self.table.get(slot).is_some_and(|s| s.conn.has_backlog()) {
+            // A room member's own output goes behind its room output.
+            // SAFETY: input chunks lie within the ring buffer at `base`.
+            let buf = base.map(|p| unsafe { std::slice::from_raw_parts(p, RESERVE + self.bufs.buf_size()) });
+            self.table.queue_behind_backlog(slot, buf.unwrap_or(&[]));
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            return self.maybe_finish(slot, now);
+        }
         let Some((s, out, _)) = self.table.split(slot) else {
             if let Some(b) = bid {
                 self.give_back(b);
@@ -730,10 +834,20 @@ impl Shard {
     /// A send job from the pool (or a new one), emptied.
     fn new_job(&mut self) -> Box<SendJob> {
         let mut j = self.spare_jobs.pop().unwrap_or_else(|| {
-            Box::new(SendJob { bid: None, iov: Vec::new(), owned: Vec::new(), msg: zeroed_msghdr(), total: 0 })
+            Box::new(SendJob {
+                bid: None,
+                iov: Vec::new(),
+                owned: Vec::new(),
+                msg: zeroed_msghdr(),
+                total: 0,
+                items: Vec::new(),
+                item_offset: 0,
+            })
         });
         j.iov.clear();
         j.owned.clear();
+        j.items.clear();
+        j.item_offset = 0;
         j.bid = None;
         j.total = 0;
         j
@@ -741,6 +855,8 @@ impl Shard {
 
     /// Returns a finished job to the pool (a few, none holding a big buffer).
     fn keep_job(&mut self, mut j: Box<SendJob>) {
+        // Shared frames are let go of at once, not when the job is reused.
+        j.items.clear();
         if self.spare_jobs.len() < 64 {
             if j.owned.capacity() > 64 * 1024 {
                 j.owned = Vec::new();
@@ -751,6 +867,10 @@ impl Shard {
 
     /// Sends `bytes` (a copy), or queues them behind what is in flight.
     fn send_bytes(&mut self, slot: usize, bytes: Vec<u8>, now: Instant) {
+        // A room member's own output goes behind its room output.
+        let Some(bytes) = self.table.queue_bytes_behind_backlog(slot, bytes) else {
+            return self.maybe_finish(slot, now);
+        };
         let Some(s) = self.table.get_mut(slot) else { return };
         if bytes.is_empty() || s.io.busy || s.conn.has_pending() || s.io.dying {
             if !bytes.is_empty() && !s.io.dying {
@@ -794,7 +914,7 @@ impl Shard {
     fn on_send(&mut self, slot: usize, generation: u32, res: i32, now: Instant) {
         let Some(s) = self.table.get_gen(slot, generation) else { return };
         s.io.busy = false;
-        let Some(job) = s.io.job.take() else { return };
+        let Some(mut job) = s.io.job.take() else { return };
         let sent = if res >= 0 {
             res as usize
         } else if -res == libc::EAGAIN {
@@ -802,6 +922,33 @@ impl Shard {
         } else {
             usize::MAX
         };
+        if std::mem::take(&mut s.io.room_send) {
+            let dying = s.io.dying;
+            let items = std::mem::take(&mut job.items);
+            let ok = if sent == usize::MAX || dying { 0 } else { sent };
+            self.table.backlog_give_back(slot, items, job.item_offset, ok);
+            let total = job.total;
+            self.keep_job(job);
+            if sent == usize::MAX || dying {
+                if sent == usize::MAX {
+                    debug!(error = %io::Error::from_raw_os_error(-res), "send failed");
+                }
+                return self.close(slot);
+            }
+            self.table.ctx.metrics.bytes_out.add(sent as u64);
+            if sent < total {
+                // The socket is full: wait until it takes more. Reading goes
+                // on (room output never holds a member's input back).
+                let s = self.table.get_gen(slot, generation).expect("checked above");
+                s.io.busy = true;
+                let fd = s.io.stream.as_raw_fd();
+                let ud = user_data(OP_POLLOUT, slot, s.generation);
+                let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build().user_data(ud);
+                let _ = self.push(sqe);
+                return;
+            }
+            return self.maybe_finish(slot, now);
+        }
         if sent == usize::MAX || s.io.dying {
             if let Some(b) = job.bid {
                 self.give_back(b);
@@ -880,7 +1027,18 @@ impl Shard {
             let bytes = s.conn.take_pending();
             return self.send_bytes(slot, bytes, now);
         }
+        if s.conn.has_backlog() {
+            // Room output next; reading goes on meanwhile.
+            self.send_backlog(slot);
+        }
+        let Some(s) = self.table.get_mut(slot) else { return };
         let generation = s.generation;
+        if self.table.room_blocked(slot) {
+            if !self.room_waiting.contains(&(slot, generation)) {
+                self.room_waiting.push((slot, generation));
+            }
+            return;
+        }
         if self.table.parked(slot) {
             // No inflater free: stay unread (a receive still armed is
             // cancelled by the next data) until one is.
