@@ -80,6 +80,8 @@ pub struct Scrape<'a> {
     pub websockets_open: u64,
     /// The process's resource use, if `/proc` could be read.
     pub process: Option<ProcessStats>,
+    /// With `--reply room`: rooms open now.
+    pub rooms_open: Option<u64>,
 }
 
 fn one(value: f64) -> Vec<Sample> {
@@ -226,6 +228,57 @@ impl Scrape<'_> {
                 "Times a connection sent more than --max-message-rate or --max-bytes-per-second allow and was not read until its bucket refilled.",
                 C,
                 self.per_shard(|m| m.rate_limited.get()),
+            );
+        }
+        if let Some(open) = self.rooms_open {
+            add("ricochet_rooms_open", "Rooms with members (--reply room).", G, one(open as f64));
+            add(
+                "ricochet_room_members",
+                "Room members, by the shard that holds them.",
+                G,
+                self.per_shard(|m| m.room_members.get()),
+            );
+            add(
+                "ricochet_room_messages_published_total",
+                "Messages members sent into their rooms.",
+                C,
+                self.per_shard(|m| m.room_published.get()),
+            );
+            add(
+                "ricochet_room_deliveries_total",
+                "Room messages queued for a member, by the receiving member's shard (one per member reached).",
+                C,
+                self.per_shard(|m| m.room_deliveries.get()),
+            );
+            add(
+                "ricochet_room_drops_total",
+                "Room messages left out for a member whose backlog was full (--slow-member drop).",
+                C,
+                self.per_shard(|m| m.room_dropped.get()),
+            );
+            add(
+                "ricochet_room_slow_closes_total",
+                "Members closed with 1008 because their backlog was full (--slow-member close).",
+                C,
+                self.per_shard(|m| m.room_slow_closes.get()),
+            );
+            add(
+                "ricochet_room_backlog_bytes",
+                "Room output bytes waiting for members' sockets (each member counts the frames it still has to send).",
+                G,
+                self.per_shard(|m| m.room_backlog_bytes.get()),
+            );
+            add(
+                "ricochet_room_inbox_depth",
+                "Room messages waiting in a shard's inbox from other shards (at its last turn).",
+                G,
+                self.per_shard(|m| m.room_inbox_depth.get()),
+            );
+            add(
+                "ricochet_room_inbox_waits_total",
+                "Times a publishing member was not read because a shard with members of its room had a full inbox.",
+                C,
+                self.per_shard(|m| m.room_inbox_waits.get()),
             );
         }
         if i.per_ip {
@@ -403,7 +456,8 @@ pub fn reference_markdown() -> String {
         start_time_seconds: 0.0,
         threads: 0,
     };
-    let scrape = Scrape { shards: &shards, info: &info, websockets_open: 0, process: Some(process) };
+    let scrape =
+        Scrape { shards: &shards, info: &info, websockets_open: 0, process: Some(process), rooms_open: Some(0) };
     let mut out = String::from("| Metric | Type | Labels | What it counts |\n|---|---|---|---|\n");
     for f in scrape.families() {
         let mut labels: Vec<&str> = f.samples.iter().flat_map(|s| s.labels.iter().map(|(k, _)| *k)).collect();
@@ -466,7 +520,9 @@ mod tests {
         b.refuse(&crate::ws::handshake::Rejection::Unauthorized(None));
         let shards = [a, b];
         let i = info("epoll", false, false);
-        let text = prometheus_text(&Scrape { shards: &shards, info: &i, websockets_open: 4, process: None }.families());
+        let text = prometheus_text(
+            &Scrape { shards: &shards, info: &i, websockets_open: 4, process: None, rooms_open: None }.families(),
+        );
         for line in [
             "ricochet_messages_received_total{shard=\"0\"} 5",
             "ricochet_messages_received_total{shard=\"1\"} 7",
@@ -501,7 +557,7 @@ mod tests {
         let shards = [Arc::new(ShardMetrics::default())];
         let i = info("io_uring", true, true);
         let p = ProcessStats::read().ok();
-        let names: Vec<_> = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p }
+        let names: Vec<_> = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p, rooms_open: None }
             .families()
             .into_iter()
             .map(|f| f.name)
@@ -524,7 +580,7 @@ mod tests {
             assert!(names.contains(&n), "{n} missing");
         }
         for n in &names {
-            let counter = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p }
+            let counter = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p, rooms_open: None }
                 .families()
                 .into_iter()
                 .find(|f| f.name == *n)
@@ -541,7 +597,7 @@ mod tests {
         a.bytes_in.add(1234);
         let shards = [a];
         let i = info("epoll", false, false);
-        let fams = Scrape { shards: &shards, info: &i, websockets_open: 0, process: None }.families();
+        let fams = Scrape { shards: &shards, info: &i, websockets_open: 0, process: None, rooms_open: None }.families();
         let j = json(&fams);
         assert_eq!(j["ricochet_received_bytes_total"][0]["value"], 1234.0);
         assert_eq!(j["ricochet_received_bytes_total"][0]["labels"]["shard"], "0");

@@ -58,6 +58,8 @@ pub struct AdminContext {
     /// When the server started.
     pub started: Instant,
     history: Mutex<History>,
+    /// With `--reply room`: the rooms.
+    pub rooms: Option<Arc<crate::rooms::Rooms>>,
 }
 
 impl AdminContext {
@@ -69,7 +71,22 @@ impl AdminContext {
         info: BuildInfo,
         public: Vec<(SocketAddr, bool)>,
     ) -> AdminContext {
-        AdminContext { shards, shared, settings, info, public, started: Instant::now(), history: Mutex::default() }
+        AdminContext {
+            shards,
+            shared,
+            settings,
+            info,
+            public,
+            started: Instant::now(),
+            history: Mutex::default(),
+            rooms: None,
+        }
+    }
+
+    /// With `--reply room`: the rooms, for their metrics and the status page.
+    pub fn with_rooms(mut self, rooms: Option<Arc<crate::rooms::Rooms>>) -> AdminContext {
+        self.rooms = rooms;
+        self
     }
 
     fn scrape(&self) -> Scrape<'_> {
@@ -78,6 +95,7 @@ impl AdminContext {
             info: &self.info,
             websockets_open: self.shared.active() as u64,
             process: ProcessStats::read().ok(),
+            rooms_open: self.rooms.as_ref().map(|r| r.registry.open()),
         }
     }
 }

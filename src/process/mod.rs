@@ -369,7 +369,8 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             per_ip: settings.max_connections_per_ip.is_some(),
             inherited: settings.takeover.as_ref().map(|_| inherited),
         };
-        let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public);
+        let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public)
+            .with_rooms(rooms.clone());
         a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;
         ready_lines.push(format!("metrics on {actual}"));
     }

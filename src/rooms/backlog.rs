@@ -148,16 +148,16 @@ impl Backlog {
         self.bytes -= sent.min(self.bytes);
         let mut rest = Vec::new();
         for item in items {
-            let left = item.bytes().len() - offset;
-            if sent >= left {
-                sent -= left;
-                offset = 0;
-                continue;
-            }
             if rest.is_empty() {
-                offset += sent;
+                let left = item.bytes().len() - offset;
+                if sent >= left {
+                    sent -= left;
+                    offset = 0;
+                    continue;
+                }
+                // The first item not sent whole: the rest of it is next.
+                self.offset = offset + sent;
                 sent = 0;
-                self.offset = offset;
             }
             rest.push(item);
         }
@@ -246,6 +246,21 @@ mod tests {
         let (items, off) = b.lend(8).unwrap();
         b.give_back(items, off, 5);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_short_send_gives_back_every_item_it_did_not_finish() {
+        let mut b = Backlog::default();
+        for m in [b"abc", b"def", b"ghi"] {
+            b.offer(&msg(m), 100);
+        }
+        let (items, off) = b.lend(8).unwrap();
+        b.give_back(items, off, 1);
+        assert_eq!(all(&b), b"bcdefghi");
+        let (items, off) = b.lend(8).unwrap();
+        b.give_back(items, off, 0);
+        assert_eq!(all(&b), b"bcdefghi", "nothing sent: all back as it was");
+        assert_eq!(b.bytes(), 8);
     }
 
     #[test]

@@ -99,10 +99,12 @@ impl Inbox {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = q.is_empty();
             q.append(batch);
+            // Counted under the lock, as `take` uncounts under it: neither
+            // count ever goes below what the queue holds.
+            self.bytes.fetch_add(bytes, Ordering::AcqRel);
+            self.depth.fetch_add(n, Ordering::Relaxed);
             was_empty
         };
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
-        self.depth.fetch_add(n, Ordering::Relaxed);
         if was_empty {
             self.wake();
         }
@@ -115,10 +117,10 @@ impl Inbox {
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut *q, into);
+            let bytes: usize = into.iter().map(|d| d.message.bytes().len()).sum();
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.depth.fetch_sub(into.len(), Ordering::Relaxed);
         }
-        let bytes: usize = into.iter().map(|d| d.message.bytes().len()).sum();
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        self.depth.fetch_sub(into.len(), Ordering::Relaxed);
         if self.has_waiters.swap(false, Ordering::AcqRel) {
             std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()))
         } else {

@@ -1,8 +1,8 @@
 //! Server settings from flags, `RICOCHET_*` environment variables and a TOML
 //! file, in that order of precedence, over built-in defaults.
 
-use crate::server::tls::CertSource;
 use crate::rooms::{RoomSettings, SlowMember};
+use crate::server::tls::CertSource;
 use crate::ws::{self, handshake::HandshakePolicy, Reply};
 use clap::Args;
 use serde::Deserialize;
@@ -504,7 +504,11 @@ impl Settings {
             None | Some("close") => SlowMember::Close,
             Some("drop") => SlowMember::Drop,
             Some(other) => {
-                return Err(ConfigError::Invalid { setting: "slow-member", value: other.into(), allowed: "close or drop" })
+                return Err(ConfigError::Invalid {
+                    setting: "slow-member",
+                    value: other.into(),
+                    allowed: "close or drop",
+                })
             }
         };
         let max_rooms = parse_int(

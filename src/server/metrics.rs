@@ -78,6 +78,8 @@ pub struct ShardMetrics {
     /// header): their address already had `--max-connections-per-ip`
     /// connections in their handshake.
     pub arrivals_refused: Counter,
+    /// Gauge, rooms (`--reply room`): room members on this shard.
+    pub room_members: Counter,
     /// Rooms (`--reply room`): messages members sent into their rooms.
     pub room_published: Counter,
     /// Rooms: messages queued for a member (one per member reached).
@@ -153,6 +155,14 @@ impl ShardMetrics {
             add(&t.proxy_headers, &s.proxy_headers);
             add(&t.proxy_errors, &s.proxy_errors);
             add(&t.arrivals_refused, &s.arrivals_refused);
+            add(&t.room_members, &s.room_members);
+            add(&t.room_published, &s.room_published);
+            add(&t.room_deliveries, &s.room_deliveries);
+            add(&t.room_dropped, &s.room_dropped);
+            add(&t.room_slow_closes, &s.room_slow_closes);
+            add(&t.room_backlog_bytes, &s.room_backlog_bytes);
+            add(&t.room_inbox_depth, &s.room_inbox_depth);
+            add(&t.room_inbox_waits, &s.room_inbox_waits);
             t.core.add_from(&s.core);
         }
         t

@@ -554,8 +554,11 @@ impl<T: PeerAddr> Table<T> {
         joined: &std::cell::Cell<Option<std::sync::Arc<crate::rooms::Room>>>,
     ) -> Progress {
         self.plain_out.clear();
-        let admit =
-            AdmitFrom { shared: &self.ctx.shared, peer: peer.map(|a| a.ip()), room: room_admit(self.room.as_ref(), self.ctx.id, joined) };
+        let admit = AdmitFrom {
+            shared: &self.ctx.shared,
+            peer: peer.map(|a| a.ip()),
+            room: room_admit(self.room.as_ref(), self.ctx.id, joined),
+        };
         let ctx = Ctx { admission: &admit, budget, ..core_ctx(&self.ctx, &self.inflaters, now) };
         let s = &mut self.slots[slot];
         let client = s.conn.client();

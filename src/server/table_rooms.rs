@@ -61,6 +61,7 @@ impl<T: PeerAddr> Table<T> {
         if let Some(room) = joined {
             if upgraded {
                 r.members.add(&room, Member { slot, generation: s.generation });
+                self.ctx.metrics.room_members.add(1);
                 s.conn.room = Some(Box::new(RoomConn { room, assembling: Vec::new(), backlog: Backlog::default() }));
             } else {
                 r.rooms.registry.leave(&room, id);
@@ -143,7 +144,9 @@ impl<T: PeerAddr> Table<T> {
         let settings = &r.rooms.settings;
         let limit = settings.backlog;
         for &m in members {
-            if settings.exclude_sender && message.from == (Sender { shard: self.ctx.id, slot: m.slot, generation: m.generation }) {
+            if settings.exclude_sender
+                && message.from == (Sender { shard: self.ctx.id, slot: m.slot, generation: m.generation })
+            {
                 continue;
             }
             let Some(s) = self.slots.get_mut(m.slot).filter(|s| s.generation == m.generation) else { continue };
@@ -317,6 +320,7 @@ impl<T: PeerAddr> Table<T> {
         let Some(r) = self.room.as_mut() else { return };
         r.members.remove(rc.room.id, Member { slot, generation });
         r.rooms.registry.leave(&rc.room, self.ctx.id);
+        self.ctx.metrics.room_members.set(self.ctx.metrics.room_members.get().saturating_sub(1));
         r.backlog_bytes -= rc.backlog.bytes().min(r.backlog_bytes);
         self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
     }

@@ -15,8 +15,8 @@
 
 use super::buf_ring::BufRing;
 use super::probe::new_ring;
-use crate::server::shard::{ShardContext, ShardReady};
 use crate::rooms::Item;
+use crate::server::shard::{ShardContext, ShardReady};
 use crate::server::table::{HandshakeTurn, PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
