@@ -1063,6 +1063,14 @@ impl Shard {
             return self.process_copy(slot, &[], now);
         }
         s.io.deferred_handled = false;
+        if s.conn.has_backlog() {
+            // Room output still going out (its send's completion comes back
+            // here): closing or shutting down now would cut it off.
+            if !s.conn.peer_eof && !s.conn.session.is_closed() {
+                self.arm_recv(slot);
+            }
+            return;
+        }
         if s.conn.peer_eof || s.conn.session.close_handshake_done() {
             return self.close(slot);
         }
