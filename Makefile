@@ -47,7 +47,7 @@ TLS_TESTS := --test interop_rust_client --test interop_python_client --test rand
 	--test tokens_decide_who_may_connect --test metrics_move_when_things_happen \
 	--test proxy_protocol_names_the_client --test per_client_limits_hold_per_address \
 	--test rate_limits_slow_clients_without_loss --test a_client_that_stops_reading_cannot_wedge_a_shard \
-	--test rooms_deliver_every_message_to_every_member
+	--test rooms_deliver_every_message_to_every_member --test rooms_keep_the_rules_of_every_connection
 TLS_SKIP := --skip a_backed_up_client_gets_every_byte_before_1001 --skip fixed_replies_between_pongs_all_arrive
 
 # Unit tests once; the tests over real sockets once per backend, and the
