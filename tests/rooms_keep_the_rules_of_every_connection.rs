@@ -120,3 +120,24 @@ fn a_message_over_the_size_limit_fails_its_sender_and_reaches_nobody() {
     let m = common::admin::scrape(admin);
     assert_eq!(sum(&m, "ricochet_room_messages_published_total", &[]), 1.0, "only b's message");
 }
+
+#[test]
+fn the_status_page_lists_the_largest_rooms() {
+    let server = room_server(&[]);
+    let admin = server.metrics.unwrap();
+    let _big: Vec<RawClient> = (0..3).map(|_| member(&server, "/lobby")).collect();
+    let mut small = member(&server, "/side");
+    wait_for(admin, "4 members", |m| sum(m, "ricochet_room_members", &[]) == 4.0);
+    small.send(true, OpCode::Text, b"hi");
+    assert_eq!(small.next_event(), Some(Event::Message(OpCode::Text, b"hi".to_vec())));
+    let r = common::admin::get(admin, "/stats.json");
+    let stats: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let rooms = &stats["rooms"];
+    assert_eq!((rooms["open"].as_u64(), rooms["members"].as_u64()), (Some(2), Some(4)), "{rooms}");
+    let largest = rooms["largest"].as_array().unwrap();
+    assert_eq!(largest[0]["path"], "/lobby");
+    assert_eq!(largest[0]["members"], 3);
+    assert_eq!(largest[1]["path"], "/side");
+    assert_eq!((largest[1]["published"].as_u64(), largest[1]["deliveries"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(stats["settings"]["reply"], "room");
+}

@@ -258,8 +258,36 @@ pub fn stats_json(ctx: &AdminContext) -> serde_json::Value {
         "tokens_required": ctx.settings.auth_tokens.is_some(),
         "settings": settings_json(&ctx.settings),
         "rates": latest,
+        "rooms": rooms_json(ctx),
         "metrics": exposition::json(&families),
     })
+}
+
+/// How many rooms the status page lists.
+const LARGEST_ROOMS: usize = 10;
+
+/// With `--reply room`: the largest rooms, each with its members and
+/// counters (the page turns the counters into rates between its polls);
+/// `null` for any other reply.
+fn rooms_json(ctx: &AdminContext) -> serde_json::Value {
+    let Some(rooms) = &ctx.rooms else { return serde_json::Value::Null };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let largest: Vec<serde_json::Value> = rooms
+        .registry
+        .largest(LARGEST_ROOMS)
+        .iter()
+        .map(|r| {
+            json!({
+                "path": &*r.path,
+                "members": r.members(),
+                "published": load(&r.stats.published),
+                "deliveries": load(&r.stats.deliveries),
+                "dropped": load(&r.stats.dropped),
+                "slow_closed": load(&r.stats.slow_closed),
+            })
+        })
+        .collect();
+    json!({ "open": rooms.registry.open(), "members": rooms.registry.members(), "largest": largest })
 }
 
 /// `/history.json`: the sampled per-shard rates of the last minutes.
@@ -290,5 +318,10 @@ fn settings_json(s: &Settings) -> serde_json::Value {
         "tls-client-auth": s.tls_client.as_ref().map_or("off", |c| if c.optional { "optional" } else { "required" }),
         "allowed-origin": if h.allowed_origins.is_empty() { "any".to_string() } else { h.allowed_origins.join(", ") },
         "path": h.path.clone().unwrap_or_else(|| "any".into()),
+        "reply": match &s.core.reply {
+            crate::ws::Reply::Echo => "echo",
+            crate::ws::Reply::Fixed(_) => "pong",
+            crate::ws::Reply::Collect => "room",
+        },
     })
 }
