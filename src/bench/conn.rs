@@ -126,7 +126,7 @@ pub struct Conn<S> {
 
 /// The request a client sends, with its key (and its extension offer and
 /// bearer token).
-fn request(host: &str, path: &str, key: &str, deflate: bool, token: Option<&str>) -> String {
+pub(crate) fn request(host: &str, path: &str, key: &str, deflate: bool, token: Option<&str>) -> String {
     let mut ext = if deflate { format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n") } else { String::new() };
     if let Some(t) = token {
         ext.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -569,7 +569,7 @@ impl<S: Read + Write> Conn<S> {
 }
 
 /// A `Sec-WebSocket-Key`: base64 of 16 bytes.
-fn base64_key(seed: u64) -> String {
+pub(crate) fn base64_key(seed: u64) -> String {
     use base64::Engine;
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&seed.to_le_bytes());

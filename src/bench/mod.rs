@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod progress;
+mod room;
 pub mod tls;
 pub mod window;
 
@@ -41,6 +42,11 @@ pub enum Mode {
     /// reports the time until all of them have had their first echo and the
     /// connect-to-first-echo latency. --duration is the limit.
     Storm,
+    /// Rooms (a server with --reply room): the connections join --rooms
+    /// rooms, --publishers of them publish (closed loop, or --rate in all),
+    /// every member checks every message (whole, once, in its publisher's
+    /// order) and measures publish-to-delivery latency.
+    Room,
 }
 
 /// `ricochet bench` flags.
@@ -66,9 +72,15 @@ pub struct BenchArgs {
     /// Messages in flight per connection
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
-    /// echo: closed-loop messages; idle: hold connections open
+    /// echo: closed-loop messages; idle: hold connections open; connect: handshakes per second; storm: everyone connects at once; room: fan-out through a --reply room server
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
+    /// Room mode: rooms the connections are spread over (connection k joins room k mod N, on the path URL/room-K; one room uses the URL's own path)
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Room mode: how many of the connections publish (spread over the rooms like the rest)
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
     /// Client threads, each with its own event loop and share of the connections
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -183,6 +195,9 @@ pub enum BenchError {
     /// --warmup outside echo mode.
     #[error("--warmup applies to --mode echo only")]
     WarmupMode,
+    /// Room mode over tcp:// or with --deflate.
+    #[error("--mode room needs a ws:// or wss:// URL, without --deflate")]
+    RoomFraming,
     /// A setting is invalid.
     #[error(transparent)]
     Setting(#[from] crate::server::config::ConfigError),
@@ -249,6 +264,15 @@ pub struct Report {
     pub failed_connections: u64,
     /// wss:// connect mode: handshakes that resumed a TLS session.
     pub resumed_handshakes: u64,
+    /// Room mode: messages published within the window and before it closed.
+    #[serde(default)]
+    pub published: Option<u64>,
+    /// Room mode: rooms.
+    #[serde(default)]
+    pub rooms: Option<usize>,
+    /// Room mode: publishers.
+    #[serde(default)]
+    pub publishers: Option<usize>,
 }
 
 impl Report {
@@ -346,6 +370,12 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     // Idle runs hold many sockets.
     crate::tune::raise_nofile_limit();
+    if args.mode == Mode::Room {
+        if target.framing != Framing::Ws {
+            return Err(BenchError::RoomFraming);
+        }
+        return room::run(args, &target, size, duration);
+    }
     let threads = args.threads.clamp(1, args.connections);
     let rss0 = args.server_pid.and_then(pid_rss_kib);
     let window = Window::new(threads, args.server_pid).with_warmup(!warmup.is_zero());
@@ -376,6 +406,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                         Mode::Idle => run_idle(target, &plan, duration, args.server_pid, &mut turn),
                         Mode::Connect => run_connect(target, &plan, duration, &mut turn),
                         Mode::Storm => run_storm(target, &plan, duration, &mut turn),
+                        Mode::Room => unreachable!("room mode runs on its own"),
                     };
                     turn.close();
                     if let Ok(r) = &mut r {
@@ -955,6 +986,35 @@ fn report_text(r: &Report, mode: Mode, json: bool) -> String {
         if let Some(s) = r.server_cpu_seconds {
             let _ = writeln!(out, "server CPU     {:.3}s ({:.0}% of one CPU)", s, 100.0 * s / secs);
         }
+    } else if mode == Mode::Room {
+        let published = r.published.unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "rooms          {} rooms, {} publishers, {} B messages",
+            r.rooms.unwrap_or(1),
+            r.publishers.unwrap_or(1),
+            r.message_bytes
+        );
+        let _ =
+            writeln!(out, "published      {} in {:.2}s ({:.0} per second)", published, secs, published as f64 / secs);
+        let _ = writeln!(out, "deliveries     {} ({:.0} per second)", r.messages, r.messages_per_second);
+        let _ = writeln!(out, "publish-to-delivery (us)  {percentiles}");
+        let c = r.client_cpu_seconds;
+        let _ = writeln!(out, "client CPU     {:.3}s ({:.0}% of one CPU)", c, 100.0 * c / secs);
+        if let Some(s) = r.server_cpu_seconds {
+            let per = s * 1e9 / r.messages.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "server CPU     {:.3}s ({:.0}% of one CPU, {:.0} ns per delivery)",
+                s,
+                100.0 * s / secs,
+                per
+            );
+            let _ = writeln!(out, "per server CPU-second  {:.0} deliveries", r.messages as f64 / s.max(1e-9));
+            if c > s {
+                let _ = writeln!(out, "note: the client used more CPU than the server: it may be the bottleneck");
+            }
+        }
     } else {
         let _ = writeln!(out, "messages       {} in {:.2}s", r.messages, secs);
         let _ = writeln!(
@@ -987,9 +1047,10 @@ fn report_text(r: &Report, mode: Mode, json: bool) -> String {
             }
         }
     }
+    let what = if mode == Mode::Room { "wrong, repeated or out of order" } else { "wrong echoes" };
     let _ = writeln!(
         out,
-        "errors         {} wrong echoes, {} missing, {} failed connections",
+        "errors         {} {what}, {} missing, {} failed connections",
         r.mismatched_echoes, r.missing_echoes, r.failed_connections
     );
     out
