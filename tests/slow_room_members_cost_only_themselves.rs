@@ -47,9 +47,11 @@ fn seq_of(data: &[u8]) -> u64 {
     seq
 }
 
-/// Runs the room under `policy`; returns what each stalled member got in
-/// the end (the sequence numbers, and its close code).
-fn run(policy: &str) -> (Server, Vec<(Vec<u64>, Option<u16>)>) {
+/// What a stalled member got in the end: the sequence numbers, and its close code.
+type Leftovers = (Vec<u64>, Option<u16>);
+
+/// Runs the room under `policy`; returns what each stalled member got.
+fn run(policy: &str) -> (Server, Vec<Leftovers>) {
     let server = Server::start(&[
         "--reply",
         "room",

@@ -91,6 +91,10 @@ struct Member {
     key: [u8; 4],
 }
 
+/// What one thread brings back: its latencies, its counts, the deliveries
+/// its members never got, its members that opened, its CPU seconds.
+type ThreadOutcome = (Histogram<u64>, Counts, u64, usize, f64);
+
 /// What one thread counted.
 #[derive(Default)]
 struct Counts {
@@ -111,7 +115,7 @@ pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Dura
     let window = Window::new(threads, args.server_pid);
     let sent: Vec<AtomicU64> = (0..layout.publishers).map(|_| AtomicU64::new(0)).collect();
     let epoch = Instant::now();
-    let results: Vec<Result<(Histogram<u64>, Counts, u64, usize, f64), BenchError>> = std::thread::scope(|s| {
+    let results: Vec<Result<ThreadOutcome, BenchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (window, sent) = (&window, &sent);

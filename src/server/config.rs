@@ -520,7 +520,7 @@ impl Settings {
         )? as usize;
         let rooms = (reply == Reply::Collect).then(|| RoomSettings {
             exclude_sender: args.room_exclude_sender || file.room_exclude_sender.unwrap_or(false),
-            backlog: room_backlog as usize,
+            backlog: room_backlog,
             slow_member,
             max_rooms,
         });
