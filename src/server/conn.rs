@@ -42,9 +42,6 @@ pub struct Conn {
     pub proxy_pending: bool,
     /// What only some connections need (boxed, so the rest stay small).
     extra: Option<Box<Extra>>,
-    /// With `--reply room`, once upgraded: its room, the message it is
-    /// sending and the room output it has still to send.
-    pub room: Option<Box<RoomConn>>,
 }
 
 /// A room member's state.
@@ -66,6 +63,9 @@ pub struct Extra {
     pub client: Option<SocketAddr>,
     /// The rate limit's tokens.
     pub bucket: Option<Bucket>,
+    /// With `--reply room`, once upgraded: its room, the message it is
+    /// sending and the room output it has still to send.
+    pub room: Option<RoomConn>,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -88,7 +88,6 @@ impl Conn {
             tls: None,
             proxy_pending: false,
             extra: None,
-            room: None,
         }
     }
 
@@ -150,14 +149,37 @@ impl Conn {
         self.carry.capacity() + self.pending.capacity()
     }
 
+    /// Its room state, if it is a room member.
+    pub fn room(&self) -> Option<&RoomConn> {
+        self.extra.as_ref().and_then(|e| e.room.as_ref())
+    }
+
+    /// The same, to change; never allocates the extras.
+    pub fn room_mut(&mut self) -> Option<&mut RoomConn> {
+        self.extra.as_mut().and_then(|e| e.room.as_mut())
+    }
+
+    /// Its room state, session and TLS layer, borrowed together (a delivery
+    /// seals for its TLS layer and may close its session).
+    pub fn room_parts(&mut self) -> Option<(&mut RoomConn, &mut Session, Option<&mut TlsConn>)> {
+        let Conn { extra, session, tls, .. } = self;
+        let room = extra.as_mut().and_then(|e| e.room.as_mut())?;
+        Some((room, session, tls.as_deref_mut()))
+    }
+
+    /// Takes its room state (it is leaving).
+    pub fn take_room(&mut self) -> Option<RoomConn> {
+        self.extra.as_mut().and_then(|e| e.room.take())
+    }
+
     /// Room output bytes waiting (0 for a connection not in a room).
     pub fn backlog_bytes(&self) -> usize {
-        self.room.as_ref().map_or(0, |r| r.backlog.bytes())
+        self.room().map_or(0, |r| r.backlog.bytes())
     }
 
     /// True when room output waits (or is in flight).
     pub fn has_backlog(&self) -> bool {
-        self.room.as_ref().is_some_and(|r| !r.backlog.is_empty())
+        self.room().is_some_and(|r| !r.backlog.is_empty())
     }
 
     /// Records that `n` pending bytes were written.

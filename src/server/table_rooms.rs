@@ -62,13 +62,13 @@ impl<T: PeerAddr> Table<T> {
             if upgraded {
                 r.members.add(&room, Member { slot, generation: s.generation });
                 self.ctx.metrics.room_members.add(1);
-                s.conn.room = Some(Box::new(RoomConn { room, assembling: Vec::new(), backlog: Backlog::default() }));
+                s.conn.extra_mut().room = Some(RoomConn { room, assembling: Vec::new(), backlog: Backlog::default() });
             } else {
                 r.rooms.registry.leave(&room, id);
             }
         }
         let out = if tls { &mut self.plain_out } else { &mut self.out };
-        if let Some(rc) = s.conn.room.as_mut() {
+        if let Some(rc) = s.conn.room_mut() {
             // The message in progress stays with its connection.
             std::mem::swap(&mut out.assembling, &mut rc.assembling);
             let from = Sender { shard: id, slot, generation: s.generation };
@@ -83,7 +83,7 @@ impl<T: PeerAddr> Table<T> {
     pub(super) fn before_room_input(&mut self, slot: usize, tls: bool) {
         let out = if tls { &mut self.plain_out } else { &mut self.out };
         out.assembling.clear();
-        if let Some(rc) = self.slots[slot].conn.room.as_mut() {
+        if let Some(rc) = self.slots[slot].conn.room_mut() {
             std::mem::swap(&mut out.assembling, &mut rc.assembling);
         }
     }
@@ -150,15 +150,15 @@ impl<T: PeerAddr> Table<T> {
                 continue;
             }
             let Some(s) = self.slots.get_mut(m.slot).filter(|s| s.generation == m.generation) else { continue };
-            if s.conn.session.phase() != crate::ws::Phase::Open {
+            let Some((rc, session, mut tls)) = s.conn.room_parts() else { continue };
+            if session.phase() != crate::ws::Phase::Open {
                 continue; // closing: it gets nothing more
             }
-            let Some(rc) = s.conn.room.as_mut() else { continue };
             let was_empty = rc.backlog.is_empty();
             let before = rc.backlog.bytes();
-            let offered = match s.conn.tls.as_mut() {
+            let offered = match tls {
                 None => rc.backlog.offer(message, limit),
-                Some(tls) => {
+                Some(ref mut t) => {
                     // Encryption is per connection: the shared frame is
                     // sealed into this member's own records.
                     if before > 0 && before + message.bytes().len() > limit {
@@ -167,7 +167,7 @@ impl<T: PeerAddr> Table<T> {
                         r.seal_in.clear();
                         r.seal_in.push_input(0, message.bytes().len());
                         r.seal_out.clear();
-                        match tls.seal(&r.seal_in, message.bytes(), false, &mut r.seal_out) {
+                        match t.seal(&r.seal_in, message.bytes(), false, &mut r.seal_out) {
                             Ok(()) => {
                                 let mut sealed = Vec::with_capacity(r.seal_out.len());
                                 r.seal_out.copy_to(&[], &mut sealed);
@@ -195,9 +195,9 @@ impl<T: PeerAddr> Table<T> {
                     let ctx = core_ctx(&self.ctx, &self.inflaters, now);
                     let mut out = std::mem::take(&mut r.seal_in);
                     out.clear();
-                    s.conn.session.close_with(&ctx, close::POLICY_VIOLATION, "too slow", &mut out);
+                    session.close_with(&ctx, close::POLICY_VIOLATION, "too slow", &mut out);
                     let mut bytes = Vec::new();
-                    match s.conn.tls.as_mut() {
+                    match tls {
                         Some(tls) => {
                             r.seal_out.clear();
                             if tls.seal(&out, &[], true, &mut r.seal_out).is_ok() {
@@ -236,7 +236,7 @@ impl<T: PeerAddr> Table<T> {
     /// receivers' shards meets TCP flow control instead of growing inboxes.
     pub fn room_blocked(&self, slot: usize) -> bool {
         let (Some(r), Some(s)) = (self.room.as_ref(), self.slots.get(slot)) else { return false };
-        let Some(rc) = s.conn.room.as_ref() else { return false };
+        let Some(rc) = s.conn.room() else { return false };
         let room = &rc.room;
         for shard in 0..room.shards() {
             if shard != self.ctx.id && room.members_on(shard) > 0 {
@@ -255,7 +255,7 @@ impl<T: PeerAddr> Table<T> {
     /// has no room output waiting (the driver sends as usual).
     pub fn queue_behind_backlog(&mut self, slot: usize, buf: &[u8]) -> bool {
         let Some(s) = self.slots.get_mut(slot) else { return false };
-        let Some(rc) = s.conn.room.as_mut().filter(|rc| !rc.backlog.is_empty()) else { return false };
+        let Some(rc) = s.conn.room_mut().filter(|rc| !rc.backlog.is_empty()) else { return false };
         let mut bytes = Vec::with_capacity(self.out.len());
         self.out.copy_to(buf, &mut bytes);
         let before = rc.backlog.bytes();
@@ -269,7 +269,7 @@ impl<T: PeerAddr> Table<T> {
     /// Appends `bytes` of the connection's own behind its room output, where
     /// they must go to keep the order; gives them back when it has none.
     pub fn queue_bytes_behind_backlog(&mut self, slot: usize, bytes: Vec<u8>) -> Option<Vec<u8>> {
-        let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room.as_mut()).filter(|rc| !rc.backlog.is_empty())
+        let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room_mut()).filter(|rc| !rc.backlog.is_empty())
         else {
             return Some(bytes);
         };
@@ -283,12 +283,12 @@ impl<T: PeerAddr> Table<T> {
 
     /// Fills `out` with slices of the member's room output (epoll); returns how many.
     pub fn backlog_slices<'a>(&'a self, slot: usize, out: &mut [IoSlice<'a>]) -> usize {
-        self.slots.get(slot).and_then(|s| s.conn.room.as_ref()).map_or(0, |rc| rc.backlog.slices(out))
+        self.slots.get(slot).and_then(|s| s.conn.room()).map_or(0, |rc| rc.backlog.slices(out))
     }
 
     /// `n` bytes of the member's room output went out.
     pub fn backlog_sent(&mut self, slot: usize, n: usize) {
-        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room.as_mut()) {
+        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room_mut()) {
             rc.backlog.advance(n);
             if let Some(r) = self.room.as_mut() {
                 r.backlog_bytes -= n.min(r.backlog_bytes);
@@ -300,12 +300,12 @@ impl<T: PeerAddr> Table<T> {
     /// Takes up to `max` items of the member's room output for a send in
     /// flight (io_uring); give them back with [`Table::backlog_give_back`].
     pub fn backlog_lend(&mut self, slot: usize, max: usize) -> Option<(Vec<Item>, usize)> {
-        self.slots.get_mut(slot)?.conn.room.as_mut()?.backlog.lend(max)
+        self.slots.get_mut(slot)?.conn.room_mut()?.backlog.lend(max)
     }
 
     /// Gives back items lent for a send of which `sent` bytes went out.
     pub fn backlog_give_back(&mut self, slot: usize, items: Vec<Item>, offset: usize, sent: usize) {
-        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room.as_mut()) {
+        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room_mut()) {
             rc.backlog.give_back(items, offset, sent);
             if let Some(r) = self.room.as_mut() {
                 r.backlog_bytes -= sent.min(r.backlog_bytes);
