@@ -149,13 +149,6 @@ impl Shard {
             for slot in std::mem::take(&mut self.again) {
                 self.on_readable(slot, now);
             }
-            // Rooms: what other shards sent, then members that waited for
-            // an inbox to have room.
-            self.table.drain_inbox(now);
-            self.write_room_output();
-            for slot in std::mem::take(&mut self.room_waiting) {
-                self.on_readable(slot, now);
-            }
             // An inflater comes back only while some connection is handled,
             // so looking once per turn wakes the parked without polling.
             if !self.parked.is_empty() && self.table.inflater_free() {
@@ -187,6 +180,16 @@ impl Shard {
                     }
                 }
             }
+            // Rooms: what other shards sent, members that waited for an
+            // inbox to have room, then every member's new room output, once
+            // per turn: all the frames a member got in this turn go out in
+            // one sendmsg (a member of a busy room gets many per turn, and a
+            // write per frame would cost a system call each).
+            self.table.drain_inbox(now);
+            for slot in std::mem::take(&mut self.room_waiting) {
+                self.on_readable(slot, now);
+            }
+            self.write_room_output();
         }
     }
 
@@ -299,9 +302,9 @@ impl Shard {
             let end = reserve + n;
             self.table.input(slot, &mut self.buf[..end], start, now);
             let alive = self.flush_output(slot, end);
-            // Room messages go out after their sender's own output.
+            // Room messages are published after their sender's own output
+            // (written at the end of the turn).
             self.table.publish(now);
-            self.write_room_output();
             if !alive || self.table.get(slot).is_none() {
                 return;
             }
@@ -326,7 +329,6 @@ impl Shard {
         self.table.input(slot, &mut self.buf[..end], HEADROOM, now);
         let alive = self.flush_output(slot, end);
         self.table.publish(now);
-        self.write_room_output();
         alive && self.table.get(slot).is_some()
     }
 

@@ -412,15 +412,6 @@ impl Shard {
                     TimerAction::Resume => self.maybe_finish(slot, now),
                 }
             }
-            // Rooms: what other shards sent, then members that waited for
-            // an inbox to have room.
-            self.table.drain_inbox(now);
-            self.send_room_output();
-            for (slot, generation) in std::mem::take(&mut self.room_waiting) {
-                if self.table.get_gen(slot, generation).is_some() {
-                    self.maybe_finish(slot, now);
-                }
-            }
             if self.table.shutting_down() {
                 self.table.report_shutdown(now);
                 self.shutdown_sweep(now);
@@ -461,6 +452,16 @@ impl Shard {
                     }
                 }
             }
+            // Rooms: what other shards sent, members that waited for an
+            // inbox to have room, then every member's new room output, once
+            // per turn (one SendMsg with all the frames it got in the turn).
+            self.table.drain_inbox(now);
+            for (slot, generation) in std::mem::take(&mut self.room_waiting) {
+                if self.table.get_gen(slot, generation).is_some() {
+                    self.maybe_finish(slot, now);
+                }
+            }
+            self.send_room_output();
         }
     }
 
@@ -724,11 +725,11 @@ impl Shard {
         self.publish_rooms(now);
     }
 
-    /// Rooms: publishes the messages the last input completed (after their
-    /// sender's own output was sent or queued) and sends new room output.
+    /// Rooms: publishes the messages the last input completed, after their
+    /// sender's own output was sent or queued (the room output goes out at
+    /// the end of the turn).
     fn publish_rooms(&mut self, now: Instant) {
         self.table.publish(now);
-        self.send_room_output();
     }
 
     /// Sends the room output of every member that has new output.
