@@ -311,7 +311,8 @@ fn thread(
                 counts.failed += 1;
                 continue;
             }
-            receive(m, layout, size, epoch, now, in_window, &mut hist, &mut counts);
+            let mut c = Checker { layout, size, epoch, now, in_window, hist: &mut hist, counts: &mut counts };
+            receive(m, &mut c);
         }
     }
     // What never came: every publisher's messages each member of its room lacks.
@@ -354,18 +355,20 @@ fn fill(m: &mut Member, scratch: &mut [u8]) -> bool {
     }
 }
 
-/// Takes the complete frames out of the member's input and checks each message.
-#[allow(clippy::too_many_arguments)]
-fn receive(
-    m: &mut Member,
+/// What checking a thread's messages needs: the layout, the message size,
+/// the run's clock, whether the window is open, and where results go.
+struct Checker<'a> {
     layout: Layout,
     size: usize,
     epoch: Instant,
     now: Instant,
     in_window: bool,
-    hist: &mut Histogram<u64>,
-    counts: &mut Counts,
-) {
+    hist: &'a mut Histogram<u64>,
+    counts: &'a mut Counts,
+}
+
+/// Takes the complete frames out of the member's input and checks each message.
+fn receive(m: &mut Member, c: &mut Checker) {
     let mut pos = 0;
     while let Ok(HeaderStatus::Complete(h)) = parse_header(&m.input[pos..]) {
         let start = pos + h.header_len;
@@ -383,7 +386,7 @@ fn receive(
             }
             OpCode::Close => {
                 m.phase = Phase::Failed;
-                counts.failed += 1;
+                c.counts.failed += 1;
                 break;
             }
             OpCode::Pong => continue,
@@ -401,7 +404,7 @@ fn receive(
         let Member { input, next, waiting, room, publisher, sent, .. } = m;
         let data = whole.as_deref().unwrap_or(&input[start..end]);
         let own = publisher.filter(|_| *waiting).map(|p| (p, *sent));
-        if check(*room, own, next, data, layout, size, epoch, now, in_window, hist, counts) {
+        if check(*room, own, next, data, c) {
             *waiting = false;
         }
     }
@@ -410,20 +413,8 @@ fn receive(
 
 /// Checks one message a member of `room` got; true when it is the copy
 /// `own` (this member's publisher index and messages sent) waits for.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    room: usize,
-    own: Option<(usize, u64)>,
-    next: &mut [u64],
-    data: &[u8],
-    layout: Layout,
-    size: usize,
-    epoch: Instant,
-    now: Instant,
-    in_window: bool,
-    hist: &mut Histogram<u64>,
-    counts: &mut Counts,
-) -> bool {
+fn check(room: usize, own: Option<(usize, u64)>, next: &mut [u64], data: &[u8], c: &mut Checker) -> bool {
+    let Checker { layout, size, epoch, now, in_window, ref mut hist, ref mut counts } = *c;
     if data.len() != size || data[0] != MARK {
         counts.wrong += 1;
         return false;
