@@ -97,11 +97,22 @@ fn a_compressed_message_reaches_deflate_and_plain_members_intact() {
     let mut plain = member(&server, "/");
     let (mut deflate, head) = RawClient::open_with_extensions(server.addr, "permessage-deflate");
     assert!(head.to_ascii_lowercase().contains("permessage-deflate"), "{head}");
-    wait_for(admin, "2 members", |m| sum(m, "ricochet_room_members", &[]) == 2.0);
+    // A member that lets the server compress with 9-bit windows only cannot
+    // take a message compressed with 15.
+    let (mut narrow, _) = RawClient::open_with_extensions(server.addr, "permessage-deflate; server_max_window_bits=9");
+    wait_for(admin, "3 members", |m| sum(m, "ricochet_room_members", &[]) == 3.0);
     let text = "a compressed room message, ".repeat(200);
-    deflate.send_compressed(true, OpCode::Text, &deflate_message(text.as_bytes()));
-    for c in [&mut plain, &mut deflate] {
-        assert_eq!(c.next_event(), Some(Event::Message(OpCode::Text, text.clone().into_bytes())));
+    let compressed = deflate_message(text.as_bytes());
+    deflate.send_compressed(true, OpCode::Text, &compressed);
+    // The deflate member gets the sender's compressed bytes as they came.
+    let f = deflate.next_frame().expect("a frame");
+    assert!(f.compressed && f.fin && f.opcode == OpCode::Text, "{f:?}");
+    assert_eq!(f.payload, compressed);
+    // The others get it inflated, once, uncompressed.
+    for c in [&mut plain, &mut narrow] {
+        let f = c.next_frame().expect("a frame");
+        assert!(!f.compressed, "{f:?}");
+        assert_eq!((f.opcode, f.payload), (OpCode::Text, text.clone().into_bytes()));
     }
 }
 

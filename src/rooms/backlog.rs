@@ -8,8 +8,9 @@ use std::sync::Arc;
 /// One thing to send.
 #[derive(Debug)]
 pub enum Item {
-    /// A room message's shared frame, sent as it is.
-    Frame(Arc<Message>),
+    /// A room message's shared frame, sent as it is: the plain one, or
+    /// (true) the compressed one.
+    Frame(Arc<Message>, bool),
     /// Bytes of this connection's own: its own output queued behind room
     /// frames (a pong, a close), or a room frame encrypted for it (TLS).
     Bytes(Vec<u8>),
@@ -19,7 +20,8 @@ impl Item {
     /// The bytes of this item.
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Item::Frame(m) => m.bytes(),
+            Item::Frame(m, false) => m.bytes(),
+            Item::Frame(m, true) => m.compressed_bytes().unwrap_or_else(|| m.bytes()),
             Item::Bytes(b) => b,
         }
     }
@@ -71,13 +73,14 @@ impl Backlog {
     /// backlog takes a message of any size (the size limit is
     /// `--max-message-size`'s business), so a member that keeps up never
     /// misses a message for being larger than its backlog.
-    pub fn offer(&mut self, m: &Arc<Message>, limit: usize) -> Offer {
-        let len = m.bytes().len();
+    pub fn offer(&mut self, m: &Arc<Message>, compressed: bool, limit: usize) -> Offer {
+        let item = Item::Frame(m.clone(), compressed);
+        let len = item.bytes().len();
         if self.bytes > 0 && self.bytes + len > limit {
             return Offer::Full;
         }
         self.bytes += len;
-        self.items.push_back(Item::Frame(m.clone()));
+        self.items.push_back(item);
         Offer::Queued
     }
 
@@ -195,7 +198,7 @@ mod tests {
     use crate::ws::output::Collected;
 
     fn msg(bytes: &[u8]) -> Arc<Message> {
-        let frame = Collected { buf: bytes.to_vec(), start: 0, text: false };
+        let frame = Collected { buf: bytes.to_vec(), start: 0, text: false, compressed: None };
         Arc::new(Message { frame, from: Sender { shard: 0, slot: 0, generation: 0 } })
     }
 
@@ -208,22 +211,22 @@ mod tests {
     #[test]
     fn the_backlog_bounds_what_waits_but_takes_one_message_of_any_size() {
         let mut b = Backlog::default();
-        assert_eq!(b.offer(&msg(&[1; 100]), 10), Offer::Queued, "empty: any size");
-        assert_eq!(b.offer(&msg(&[2; 1]), 10), Offer::Full);
+        assert_eq!(b.offer(&msg(&[1; 100]), false, 10), Offer::Queued, "empty: any size");
+        assert_eq!(b.offer(&msg(&[2; 1]), false, 10), Offer::Full);
         b.advance(100);
         assert!(b.is_empty());
-        assert_eq!(b.offer(&msg(&[3; 6]), 10), Offer::Queued);
-        assert_eq!(b.offer(&msg(&[4; 4]), 10), Offer::Queued);
-        assert_eq!(b.offer(&msg(&[5; 1]), 10), Offer::Full);
+        assert_eq!(b.offer(&msg(&[3; 6]), false, 10), Offer::Queued);
+        assert_eq!(b.offer(&msg(&[4; 4]), false, 10), Offer::Queued);
+        assert_eq!(b.offer(&msg(&[5; 1]), false, 10), Offer::Full);
         assert_eq!(b.bytes(), 10);
     }
 
     #[test]
     fn partial_sends_resume_where_they_stopped() {
         let mut b = Backlog::default();
-        b.offer(&msg(b"abc"), 100);
+        b.offer(&msg(b"abc"), false, 100);
         b.push_bytes(b"de".to_vec());
-        b.offer(&msg(b"fgh"), 100);
+        b.offer(&msg(b"fgh"), false, 100);
         assert_eq!(b.advance(4), 1);
         assert_eq!(all(&b), b"efgh");
         assert_eq!(b.bytes(), 4);
@@ -232,13 +235,13 @@ mod tests {
     #[test]
     fn lent_items_come_back_in_front_of_later_ones() {
         let mut b = Backlog::default();
-        b.offer(&msg(b"abc"), 100);
-        b.offer(&msg(b"def"), 100);
+        b.offer(&msg(b"abc"), false, 100);
+        b.offer(&msg(b"def"), false, 100);
         b.advance(1);
         let (items, off) = b.lend(8).unwrap();
         assert_eq!(off, 1);
         assert!(b.lend(8).is_none(), "one send in flight at a time");
-        b.offer(&msg(b"ghi"), 100);
+        b.offer(&msg(b"ghi"), false, 100);
         assert_eq!(b.bytes(), 8);
         b.give_back(items, off, 3); // "bcd" went out
         assert_eq!(all(&b), b"efghi");
@@ -252,7 +255,7 @@ mod tests {
     fn a_short_send_gives_back_every_item_it_did_not_finish() {
         let mut b = Backlog::default();
         for m in [b"abc", b"def", b"ghi"] {
-            b.offer(&msg(m), 100);
+            b.offer(&msg(m), false, 100);
         }
         let (items, off) = b.lend(8).unwrap();
         b.give_back(items, off, 1);
@@ -266,10 +269,10 @@ mod tests {
     #[test]
     fn a_slow_close_drops_frames_not_begun_and_keeps_the_rest() {
         let mut b = Backlog::default();
-        b.offer(&msg(b"abc"), 100);
-        b.offer(&msg(b"def"), 100);
+        b.offer(&msg(b"abc"), false, 100);
+        b.offer(&msg(b"def"), false, 100);
         b.push_bytes(b"P".to_vec());
-        b.offer(&msg(b"ghi"), 100);
+        b.offer(&msg(b"ghi"), false, 100);
         b.advance(1);
         assert_eq!(b.drop_unsent_frames(), 6);
         assert_eq!(all(&b), b"bcP");

@@ -82,9 +82,25 @@ pub struct Message {
 }
 
 impl Message {
-    /// The bytes to send.
+    /// The bytes to send: the plain frame.
     pub fn bytes(&self) -> &[u8] {
         self.frame.frame()
+    }
+
+    /// The frame as it came, compressed, if it came so.
+    pub fn compressed_bytes(&self) -> Option<&[u8]> {
+        self.frame.compressed.as_ref().map(|c| c.frame())
+    }
+
+    /// Whether a member whose server window is `window` (None: no
+    /// permessage-deflate) may get the compressed frame: it negotiated the
+    /// extension and lets the server use a window at least as large as the
+    /// sender's (RFC 7692 §7.1.2.1).
+    pub fn compressed_for(&self, window: Option<u8>) -> bool {
+        match (&self.frame.compressed, window) {
+            (Some(c), Some(w)) => c.window <= w,
+            _ => false,
+        }
     }
 }
 

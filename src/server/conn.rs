@@ -51,6 +51,12 @@ pub struct RoomConn {
     pub room: std::sync::Arc<crate::rooms::Room>,
     /// The message it is sending, gathered whole (see `Output::assembling`).
     pub assembling: Vec<u8>,
+    /// The same as it came, if compressed (see `Output::compressed`).
+    pub compressed: Vec<u8>,
+    /// With permessage-deflate: the window the server may compress with
+    /// towards it (a compressed message with a window no larger goes to it
+    /// as it came).
+    pub window: Option<u8>,
     /// Room output waiting for its socket.
     pub backlog: crate::rooms::Backlog,
 }

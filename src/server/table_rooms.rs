@@ -62,7 +62,14 @@ impl<T: PeerAddr> Table<T> {
             if upgraded {
                 r.members.add(&room, Member { slot, generation: s.generation });
                 self.ctx.metrics.room_members.add(1);
-                s.conn.extra_mut().room = Some(RoomConn { room, assembling: Vec::new(), backlog: Backlog::default() });
+                let window = s.conn.session.server_window();
+                s.conn.extra_mut().room = Some(RoomConn {
+                    room,
+                    assembling: Vec::new(),
+                    compressed: Vec::new(),
+                    window,
+                    backlog: Backlog::default(),
+                });
             } else {
                 r.rooms.registry.leave(&room, id);
             }
@@ -71,6 +78,7 @@ impl<T: PeerAddr> Table<T> {
         if let Some(rc) = s.conn.room_mut() {
             // The message in progress stays with its connection.
             std::mem::swap(&mut out.assembling, &mut rc.assembling);
+            std::mem::swap(&mut out.compressed, &mut rc.compressed);
             let from = Sender { shard: id, slot, generation: s.generation };
             for m in out.messages.drain(..) {
                 r.to_publish.push((rc.room.clone(), from, m));
@@ -83,8 +91,10 @@ impl<T: PeerAddr> Table<T> {
     pub(super) fn before_room_input(&mut self, slot: usize, tls: bool) {
         let out = if tls { &mut self.plain_out } else { &mut self.out };
         out.assembling.clear();
+        out.compressed.clear();
         if let Some(rc) = self.slots[slot].conn.room_mut() {
             std::mem::swap(&mut out.assembling, &mut rc.assembling);
+            std::mem::swap(&mut out.compressed, &mut rc.compressed);
         }
     }
 
@@ -156,18 +166,21 @@ impl<T: PeerAddr> Table<T> {
             }
             let was_empty = rc.backlog.is_empty();
             let before = rc.backlog.bytes();
+            let compressed = message.compressed_for(rc.window);
             let offered = match tls {
-                None => rc.backlog.offer(message, limit),
+                None => rc.backlog.offer(message, compressed, limit),
                 Some(ref mut t) => {
                     // Encryption is per connection: the shared frame is
                     // sealed into this member's own records.
-                    if before > 0 && before + message.bytes().len() > limit {
+                    let bytes =
+                        if compressed { message.compressed_bytes().unwrap_or_default() } else { message.bytes() };
+                    if before > 0 && before + bytes.len() > limit {
                         Offer::Full
                     } else {
                         r.seal_in.clear();
-                        r.seal_in.push_input(0, message.bytes().len());
+                        r.seal_in.push_input(0, bytes.len());
                         r.seal_out.clear();
-                        match t.seal(&r.seal_in, message.bytes(), false, &mut r.seal_out) {
+                        match t.seal(&r.seal_in, bytes, false, &mut r.seal_out) {
                             Ok(()) => {
                                 let mut sealed = Vec::with_capacity(r.seal_out.len());
                                 r.seal_out.copy_to(&[], &mut sealed);

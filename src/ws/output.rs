@@ -41,6 +41,28 @@ pub struct Collected {
     pub start: usize,
     /// A text message (else binary).
     pub text: bool,
+    /// The message as it came, when it came compressed (RFC 7692): one
+    /// frame with RSV1, for receivers that can inflate it.
+    pub compressed: Option<Compressed>,
+}
+
+/// A collected message's compressed form.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Compressed {
+    /// The frame is `buf[start..]`.
+    pub buf: Vec<u8>,
+    /// Where its header starts.
+    pub start: usize,
+    /// The largest window (bits) it may have been compressed with: a
+    /// receiver must allow the server at least this (`server_max_window_bits`).
+    pub window: u8,
+}
+
+impl Compressed {
+    /// The encoded frame.
+    pub fn frame(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 impl Collected {
@@ -68,6 +90,9 @@ pub struct Output {
     /// header. It belongs to the connection: the caller swaps the
     /// connection's own in before a call and back out after it.
     pub assembling: Vec<u8>,
+    /// Under [`crate::ws::Reply::Collect`]: the message in progress as it
+    /// came, when it came compressed (the connection's too, like `assembling`).
+    pub compressed: Vec<u8>,
 }
 
 impl Output {

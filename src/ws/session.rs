@@ -25,7 +25,7 @@ use crate::ws::error::ProtocolError;
 use crate::ws::frame::{self, HeaderStatus, OpCode};
 use crate::ws::handshake::{self, Admission, Rejection, Request};
 use crate::ws::mask::apply_mask;
-use crate::ws::output::{Collected, Output};
+use crate::ws::output::{Collected, Compressed, Output};
 use crate::ws::utf8::Utf8Validator;
 use std::time::Instant;
 
@@ -163,6 +163,11 @@ pub struct Session {
     phase: Phase,
     /// permessage-deflate, if negotiated: how compressed messages are echoed.
     deflate: Option<Echo>,
+    /// With permessage-deflate: the largest window (bits) the client may
+    /// compress with, and the largest it lets the server use (RFC 7692
+    /// §7.1.2). What decides whether one member's compressed message may go
+    /// to another as it came.
+    windows: [u8; 2],
     /// The message in progress is compressed (RSV1 on its first frame, RFC 7692 §6).
     compressed: bool,
     /// That message is checked with the shard's own inflater: it is
@@ -211,6 +216,7 @@ impl Session {
         Session {
             phase: Phase::Handshake,
             deflate: None,
+            windows: [15, 15],
             compressed: false,
             own_inflater: false,
             stall: None,
@@ -262,6 +268,14 @@ impl Session {
     /// permessage-deflate, if negotiated.
     pub fn deflate(&self) -> Option<Echo> {
         self.deflate
+    }
+
+    /// With permessage-deflate: the window bits the server may compress
+    /// with towards this client (`server_max_window_bits`, 15 when not
+    /// bounded); a message compressed with a window no larger is one this
+    /// client can inflate (RFC 7692 §7.1.2.1). None without the extension.
+    pub fn server_window(&self) -> Option<u8> {
+        self.deflate.map(|_| self.windows[1])
     }
 
     /// Why the last [`Session::handle_input`] stopped before the end of
@@ -448,6 +462,9 @@ impl Session {
                 let protocol = protocol.map(|i| ctx.config.handshake.subprotocols[i].as_str());
                 out.push_owned_with(|o| handshake::write_accept_response(o, &accept, protocol, deflate.as_ref()));
                 self.deflate = deflate.map(|a| a.echo);
+                if let Some(a) = deflate {
+                    self.windows = [a.client_max_window_bits.unwrap_or(15), a.server_max_window_bits.unwrap_or(15)];
+                }
                 self.phase = Phase::Open;
                 p.upgraded = true;
                 Some(head_len)
@@ -530,6 +547,12 @@ impl Session {
             out.assembling.clear();
             out.assembling.resize(frame::MAX_SERVER_HEADER_LEN, 0);
             out.assembling.reserve(h.len as usize);
+            out.compressed.clear();
+            if self.compressed {
+                // Kept as it came too: members that can inflate it get it so.
+                out.compressed.resize(frame::MAX_SERVER_HEADER_LEN, 0);
+                out.compressed.reserve(h.len as usize);
+            }
         }
         self.msg_start = ctx.config.log_messages && h.opcode != OpCode::Continuation;
         self.msg_len = total;
@@ -760,12 +783,25 @@ impl Session {
             Reply::Fixed(reply) if msg_done => out.push_owned_with(|o| o.extend_from_slice(reply)),
             Reply::Fixed(_) => {}
             Reply::Collect => {
-                if !self.compressed {
-                    // (A compressed piece was collected inflated, in `inflate_piece`.)
+                if self.compressed {
+                    // (Collected inflated in `inflate_piece`; kept compressed here.)
+                    out.compressed.extend_from_slice(&buf[pos..piece_end]);
+                } else {
                     out.assembling.extend_from_slice(&buf[pos..piece_end]);
                 }
                 if msg_done {
-                    out.messages.push(collected(std::mem::take(&mut out.assembling), kind));
+                    let mut m = collected(std::mem::take(&mut out.assembling), kind);
+                    if self.compressed {
+                        // Every client message is a self-contained deflate
+                        // stream (client_no_context_takeover is always
+                        // answered), so it is a valid server message for
+                        // any member whose window is at least the client's.
+                        let c = collected(std::mem::take(&mut out.compressed), kind);
+                        let mut buf = c.buf;
+                        buf[c.start] |= frame::RSV1_BIT;
+                        m.compressed = Some(Compressed { buf, start: c.start, window: self.windows[0] });
+                    }
+                    out.messages.push(m);
                 }
             }
         }
@@ -878,7 +914,7 @@ fn collected(mut buf: Vec<u8>, kind: Kind) -> Collected {
     let hlen = frame::server_header_len(len);
     let opcode = if kind == Kind::Text { OpCode::Text } else { OpCode::Binary };
     frame::write_header(&mut buf[ROOM - hlen..ROOM], true, opcode, len, None);
-    Collected { buf, start: ROOM - hlen, text: kind == Kind::Text }
+    Collected { buf, start: ROOM - hlen, text: kind == Kind::Text, compressed: None }
 }
 
 /// The opcode of the next echo fragment of a `kind` message.

@@ -105,6 +105,13 @@ fn a_compressed_message_is_collected_inflated() {
         let (frames, _) = decode_server_frames_with(h.collected[0].frame(), false).unwrap();
         assert_eq!(frames.len(), 1);
         assert!(h.sent.is_empty());
+        // And it is kept as it came, one frame with RSV1, for members that
+        // can inflate it: the client's compressed bytes, unchanged.
+        let c = h.collected[0].compressed.as_ref().expect("kept compressed");
+        let (frames, _) = decode_server_frames_with(c.frame(), true).unwrap();
+        assert!(frames[0].compressed && frames[0].fin && frames[0].opcode == OpCode::Text);
+        assert_eq!(frames[0].payload, deflate_message(text.as_bytes()));
+        assert_eq!(c.window, 15, "the browser offer leaves the client's window at 15 bits");
     }
     assert_eq!(inflaters().lent(), 0, "every inflater went back");
 }
