@@ -278,4 +278,52 @@ mod tests {
         assert_eq!(all(&b), b"bcP");
         assert_eq!(b.bytes(), 3);
     }
+
+    proptest::proptest! {
+        /// Whatever the sends take (whole items, parts, nothing; through
+        /// `slices`/`advance` or `lend`/`give_back`), the bytes that go out are
+        /// the frames offered, in order, each once, and `bytes` counts the rest.
+        #[test]
+        fn what_goes_out_is_what_was_offered_in_order(
+            ops in proptest::collection::vec((0u8..4, 1usize..40, 0usize..100), 1..200),
+        ) {
+            let mut b = Backlog::default();
+            let mut offered: Vec<u8> = Vec::new();
+            let mut sent: Vec<u8> = Vec::new();
+            let mut next = 0u8;
+            for (op, len, pick) in ops {
+                match op {
+                    0 => {
+                        let frame: Vec<u8> = (0..len).map(|i| next.wrapping_add(i as u8)).collect();
+                        next = next.wrapping_add(len as u8);
+                        if b.offer(&msg(&frame), false, usize::MAX) == Offer::Queued {
+                            offered.extend_from_slice(&frame);
+                        }
+                    }
+                    1 if !b.is_lent() => {
+                        let mut v = [IoSlice::new(&[]); 4];
+                        let n = b.slices(&mut v);
+                        let all: Vec<u8> = v[..n].iter().flat_map(|s| s.to_vec()).collect();
+                        let take = if all.is_empty() { 0 } else { pick % (all.len() + 1) };
+                        sent.extend_from_slice(&all[..take]);
+                        b.advance(take);
+                    }
+                    2 => {
+                        if let Some((items, off)) = b.lend(1 + pick % 5) {
+                            let mut all = Vec::new();
+                            for (i, it) in items.iter().enumerate() {
+                                all.extend_from_slice(if i == 0 { &it.bytes()[off..] } else { it.bytes() });
+                            }
+                            let take = pick % (all.len() + 1);
+                            sent.extend_from_slice(&all[..take]);
+                            b.give_back(items, off, take);
+                        }
+                    }
+                    _ => {}
+                }
+                proptest::prop_assert!(offered.starts_with(&sent));
+                proptest::prop_assert_eq!(b.bytes(), offered.len() - sent.len());
+            }
+        }
+    }
 }
