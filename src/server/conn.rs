@@ -40,25 +40,11 @@ pub struct Conn {
     /// Under `--proxy-protocol`: the PROXY header has not been read yet, and
     /// `carry` holds part of it.
     pub proxy_pending: bool,
+    /// A room member with room output waiting or in flight (the table keeps
+    /// the output itself beside the connection; it keeps this in step).
+    pub backlog: bool,
     /// What only some connections need (boxed, so the rest stay small).
     extra: Option<Box<Extra>>,
-}
-
-/// A room member's state.
-#[derive(Debug)]
-pub struct RoomConn {
-    /// The room it joined.
-    pub room: std::sync::Arc<crate::rooms::Room>,
-    /// The message it is sending, gathered whole (see `Output::assembling`).
-    pub assembling: Vec<u8>,
-    /// The same as it came, if compressed (see `Output::compressed`).
-    pub compressed: Vec<u8>,
-    /// With permessage-deflate: the window the server may compress with
-    /// towards it (a compressed message with a window no larger goes to it
-    /// as it came).
-    pub window: Option<u8>,
-    /// Room output waiting for its socket.
-    pub backlog: crate::rooms::Backlog,
 }
 
 /// State a connection has only with some settings.
@@ -69,9 +55,6 @@ pub struct Extra {
     pub client: Option<SocketAddr>,
     /// The rate limit's tokens.
     pub bucket: Option<Bucket>,
-    /// With `--reply room`, once upgraded: its room, the message it is
-    /// sending and the room output it has still to send.
-    pub room: Option<RoomConn>,
 }
 
 /// Capacity above which an emptied buffer is released rather than kept.
@@ -93,6 +76,7 @@ impl Conn {
             close_started: false,
             tls: None,
             proxy_pending: false,
+            backlog: false,
             extra: None,
         }
     }
@@ -155,37 +139,9 @@ impl Conn {
         self.carry.capacity() + self.pending.capacity()
     }
 
-    /// Its room state, if it is a room member.
-    pub fn room(&self) -> Option<&RoomConn> {
-        self.extra.as_ref().and_then(|e| e.room.as_ref())
-    }
-
-    /// The same, to change; never allocates the extras.
-    pub fn room_mut(&mut self) -> Option<&mut RoomConn> {
-        self.extra.as_mut().and_then(|e| e.room.as_mut())
-    }
-
-    /// Its room state, session and TLS layer, borrowed together (a delivery
-    /// seals for its TLS layer and may close its session).
-    pub fn room_parts(&mut self) -> Option<(&mut RoomConn, &mut Session, Option<&mut TlsConn>)> {
-        let Conn { extra, session, tls, .. } = self;
-        let room = extra.as_mut().and_then(|e| e.room.as_mut())?;
-        Some((room, session, tls.as_deref_mut()))
-    }
-
-    /// Takes its room state (it is leaving).
-    pub fn take_room(&mut self) -> Option<RoomConn> {
-        self.extra.as_mut().and_then(|e| e.room.take())
-    }
-
-    /// Room output bytes waiting (0 for a connection not in a room).
-    pub fn backlog_bytes(&self) -> usize {
-        self.room().map_or(0, |r| r.backlog.bytes())
-    }
-
     /// True when room output waits (or is in flight).
     pub fn has_backlog(&self) -> bool {
-        self.room().is_some_and(|r| !r.backlog.is_empty())
+        self.backlog
     }
 
     /// Records that `n` pending bytes were written.

@@ -306,8 +306,8 @@ impl<T: PeerAddr> Table<T> {
     pub fn remove(&mut self, slot: usize) -> Option<Slot<T>> {
         let mut s = self.slots.try_remove(slot)?;
         self.ctx.metrics.connections_open.set(self.slots.len() as u64);
-        if let Some(rc) = s.conn.take_room() {
-            self.leave_room(slot, s.generation, rc);
+        if self.room.is_some() {
+            self.leave_room(slot, s.generation);
         }
         s.conn.session.release(&self.inflaters);
         if s.conn.admitted {

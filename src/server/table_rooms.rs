@@ -6,7 +6,6 @@
 
 use super::{core_ctx, Table};
 use crate::rooms::{Backlog, Delivery, Item, Member, Members, Message, Offer, Room, Rooms, Sender, SlowMember};
-use crate::server::conn::RoomConn;
 use crate::server::table::PeerAddr;
 use crate::ws::output::Collected;
 use crate::ws::{close, Output};
@@ -14,10 +13,39 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A member's room state, kept beside the table by slot (dense: 24 bytes a
+/// slot), so that a member costs little more than an echo connection until
+/// it sends or gets a message.
+pub(super) struct RoomConn {
+    /// The room it joined.
+    room: Arc<Room>,
+    /// Its slot's generation.
+    generation: u32,
+    /// With permessage-deflate: the window the server may compress with
+    /// towards it (a compressed message with a window no larger goes to it
+    /// as it came).
+    window: Option<u8>,
+    /// Made when it first sends or gets a message.
+    io: Option<Box<RoomIo>>,
+}
+
+/// What a member that sends or gets messages keeps.
+#[derive(Default)]
+struct RoomIo {
+    /// The message it is sending, gathered whole (see `Output::assembling`).
+    assembling: Vec<u8>,
+    /// The same as it came, if compressed (see `Output::compressed`).
+    compressed: Vec<u8>,
+    /// Room output waiting for its socket.
+    backlog: Backlog,
+}
+
 /// A shard's room state.
 pub(super) struct ShardRooms {
     pub(super) rooms: Arc<Rooms>,
     members: Members,
+    /// Each slot's member state (None for a slot that is not a member).
+    state: Vec<Option<RoomConn>>,
     /// Messages collected by `Table::input`, published by [`Table::publish`].
     to_publish: Vec<(Arc<Room>, Sender, Collected)>,
     /// Per target shard, deliveries gathered during one publish.
@@ -34,11 +62,17 @@ pub(super) struct ShardRooms {
 }
 
 impl ShardRooms {
+    /// The member in `slot`, if that slot holds one of `generation`.
+    fn member(&mut self, slot: usize, generation: u32) -> Option<&mut RoomConn> {
+        self.state.get_mut(slot)?.as_mut().filter(|rc| rc.generation == generation)
+    }
+
     pub(super) fn new(rooms: Arc<Rooms>) -> ShardRooms {
         let shards = rooms.inboxes.len();
         ShardRooms {
             rooms,
             members: Members::default(),
+            state: Vec::new(),
             to_publish: Vec::new(),
             batches: (0..shards).map(|_| Vec::new()).collect(),
             incoming: Vec::new(),
@@ -62,27 +96,28 @@ impl<T: PeerAddr> Table<T> {
             if upgraded {
                 r.members.add(&room, Member { slot, generation: s.generation });
                 self.ctx.metrics.room_members.add(1);
+                if r.state.len() <= slot {
+                    r.state.resize_with(slot + 1, || None);
+                }
                 let window = s.conn.session.server_window();
-                s.conn.extra_mut().room = Some(RoomConn {
-                    room,
-                    assembling: Vec::new(),
-                    compressed: Vec::new(),
-                    window,
-                    backlog: Backlog::default(),
-                });
+                r.state[slot] = Some(RoomConn { room, generation: s.generation, window, io: None });
             } else {
                 r.rooms.registry.leave(&room, id);
             }
         }
         let out = if tls { &mut self.plain_out } else { &mut self.out };
-        if let Some(rc) = s.conn.room_mut() {
-            // The message in progress stays with its connection.
-            std::mem::swap(&mut out.assembling, &mut rc.assembling);
-            std::mem::swap(&mut out.compressed, &mut rc.compressed);
-            let from = Sender { shard: id, slot, generation: s.generation };
-            for m in out.messages.drain(..) {
-                r.to_publish.push((rc.room.clone(), from, m));
-            }
+        let generation = s.generation;
+        let Some(rc) = r.member(slot, generation) else { return };
+        // The message in progress stays with its connection.
+        if !out.assembling.is_empty() || !out.compressed.is_empty() || rc.io.is_some() {
+            let io = rc.io.get_or_insert_with(Box::default);
+            std::mem::swap(&mut out.assembling, &mut io.assembling);
+            std::mem::swap(&mut out.compressed, &mut io.compressed);
+        }
+        let from = Sender { shard: id, slot, generation };
+        let room = rc.room.clone();
+        for m in out.messages.drain(..) {
+            r.to_publish.push((room.clone(), from, m));
         }
     }
 
@@ -92,9 +127,10 @@ impl<T: PeerAddr> Table<T> {
         let out = if tls { &mut self.plain_out } else { &mut self.out };
         out.assembling.clear();
         out.compressed.clear();
-        if let Some(rc) = self.slots[slot].conn.room_mut() {
-            std::mem::swap(&mut out.assembling, &mut rc.assembling);
-            std::mem::swap(&mut out.compressed, &mut rc.compressed);
+        let generation = self.slots[slot].generation;
+        if let Some(io) = self.room.as_mut().and_then(|r| r.member(slot, generation)).and_then(|rc| rc.io.as_mut()) {
+            std::mem::swap(&mut out.assembling, &mut io.assembling);
+            std::mem::swap(&mut out.compressed, &mut io.compressed);
         }
     }
 
@@ -160,15 +196,20 @@ impl<T: PeerAddr> Table<T> {
                 continue;
             }
             let Some(s) = self.slots.get_mut(m.slot).filter(|s| s.generation == m.generation) else { continue };
-            let Some((rc, session, mut tls)) = s.conn.room_parts() else { continue };
-            if session.phase() != crate::ws::Phase::Open {
+            if s.conn.session.phase() != crate::ws::Phase::Open {
                 continue; // closing: it gets nothing more
             }
-            let was_empty = rc.backlog.is_empty();
-            let before = rc.backlog.bytes();
+            let Some(rc) = r.state.get_mut(m.slot).and_then(|x| x.as_mut()).filter(|rc| rc.generation == m.generation)
+            else {
+                continue;
+            };
             let compressed = message.compressed_for(rc.window);
+            let io = rc.io.get_or_insert_with(Box::default);
+            let (session, mut tls) = (&mut s.conn.session, s.conn.tls.as_deref_mut());
+            let was_empty = io.backlog.is_empty();
+            let before = io.backlog.bytes();
             let offered = match tls {
-                None => rc.backlog.offer(message, compressed, limit),
+                None => io.backlog.offer(message, compressed, limit),
                 Some(ref mut t) => {
                     // Encryption is per connection: the shared frame is
                     // sealed into this member's own records.
@@ -184,7 +225,7 @@ impl<T: PeerAddr> Table<T> {
                             Ok(()) => {
                                 let mut sealed = Vec::with_capacity(r.seal_out.len());
                                 r.seal_out.copy_to(&[], &mut sealed);
-                                rc.backlog.push_bytes(sealed);
+                                io.backlog.push_bytes(sealed);
                                 Offer::Queued
                             }
                             Err(_) => continue, // a failed TLS connection is on its way out
@@ -204,7 +245,7 @@ impl<T: PeerAddr> Table<T> {
                 Offer::Full => {
                     room.stats.slow_closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.ctx.metrics.room_slow_closes.add(1);
-                    rc.backlog.drop_unsent_frames();
+                    io.backlog.drop_unsent_frames();
                     let ctx = core_ctx(&self.ctx, &self.inflaters, now);
                     let mut out = std::mem::take(&mut r.seal_in);
                     out.clear();
@@ -220,11 +261,12 @@ impl<T: PeerAddr> Table<T> {
                         None => out.copy_to(&[], &mut bytes),
                     }
                     r.seal_in = out;
-                    rc.backlog.push_bytes(bytes);
+                    io.backlog.push_bytes(bytes);
                 }
             }
-            r.backlog_bytes = r.backlog_bytes + rc.backlog.bytes() - before;
-            if was_empty && !rc.backlog.is_empty() {
+            r.backlog_bytes = r.backlog_bytes + io.backlog.bytes() - before;
+            s.conn.backlog = !io.backlog.is_empty();
+            if was_empty && !io.backlog.is_empty() {
                 r.flush.push((m.slot, m.generation));
             }
         }
@@ -249,7 +291,9 @@ impl<T: PeerAddr> Table<T> {
     /// receivers' shards meets TCP flow control instead of growing inboxes.
     pub fn room_blocked(&self, slot: usize) -> bool {
         let (Some(r), Some(s)) = (self.room.as_ref(), self.slots.get(slot)) else { return false };
-        let Some(rc) = s.conn.room() else { return false };
+        let Some(rc) = r.state.get(slot).and_then(|x| x.as_ref()).filter(|rc| rc.generation == s.generation) else {
+            return false;
+        };
         let room = &rc.room;
         for shard in 0..room.shards() {
             if shard != self.ctx.id && room.members_on(shard) > 0 {
@@ -263,78 +307,87 @@ impl<T: PeerAddr> Table<T> {
         false
     }
 
+    /// The backlog of the member in `slot`, and its connection's flag of
+    /// room output waiting, borrowed together.
+    fn backlog(&mut self, slot: usize) -> Option<(&mut Backlog, &mut bool, &mut usize)> {
+        let s = self.slots.get_mut(slot)?;
+        let r = self.room.as_mut()?;
+        let rc = r.state.get_mut(slot)?.as_mut().filter(|rc| rc.generation == s.generation)?;
+        let io = rc.io.as_mut()?;
+        Some((&mut io.backlog, &mut s.conn.backlog, &mut r.backlog_bytes))
+    }
+
     /// Appends the connection's own output (resolved against `buf`) behind
     /// its room output, where it must go to keep the order; false when it
     /// has no room output waiting (the driver sends as usual).
     pub fn queue_behind_backlog(&mut self, slot: usize, buf: &[u8]) -> bool {
-        let Some(s) = self.slots.get_mut(slot) else { return false };
-        let Some(rc) = s.conn.room_mut().filter(|rc| !rc.backlog.is_empty()) else { return false };
+        if !self.slots.get(slot).is_some_and(|s| s.conn.backlog) {
+            return false;
+        }
         let mut bytes = Vec::with_capacity(self.out.len());
         self.out.copy_to(buf, &mut bytes);
-        let before = rc.backlog.bytes();
-        rc.backlog.push_bytes(bytes);
-        if let Some(r) = self.room.as_mut() {
-            r.backlog_bytes = r.backlog_bytes + rc.backlog.bytes() - before;
-        }
-        true
+        self.queue_bytes_behind_backlog(slot, bytes).is_none()
     }
 
     /// Appends `bytes` of the connection's own behind its room output, where
     /// they must go to keep the order; gives them back when it has none.
     pub fn queue_bytes_behind_backlog(&mut self, slot: usize, bytes: Vec<u8>) -> Option<Vec<u8>> {
-        let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room_mut()).filter(|rc| !rc.backlog.is_empty())
-        else {
+        let Some((backlog, _, total)) = self.backlog(slot).filter(|(b, _, _)| !b.is_empty()) else {
             return Some(bytes);
         };
-        let before = rc.backlog.bytes();
-        rc.backlog.push_bytes(bytes);
-        if let Some(r) = self.room.as_mut() {
-            r.backlog_bytes = r.backlog_bytes + rc.backlog.bytes() - before;
-        }
+        *total += bytes.len();
+        backlog.push_bytes(bytes);
         None
     }
 
     /// Fills `out` with slices of the member's room output (epoll); returns how many.
     pub fn backlog_slices<'a>(&'a self, slot: usize, out: &mut [IoSlice<'a>]) -> usize {
-        self.slots.get(slot).and_then(|s| s.conn.room()).map_or(0, |rc| rc.backlog.slices(out))
+        let Some(r) = self.room.as_ref() else { return 0 };
+        r.state.get(slot).and_then(|x| x.as_ref()).and_then(|rc| rc.io.as_ref()).map_or(0, |io| io.backlog.slices(out))
     }
 
     /// `n` bytes of the member's room output went out.
     pub fn backlog_sent(&mut self, slot: usize, n: usize) {
-        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room_mut()) {
-            rc.backlog.advance(n);
-            if let Some(r) = self.room.as_mut() {
-                r.backlog_bytes -= n.min(r.backlog_bytes);
-                self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
-            }
+        if let Some((backlog, flag, total)) = self.backlog(slot) {
+            backlog.advance(n);
+            *flag = !backlog.is_empty();
+            *total -= n.min(*total);
+            let t = *total as u64;
+            self.ctx.metrics.room_backlog_bytes.set(t);
         }
     }
 
     /// Takes up to `max` items of the member's room output for a send in
     /// flight (io_uring); give them back with [`Table::backlog_give_back`].
     pub fn backlog_lend(&mut self, slot: usize, max: usize) -> Option<(Vec<Item>, usize)> {
-        self.slots.get_mut(slot)?.conn.room_mut()?.backlog.lend(max)
+        self.backlog(slot)?.0.lend(max)
     }
 
     /// Gives back items lent for a send of which `sent` bytes went out.
     pub fn backlog_give_back(&mut self, slot: usize, items: Vec<Item>, offset: usize, sent: usize) {
-        if let Some(rc) = self.slots.get_mut(slot).and_then(|s| s.conn.room_mut()) {
-            rc.backlog.give_back(items, offset, sent);
-            if let Some(r) = self.room.as_mut() {
-                r.backlog_bytes -= sent.min(r.backlog_bytes);
-                self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
-            }
+        if let Some((backlog, flag, total)) = self.backlog(slot) {
+            backlog.give_back(items, offset, sent);
+            *flag = !backlog.is_empty();
+            *total -= sent.min(*total);
+            let t = *total as u64;
+            self.ctx.metrics.room_backlog_bytes.set(t);
         }
     }
 
     /// A connection going away leaves its room (listed out here first,
     /// then counted out of the registry: see [`Room`]'s invariant).
-    pub(super) fn leave_room(&mut self, slot: usize, generation: u32, rc: RoomConn) {
+    pub(super) fn leave_room(&mut self, slot: usize, generation: u32) {
         let Some(r) = self.room.as_mut() else { return };
+        let Some(rc) = r.state.get_mut(slot).filter(|x| x.as_ref().is_some_and(|rc| rc.generation == generation))
+        else {
+            return;
+        };
+        let rc = rc.take().expect("checked above");
         r.members.remove(rc.room.id, Member { slot, generation });
         r.rooms.registry.leave(&rc.room, self.ctx.id);
         self.ctx.metrics.room_members.set(self.ctx.metrics.room_members.get().saturating_sub(1));
-        r.backlog_bytes -= rc.backlog.bytes().min(r.backlog_bytes);
+        let waiting = rc.io.as_ref().map_or(0, |io| io.backlog.bytes());
+        r.backlog_bytes -= waiting.min(r.backlog_bytes);
         self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
     }
 }
