@@ -72,14 +72,17 @@ DEFLATE_CASES := $(subst $(space),$(comma),$(strip \
 	$(foreach g,1 2 3 4 5 6 7,$(foreach c,1 2 3 4 5 6 11,13.$(g).$(c)))))
 
 # Autobahn|Testsuite cases 1-10 against a release build, ws:// and wss:// on
-# each backend, then the permessage-deflate subset on each backend; every
-# case must be OK.
+# each backend, then with --reply room on each backend (each test connection
+# is a room of one, which behaves as the echo), then the permessage-deflate
+# subset on each backend; every case must be OK.
 autobahn: build
 	scripts/install-deps.sh
 	AUTOBAHN_OUT=autobahn-reports/epoll scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_OUT=autobahn-reports/uring scripts/autobahn.sh ./target/release/ricochet --backend uring
 	AUTOBAHN_TLS=1 AUTOBAHN_OUT=autobahn-reports/epoll-tls scripts/autobahn.sh ./target/release/ricochet --backend epoll
 	AUTOBAHN_TLS=1 AUTOBAHN_OUT=autobahn-reports/uring-tls scripts/autobahn.sh ./target/release/ricochet --backend uring
+	AUTOBAHN_OUT=autobahn-reports/epoll-room scripts/autobahn.sh ./target/release/ricochet --backend epoll --reply room
+	AUTOBAHN_OUT=autobahn-reports/uring-room scripts/autobahn.sh ./target/release/ricochet --backend uring --reply room
 	AUTOBAHN_CASES='$(DEFLATE_CASES)' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/epoll-deflate \
 		scripts/autobahn.sh ./target/release/ricochet --backend epoll --permessage-deflate
 	AUTOBAHN_CASES='$(DEFLATE_CASES)' AUTOBAHN_EXCLUDE= AUTOBAHN_OUT=autobahn-reports/uring-deflate \

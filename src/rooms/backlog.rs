@@ -198,7 +198,7 @@ mod tests {
     use crate::ws::output::Collected;
 
     fn msg(bytes: &[u8]) -> Arc<Message> {
-        let frame = Collected { buf: bytes.to_vec(), start: 0, text: false, compressed: None };
+        let frame = Collected { buf: bytes.to_vec(), start: 0, text: false, compressed: None, at: 0 };
         Arc::new(Message { frame, from: Sender { shard: 0, slot: 0, generation: 0 } })
     }
 

@@ -153,7 +153,7 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     fn delivery(len: usize) -> Delivery {
-        let frame = Collected { buf: vec![0; 10 + len], start: 0, text: false, compressed: None };
+        let frame = Collected { buf: vec![0; 10 + len], start: 0, text: false, compressed: None, at: 0 };
         Delivery { room: 1, message: Arc::new(Message { frame, from: Sender { shard: 0, slot: 0, generation: 0 } }) }
     }
 
@@ -198,7 +198,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..1000u32 {
                         let frame =
-                            Collected { buf: i.to_be_bytes().to_vec(), start: 0, text: false, compressed: None };
+                            Collected { buf: i.to_be_bytes().to_vec(), start: 0, text: false, compressed: None, at: 0 };
                         let m = Message { frame, from: Sender { shard: t, slot: 0, generation: 0 } };
                         inbox.push(&mut vec![Delivery { room: 1, message: Arc::new(m) }]);
                     }

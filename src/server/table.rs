@@ -216,6 +216,8 @@ pub struct Table<T> {
     message_log: MessageLog,
     /// With `--reply room`: this shard's members and messages.
     room: Option<rooms::ShardRooms>,
+    /// The last TLS input call put a member's own copies in its output.
+    copies_in_place_tls: bool,
 }
 
 impl<T: PeerAddr> Table<T> {
@@ -236,6 +238,7 @@ impl<T: PeerAddr> Table<T> {
             last_beat: Instant::now(),
             message_log: MessageLog { since: Instant::now(), written: 0, skipped: 0 },
             room: ctx.rooms.clone().map(rooms::ShardRooms::new),
+            copies_in_place_tls: false,
             ctx,
         }
     }
@@ -444,7 +447,12 @@ impl<T: PeerAddr> Table<T> {
             p
         };
         if self.room.is_some() {
-            self.after_room_input(slot, joined.take(), p.upgraded, tls);
+            // (Coalescing moves bytes, never reorders them: a collected
+            // message's place in the output stays true.)
+            let in_place = !tls && self.own_copies_in_place(slot, buf);
+            let in_place = in_place || (tls && self.copies_in_place_tls);
+            self.copies_in_place_tls = false;
+            self.after_room_input(slot, joined.take(), p.upgraded, tls, in_place);
         }
         p.consumed += header;
         let start = start_all;
@@ -593,6 +601,16 @@ impl<T: PeerAddr> Table<T> {
                     }
                     self.plain_out.coalesce(&mut self.plain);
                     p = Progress { consumed: p.consumed, ..sp };
+                }
+                // As `own_copies_in_place` does for plain connections, before sealing.
+                if let Some(r) = self.room.as_ref() {
+                    if !r.rooms.settings.exclude_sender
+                        && !self.plain_out.messages.is_empty()
+                        && s.conn.session.phase() != Phase::Open
+                    {
+                        self.plain_out.echo_collected_in_place(&self.plain);
+                        self.copies_in_place_tls = true;
+                    }
                 }
                 let close = s.conn.session.is_closed();
                 if let Err(e) = tls.seal(&self.plain_out, &self.plain, close, &mut self.out) {

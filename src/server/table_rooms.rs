@@ -88,7 +88,16 @@ impl<T: PeerAddr> Table<T> {
     /// After a session call: lists a member that joined its room in this
     /// call (or counts it out if its handshake was refused after all),
     /// and keeps the messages it completed for [`Table::publish`].
-    pub(super) fn after_room_input(&mut self, slot: usize, joined: Option<Arc<Room>>, upgraded: bool, tls: bool) {
+    /// `copies_in_place`: [`Table::own_copies_in_place`] put the member's
+    /// own copies in the call's output (they are counted here).
+    pub(super) fn after_room_input(
+        &mut self,
+        slot: usize,
+        joined: Option<Arc<Room>>,
+        upgraded: bool,
+        tls: bool,
+        copies_in_place: bool,
+    ) {
         let Some(r) = self.room.as_mut() else { return };
         let id = self.ctx.id;
         let s = &mut self.slots[slot];
@@ -107,18 +116,47 @@ impl<T: PeerAddr> Table<T> {
         }
         let out = if tls { &mut self.plain_out } else { &mut self.out };
         let generation = s.generation;
-        let Some(rc) = r.member(slot, generation) else { return };
+        let ShardRooms { state, to_publish, .. } = r;
+        let Some(rc) = state.get_mut(slot).and_then(|x| x.as_mut()).filter(|rc| rc.generation == generation) else {
+            return;
+        };
         // The message in progress stays with its connection.
         if !out.assembling.is_empty() || !out.compressed.is_empty() || rc.io.is_some() {
             let io = rc.io.get_or_insert_with(Box::default);
             std::mem::swap(&mut out.assembling, &mut io.assembling);
             std::mem::swap(&mut out.compressed, &mut io.compressed);
         }
+        if copies_in_place {
+            // (`own_copies_in_place` put them in this call's output.)
+            let n = out.messages.len() as u64;
+            rc.room.stats.deliveries.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.ctx.metrics.room_deliveries.add(n);
+        }
         let from = Sender { shard: id, slot, generation };
         let room = rc.room.clone();
         for m in out.messages.drain(..) {
-            r.to_publish.push((room.clone(), from, m));
+            to_publish.push((room.clone(), from, m));
         }
+    }
+
+    /// After a session call that completed messages and also closed the
+    /// connection (a protocol error behind them, or its close frame): other
+    /// members' deliveries skip a closing member, and its close must not
+    /// overtake its own copies, so they go into this call's output where
+    /// they completed, as an echo would send them. True when it did (not
+    /// with `--room-exclude-sender`). Plain connections; `input_tls` does
+    /// the same before it seals.
+    pub(super) fn own_copies_in_place(&mut self, slot: usize, buf: &[u8]) -> bool {
+        let Some(r) = self.room.as_ref() else { return false };
+        let out = &mut self.out;
+        if r.rooms.settings.exclude_sender
+            || out.messages.is_empty()
+            || self.slots[slot].conn.session.phase() == crate::ws::Phase::Open
+        {
+            return false;
+        }
+        out.echo_collected_in_place(buf);
+        true
     }
 
     /// Before a session call: the member's message in progress goes where

@@ -44,6 +44,9 @@ pub struct Collected {
     /// The message as it came, when it came compressed (RFC 7692): one
     /// frame with RSV1, for receivers that can inflate it.
     pub compressed: Option<Compressed>,
+    /// Bytes of the call's own output ([`Output::len`]) that came before
+    /// this message completed: where its sender's own copy belongs.
+    pub at: usize,
 }
 
 /// A collected message's compressed form.
@@ -99,6 +102,33 @@ impl Output {
     /// An empty output.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Puts each collected message's frame into the output where it
+    /// completed ([`Collected::at`]), as an echo would have sent it (the
+    /// output is resolved against `buf` and becomes owned bytes). For a
+    /// sender that gets its own messages and closed in the same call: its
+    /// close must not overtake them.
+    pub fn echo_collected_in_place(&mut self, buf: &[u8]) {
+        if self.messages.is_empty() {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(self.len());
+        self.copy_to(buf, &mut bytes);
+        self.chunks.clear();
+        self.owned.clear();
+        let mut from = 0;
+        let messages = std::mem::take(&mut self.messages);
+        for m in &messages {
+            let at = m.at.clamp(from, bytes.len());
+            self.push_owned_with(|o| {
+                o.extend_from_slice(&bytes[from..at]);
+                o.extend_from_slice(m.frame());
+            });
+            from = at;
+        }
+        self.push_owned_with(|o| o.extend_from_slice(&bytes[from..]));
+        self.messages = messages;
     }
 
     /// Forgets the contents, keeping capacity (the collected messages are
@@ -264,6 +294,20 @@ mod tests {
         out.coalesce(&mut buf);
         assert_eq!(out.chunks().len(), 3);
         assert_eq!(sent(&out, &buf), want);
+    }
+
+    #[test]
+    fn collected_messages_go_back_where_they_completed() {
+        let buf = b"..pong..".to_vec();
+        let mut out = Output::new();
+        out.push_input(2, 6); // "pong", before the message completed
+        let frame = |b: &[u8]| Collected { buf: b.to_vec(), start: 0, text: false, compressed: None, at: 0 };
+        out.messages.push(Collected { at: 4, ..frame(b"M1") });
+        out.messages.push(Collected { at: 4, ..frame(b"M2") });
+        out.push_owned_with(|o| o.extend_from_slice(b"CLOSE"));
+        out.echo_collected_in_place(&buf);
+        assert_eq!(sent(&out, &[]), b"pongM1M2CLOSE");
+        assert_eq!(out.messages.len(), 2, "still there to publish");
     }
 
     #[test]

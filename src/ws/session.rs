@@ -801,6 +801,7 @@ impl Session {
                         buf[c.start] |= frame::RSV1_BIT;
                         m.compressed = Some(Compressed { buf, start: c.start, window: self.windows[0] });
                     }
+                    m.at = out.len();
                     out.messages.push(m);
                 }
             }
@@ -914,7 +915,7 @@ fn collected(mut buf: Vec<u8>, kind: Kind) -> Collected {
     let hlen = frame::server_header_len(len);
     let opcode = if kind == Kind::Text { OpCode::Text } else { OpCode::Binary };
     frame::write_header(&mut buf[ROOM - hlen..ROOM], true, opcode, len, None);
-    Collected { buf, start: ROOM - hlen, text: kind == Kind::Text, compressed: None }
+    Collected { buf, start: ROOM - hlen, text: kind == Kind::Text, compressed: None, at: 0 }
 }
 
 /// The opcode of the next echo fragment of a `kind` message.
