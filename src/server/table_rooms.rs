@@ -227,6 +227,10 @@ impl<T: PeerAddr> Table<T> {
         let Some((room, members)) = r.members.of(id) else { return };
         let settings = &r.rooms.settings;
         let limit = settings.backlog;
+        // Counted once per message, not per member: the room's counters
+        // are shared by every shard, and an atomic add per delivery would
+        // move their cache line between shards as often.
+        let (mut delivered, mut dropped, mut slow) = (0u64, 0u64, 0u64);
         for &m in members {
             if settings.exclude_sender
                 && message.from == (Sender { shard: self.ctx.id, slot: m.slot, generation: m.generation })
@@ -272,17 +276,10 @@ impl<T: PeerAddr> Table<T> {
                 }
             };
             match offered {
-                Offer::Queued => {
-                    room.stats.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.ctx.metrics.room_deliveries.add(1);
-                }
-                Offer::Full if settings.slow_member == SlowMember::Drop => {
-                    room.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.ctx.metrics.room_dropped.add(1);
-                }
+                Offer::Queued => delivered += 1,
+                Offer::Full if settings.slow_member == SlowMember::Drop => dropped += 1,
                 Offer::Full => {
-                    room.stats.slow_closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.ctx.metrics.room_slow_closes.add(1);
+                    slow += 1;
                     io.backlog.drop_unsent_frames();
                     let ctx = core_ctx(&self.ctx, &self.inflaters, now);
                     let mut out = std::mem::take(&mut r.seal_in);
@@ -308,6 +305,17 @@ impl<T: PeerAddr> Table<T> {
                 r.flush.push((m.slot, m.generation));
             }
         }
+        let add = |c: &std::sync::atomic::AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        add(&room.stats.deliveries, delivered);
+        add(&room.stats.dropped, dropped);
+        add(&room.stats.slow_closed, slow);
+        self.ctx.metrics.room_deliveries.add(delivered);
+        self.ctx.metrics.room_dropped.add(dropped);
+        self.ctx.metrics.room_slow_closes.add(slow);
         self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
     }
 
