@@ -45,11 +45,6 @@ impl Members {
         self.rooms.get(&id)
     }
 
-    /// Rooms with members here.
-    pub fn len(&self) -> usize {
-        self.rooms.len()
-    }
-
     /// True with no members here.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()

@@ -51,7 +51,7 @@ impl Room {
         self.members.iter().map(|m| m.load(Ordering::Relaxed) as u64).sum()
     }
 
-    /// The shards with members, as a count per shard.
+    /// How many shards the process has (the range of shard numbers).
     pub fn shards(&self) -> usize {
         self.members.len()
     }

@@ -697,7 +697,9 @@ impl Shard {
             let start = self.table.get_mut(slot).expect("live slot").conn.stage_carry(buf, RESERVE);
             self.table.input(slot, buf, start, now);
             self.send_output(slot, Some(bid), now);
-            self.publish_rooms(now);
+            // Room messages are published after their sender's own output
+            // (sent at the end of the turn).
+            self.table.publish(now);
         } else {
             // A carry bigger than the reserve (a request head split across
             // reads, or input kept while backed up): work on a copy.
@@ -722,13 +724,6 @@ impl Shard {
         self.table.out.copy_to(&scratch, &mut bytes);
         self.scratch = scratch;
         self.send_bytes(slot, bytes, now);
-        self.publish_rooms(now);
-    }
-
-    /// Rooms: publishes the messages the last input completed, after their
-    /// sender's own output was sent or queued (the room output goes out at
-    /// the end of the turn).
-    fn publish_rooms(&mut self, now: Instant) {
         self.table.publish(now);
     }
 
