@@ -11,7 +11,9 @@
 //! anything else (`ws`, or the unit's name, systemd's default) a ws://
 //! listener. All shards share each passed socket (one accept queue, a
 //! copy per shard), where `--listen` gives each shard a SO_REUSEPORT socket
-//! of its own.
+//! of its own. Sockets back from the file descriptor store (`fdstore.rs`)
+//! come the same way, named `ricochet-ws`, `ricochet-tls` or
+//! `ricochet-metrics`, one per shard as they were bound.
 
 use super::handover::{Passed, Role};
 use super::ServeError;
@@ -23,7 +25,7 @@ const FIRST_FD: RawFd = 3;
 
 /// The role a descriptor's name gives it.
 fn role_of(name: &str) -> Role {
-    match name {
+    match name.strip_prefix(super::fdstore::PREFIX).unwrap_or(name) {
         "tls" | "wss" => Role::Tls,
         "metrics" | "admin" => Role::Admin,
         _ => Role::Plain,
@@ -40,8 +42,9 @@ pub fn from_env() -> Result<Vec<Passed>, ServeError> {
     for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(v);
     }
-    // Meant for another process (a parent that did not clear them): not ours.
-    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+    // Meant for another process (a parent that did not clear them): not
+    // ours. No LISTEN_FDS is none passed, as for sd_listen_fds(3).
+    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) || count.is_none() {
         return Ok(Vec::new());
     }
     let bad = |why: String| ServeError::Activation(why);
@@ -52,6 +55,7 @@ pub fn from_env() -> Result<Vec<Passed>, ServeError> {
         .ok_or_else(|| bad(format!("LISTEN_FDS={count:?} is not a count of descriptors")))?;
     let names: Vec<&str> = names.split(':').collect();
     let mut out = Vec::new();
+    let mut seen = Vec::new();
     for i in 0..n {
         let fd = FIRST_FD + i;
         let name = names.get(i as usize).copied().unwrap_or("");
@@ -69,9 +73,28 @@ pub fn from_env() -> Result<Vec<Passed>, ServeError> {
         // SAFETY: fcntl on a descriptor this process owns.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         let addr = socket.local_addr().map_err(|e| bad(format!("descriptor {fd}: {e}")))?;
-        out.push(Passed { role: role_of(name), addr, socket });
+        // The same socket twice (a socket unit's, stored too by an earlier
+        // process given it by a takeover): served once.
+        let id = socket_id(fd).map_err(|e| bad(format!("descriptor {fd}: {e}")))?;
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let stored = name.starts_with(super::fdstore::PREFIX);
+        out.push(Passed { role: role_of(name), addr, socket, stored });
     }
     Ok(out)
+}
+
+/// What tells one socket from another (its inode in sockfs).
+fn socket_id(fd: RawFd) -> std::io::Result<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid buffer; fstat writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor this process owns, into `st`.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// True when `fd` is a listening TCP socket (SO_ACCEPTCONN on a stream socket).
@@ -95,6 +118,9 @@ mod tests {
     #[test]
     fn names_say_what_a_socket_is_for() {
         assert_eq!(role_of("tls"), Role::Tls);
+        assert_eq!(role_of("ricochet-tls"), Role::Tls);
+        assert_eq!(role_of("ricochet-metrics"), Role::Admin);
+        assert_eq!(role_of("ricochet-ws"), Role::Plain);
         assert_eq!(role_of("wss"), Role::Tls);
         assert_eq!(role_of("metrics"), Role::Admin);
         assert_eq!(role_of("ws"), Role::Plain);

@@ -43,6 +43,9 @@ pub struct Passed {
     pub addr: SocketAddr,
     /// The socket.
     pub socket: TcpListener,
+    /// Passed back from systemd's file descriptor store (where an earlier
+    /// process put it), not by a socket unit or a takeover.
+    pub stored: bool,
 }
 
 /// Room for a control message carrying one descriptor.
@@ -165,7 +168,7 @@ pub fn take(stream: &UnixStream) -> io::Result<Vec<Passed>> {
             if socket.local_addr()? != addr {
                 return Err(bad("a socket that is not what it says"));
             }
-            out.push(Passed { role, addr, socket });
+            out.push(Passed { role, addr, socket, stored: false });
         }
     }
 }

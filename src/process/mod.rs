@@ -6,6 +6,7 @@
 
 mod activation;
 mod drain;
+mod fdstore;
 mod handover;
 mod signals;
 mod systemd;
@@ -188,8 +189,16 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     // Sockets systemd passed (a ricochet.socket unit) are served as they are
     // and replace the default --listen; an address also named by --listen or
     // --tls-listen is served by the passed socket, not bound again.
-    let activated = activation::from_env()?;
+    // Sockets back from the file descriptor store are this server's own,
+    // bound by an earlier process: they serve what the settings name, like
+    // a takeover's.
+    let (stored, activated): (Vec<_>, Vec<_>) = activation::from_env()?.into_iter().partition(|p| p.stored);
     let activated_admin = activated.iter().find(|p| p.role == Role::Admin).map(|p| p.addr);
+    // A socket unit's sockets stay with systemd: they are not stored.
+    let from_unit: Vec<(Role, SocketAddr)> = activated.iter().map(|p| (p.role, p.addr)).collect();
+    if !stored.is_empty() {
+        info!(sockets = stored.len(), "serving the listening sockets systemd kept in its file descriptor store");
+    }
     if !activated.is_empty() {
         if !settings.listen_set {
             wanted.retain(|w| w.1);
@@ -216,6 +225,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     };
     let mut passed = takeover.as_mut().map(|t| std::mem::take(&mut t.passed)).unwrap_or_default();
     passed.extend(activated);
+    passed.extend(stored);
     let received = passed.len();
     // Per address, its sockets (one per shard when bound here); then per
     // shard, its share of each.
@@ -264,8 +274,43 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         None => None,
     };
     let inherited = (received - passed.len()) as u64;
+    let mut unused_stored: Vec<&str> = Vec::new();
     for p in passed {
-        warn!(addr = %p.addr, "not serving a passed listener the settings do not name (takeover: it closes with the old process)");
+        if p.stored {
+            let name = fdstore::name(p.role);
+            if !unused_stored.contains(&name) {
+                unused_stored.push(name);
+            }
+            info!(addr = %p.addr, "closing a listener an earlier process stored that the settings no longer name");
+        } else {
+            warn!(addr = %p.addr, "not serving a passed listener the settings do not name (takeover: it closes with the old process)");
+        }
+    }
+    // Copies of the listeners to give systemd's file descriptor store.
+    let mut to_store: Vec<(Role, std::os::fd::OwnedFd)> = Vec::new();
+    let store_capacity = fdstore::capacity();
+    if store_capacity.is_some() {
+        let copy = |l: &std::net::TcpListener| {
+            l.try_clone().map(std::os::fd::OwnedFd::from).map_err(|source| ServeError::Bind {
+                addr: l.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                source,
+            })
+        };
+        for (ls, is_tls) in &bound {
+            let role = if *is_tls { Role::Tls } else { Role::Plain };
+            if ls[0].local_addr().is_ok_and(|a| from_unit.contains(&(role, a))) {
+                continue;
+            }
+            for l in ls {
+                to_store.push((role, copy(l)?));
+            }
+        }
+        if let Some((a, actual)) = &admin {
+            if !from_unit.contains(&(Role::Admin, *actual)) {
+                let l = a.try_clone_listener().map_err(|source| ServeError::Bind { addr: *actual, source })?;
+                to_store.push((Role::Admin, l.into()));
+            }
+        }
     }
     let public: Vec<(SocketAddr, bool)> =
         bound.iter().map(|(ls, is_tls)| (ls[0].local_addr().expect("checked when bound"), *is_tls)).collect();
@@ -286,6 +331,10 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
     let notifier = Arc::new(Notifier::from_env());
+    if let (Some(capacity), true) = (store_capacity, notifier.enabled()) {
+        keep_in_store(&notifier, capacity, &unused_stored, &to_store);
+    }
+    drop(to_store);
     let watchdog = notifier.enabled().then(systemd::watchdog_interval).flatten();
     let mut shared = Shared::new(settings.max_connections, tokens.clone());
     if let Some(n) = settings.max_connections_per_ip {
@@ -445,4 +494,20 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     // The signal's own line first (a log that blocks cannot hold the exit long).
     drain.wait_for_the_line(std::time::Duration::from_millis(500));
     Ok(())
+}
+
+/// Gives systemd's file descriptor store a copy of every listener this
+/// server bound (first forgetting the stored ones it no longer serves), so
+/// that a restart closes none of them. A failure costs only that: it is
+/// said, and the server serves on.
+fn keep_in_store(notifier: &Notifier, capacity: usize, unused: &[&str], sockets: &[(Role, std::os::fd::OwnedFd)]) {
+    use std::os::fd::AsRawFd;
+    if let Err(e) = fdstore::forget(notifier, unused) {
+        warn!("could not remove unused sockets from systemd's file descriptor store: {e}");
+    }
+    let fds: Vec<(Role, std::os::fd::RawFd)> = sockets.iter().map(|(r, fd)| (*r, fd.as_raw_fd())).collect();
+    match fdstore::store(notifier, capacity, &fds) {
+        Ok(()) => info!(sockets = fds.len(), "listening sockets kept in systemd's file descriptor store for restarts"),
+        Err(e) => warn!("{e}"),
+    }
 }

@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn claims_match_role_and_address_and_port_zero_takes_the_old_port() {
-        let mk = |role, l: TcpListener| Passed { role, addr: l.local_addr().unwrap(), socket: l };
+        let mk = |role, l: TcpListener| Passed { role, addr: l.local_addr().unwrap(), socket: l, stored: false };
         let [a, b, c]: [TcpListener; 3] = listeners(3).try_into().unwrap();
         let (pa, pc) = (a.local_addr().unwrap(), c.local_addr().unwrap());
         let mut passed = vec![mk(Role::Plain, a), mk(Role::Tls, b), mk(Role::Admin, c)];
