@@ -1,7 +1,8 @@
 //! systemd socket activation: started by `systemd-socket-activate` (from
 //! Debian's systemd package; it passes `LISTEN_FDS`, `LISTEN_PID` and
 //! `LISTEN_FDNAMES` exactly as systemd does) with no `--listen`, Ricochet
-//! serves on the passed socket and opens no listener of its own. And a
+//! serves on the passed socket and opens no listener of its own, and its
+//! shards share the socket's connections. And a
 //! restart loop like `systemctl restart` under a `ricochet.socket` unit (the
 //! socket held across stop and start by the service manager, here by the
 //! test itself, passing it as systemd does): no connection refused or reset.
@@ -107,6 +108,20 @@ fn started_by_systemd_socket_activate_it_serves_the_passed_socket_only() {
         p.sort_unstable();
         p
     });
+    // The shards take turns at the one shared queue: on io_uring a shard
+    // that kept a multishot accept armed on it took every connection.
+    for _ in 0..200 {
+        let out = common::http_exchange(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    let metrics = common::http_exchange(admin, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let per_shard: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ricochet_connections_accepted_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(per_shard.len(), 2, "{metrics}");
+    assert!(per_shard.iter().all(|&n| n >= 40.0), "each shard takes a share of 208 connections: {per_shard:?}");
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

@@ -9,7 +9,7 @@
 //! instead of the server growing buffers. Everything else (sessions, timers,
 //! limits, shutdown) is the shared [`Table`]'s.
 
-use crate::server::shard::{ShardContext, ShardReady};
+use crate::server::shard::{ShardContext, ShardListener, ShardReady};
 use crate::server::table::{HandshakeTurn, PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Output, HEADROOM};
 use mio::net::{TcpListener, TcpStream};
@@ -66,16 +66,12 @@ pub fn read_reserve(ctx: &ShardContext) -> usize {
 }
 
 /// Runs one shard until shutdown completes; returns its counters.
-pub fn run(
-    ctx: ShardContext,
-    listeners: Vec<(std::net::TcpListener, bool)>,
-    ready: impl FnOnce(ShardReady),
-) -> io::Result<()> {
+pub fn run(ctx: ShardContext, listeners: Vec<ShardListener>, ready: impl FnOnce(ShardReady)) -> io::Result<()> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     assert!(listeners.len() <= MAX_LISTENERS, "too many listeners");
     let mut listeners: Vec<(TcpListener, bool)> =
-        listeners.into_iter().map(|(l, tls)| (TcpListener::from_std(l), tls)).collect();
+        listeners.into_iter().map(|l| (TcpListener::from_std(l.socket), l.tls)).collect();
     for (i, (l, _)) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
     }

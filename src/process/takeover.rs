@@ -15,6 +15,7 @@
 use super::drain::Drain;
 use super::handover::{self, Passed, Role};
 use super::ServeError;
+use crate::server::shard::ShardListener;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -72,17 +73,17 @@ pub fn claim(passed: &mut Vec<Passed>, role: Role, addr: SocketAddr) -> Vec<TcpL
 /// Deals each address's sockets out to `shards` shards: with at least as
 /// many sockets as shards, each shard gets every `shards`-th one (so every
 /// socket is served); with fewer, shards share them (a copy each).
-pub fn share(bound: Vec<(Vec<TcpListener>, bool)>, shards: usize) -> io::Result<Vec<Vec<(TcpListener, bool)>>> {
-    let mut per_shard: Vec<Vec<(TcpListener, bool)>> = (0..shards).map(|_| Vec::new()).collect();
-    for (ls, is_tls) in bound {
+pub fn share(bound: Vec<(Vec<TcpListener>, bool)>, shards: usize) -> io::Result<Vec<Vec<ShardListener>>> {
+    let mut per_shard: Vec<Vec<ShardListener>> = (0..shards).map(|_| Vec::new()).collect();
+    for (ls, tls) in bound {
         let n = ls.len();
         if n >= shards {
-            for (i, l) in ls.into_iter().enumerate() {
-                per_shard[i % shards].push((l, is_tls));
+            for (i, socket) in ls.into_iter().enumerate() {
+                per_shard[i % shards].push(ShardListener { socket, tls, shared: false });
             }
         } else {
             for (i, shard) in per_shard.iter_mut().enumerate() {
-                shard.push((ls[i % n].try_clone()?, is_tls));
+                shard.push(ShardListener { socket: ls[i % n].try_clone()?, tls, shared: true });
             }
         }
     }
@@ -163,20 +164,22 @@ mod tests {
         (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect()
     }
 
-    fn fds(per_shard: &[Vec<(TcpListener, bool)>]) -> Vec<Vec<u16>> {
-        per_shard.iter().map(|s| s.iter().map(|(l, _)| l.local_addr().unwrap().port()).collect()).collect()
+    fn fds(per_shard: &[Vec<ShardListener>]) -> Vec<Vec<u16>> {
+        per_shard.iter().map(|s| s.iter().map(|l| l.socket.local_addr().unwrap().port()).collect()).collect()
     }
 
     #[test]
     fn more_sockets_than_shards_are_all_served_and_fewer_are_shared() {
         let four = listeners(4);
         let ports: Vec<u16> = four.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        let dealt = fds(&share(vec![(four, false)], 2).unwrap());
-        assert_eq!(dealt, vec![vec![ports[0], ports[2]], vec![ports[1], ports[3]]]);
+        let per_shard = share(vec![(four, false)], 2).unwrap();
+        assert!(per_shard.iter().flatten().all(|l| !l.shared && !l.tls));
+        assert_eq!(fds(&per_shard), vec![vec![ports[0], ports[2]], vec![ports[1], ports[3]]]);
         let two = listeners(2);
         let ports: Vec<u16> = two.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        let dealt = fds(&share(vec![(two, true)], 5).unwrap());
-        assert_eq!(dealt, (0..5).map(|i| vec![ports[i % 2]]).collect::<Vec<_>>());
+        let per_shard = share(vec![(two, true)], 5).unwrap();
+        assert!(per_shard.iter().flatten().all(|l| l.shared && l.tls));
+        assert_eq!(fds(&per_shard), (0..5).map(|i| vec![ports[i % 2]]).collect::<Vec<_>>());
     }
 
     #[test]

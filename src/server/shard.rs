@@ -24,6 +24,20 @@ pub struct ShardContext {
     pub rooms: Option<Arc<crate::rooms::Rooms>>,
 }
 
+/// A listening socket a shard accepts on.
+#[derive(Debug)]
+pub struct ShardListener {
+    /// The socket (the shard's own SO_REUSEPORT socket, or its copy of one
+    /// it shares).
+    pub socket: std::net::TcpListener,
+    /// Its connections speak TLS.
+    pub tls: bool,
+    /// Other shards accept on the same socket (a passed socket, fewer than
+    /// the shards): the kernel's accept queue is theirs too, so no shard may
+    /// keep taking from it alone (io_uring arms one accept at a time for it).
+    pub shared: bool,
+}
+
 /// Sent by a shard once its event loop is about to run.
 pub struct ShardReady {
     /// Wakes the shard's loop (for shutdown); any thread may call it.

@@ -16,7 +16,7 @@
 use super::buf_ring::BufRing;
 use super::probe::new_ring;
 use crate::rooms::Item;
-use crate::server::shard::{ShardContext, ShardReady};
+use crate::server::shard::{ShardContext, ShardListener, ShardReady};
 use crate::server::table::{HandshakeTurn, PeerAddr, Table, TimerAction, SHUTDOWN_SWEEP};
 use crate::ws::{Chunk, HEADROOM};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -114,7 +114,14 @@ struct Listener {
     socket: Option<std::net::TcpListener>,
     /// Its connections speak TLS.
     tls: bool,
-    /// Its multishot accept is in flight.
+    /// Other shards accept on it too: one accept at a time, not multishot.
+    /// io_uring's accept waits as an exclusive poll, and a wake-up goes to
+    /// the first waiter; a multishot accept stays first, so one shard took
+    /// every connection (209 of 209 in the socket activation test).
+    /// Re-armed after each, a shard's accept queues behind the others' and
+    /// connections go round.
+    shared: bool,
+    /// Its accept is in flight.
     armed: bool,
 }
 
@@ -182,11 +189,7 @@ fn initial_buffers(buf_size: usize) -> u16 {
 }
 
 /// Runs one shard on io_uring until shutdown completes; returns its counters.
-pub fn run(
-    ctx: ShardContext,
-    listeners: Vec<(std::net::TcpListener, bool)>,
-    ready: impl FnOnce(ShardReady),
-) -> io::Result<()> {
+pub fn run(ctx: ShardContext, listeners: Vec<ShardListener>, ready: impl FnOnce(ShardReady)) -> io::Result<()> {
     let s = &ctx.settings;
     let (ring, defer_taskrun) = new_ring(s.ring_entries)?;
     let bufs = BufRing::new(
@@ -221,7 +224,7 @@ pub fn run(
         table: Table::new(ctx),
         listeners: listeners
             .into_iter()
-            .map(|(socket, tls)| Listener { socket: Some(socket), tls, armed: false })
+            .map(|l| Listener { socket: Some(l.socket), tls: l.tls, shared: l.shared, armed: false })
             .collect(),
         accept_paused_until: None,
         wake_fd,
@@ -289,11 +292,18 @@ impl Shard {
         unsafe { self.bufs.top_up(warm_first) };
     }
 
-    /// Arms listener `i`'s multishot accept (its index rides in the user data).
+    /// Arms listener `i`'s accept (its index rides in the user data):
+    /// multishot on the shard's own socket, one at a time on a shared one.
     fn arm_accept(&mut self, i: usize) -> io::Result<()> {
         let Some(l) = self.listeners.get_mut(i) else { return Ok(()) };
         let Some(socket) = &l.socket else { return Ok(()) };
-        let sqe = opcode::AcceptMulti::new(types::Fd(socket.as_raw_fd())).build().user_data(user_data(OP_ACCEPT, i, 0));
+        let fd = types::Fd(socket.as_raw_fd());
+        let sqe = if l.shared {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build()
+        } else {
+            opcode::AcceptMulti::new(fd).build()
+        };
+        let sqe = sqe.user_data(user_data(OP_ACCEPT, i, 0));
         l.armed = true;
         self.push(sqe)
     }
