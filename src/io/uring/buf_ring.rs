@@ -279,10 +279,17 @@ impl BufRing {
                 }
                 BufState::Idle => {}
             }
-            // Whole pages inside this buffer's stride only: a page shared
-            // with a neighbour may hold the neighbour's data.
+            // The whole pages inside this buffer's stride, and a page it
+            // shares with a neighbour in the same block when that neighbour
+            // is idle or trimmed too (its contents are not needed either).
+            // A neighbour handed out or just used keeps the shared page:
+            // it may hold its data, or soon will. Without the shared pages
+            // a grown ring kept about a page per buffer resident for good
+            // (684 KiB after a burst of 5,000 handshakes).
             let start = self.base[b] as usize;
-            let (lo, hi) = (start.next_multiple_of(PAGE), (start + self.stride) / PAGE * PAGE);
+            let end = start + self.stride;
+            let lo = if self.neighbour_done(b, -1) { start / PAGE * PAGE } else { start.next_multiple_of(PAGE) };
+            let hi = if self.neighbour_done(b, 1) { end.next_multiple_of(PAGE) } else { end / PAGE * PAGE };
             if hi > lo {
                 // SAFETY: [lo, hi) lies within this buffer's part of a block
                 // we allocated; its contents are not needed (contract above).
@@ -294,6 +301,16 @@ impl BufRing {
         }
         self.trimmed += n;
         n
+    }
+
+    /// Whether the buffer `side` (-1 or 1) of `b`, adjacent in the same
+    /// block, is idle or trimmed (a page the two share may go). Block edges
+    /// are not crossed: what lies beyond is not the ring's.
+    fn neighbour_done(&self, b: usize, side: isize) -> bool {
+        let Some(n) = b.checked_add_signed(side).filter(|&n| n < self.base.len()) else { return false };
+        let (first, second) = if side < 0 { (n, b) } else { (b, n) };
+        self.base[first] as usize + self.stride == self.base[second] as usize
+            && matches!(self.state[n], BufState::Idle | BufState::Trimmed)
     }
 
     fn push(&mut self, bid: u16) {
@@ -411,6 +428,39 @@ mod tests {
         let mut ids: Vec<u16> = (0..4).map(|_| receive_one(&mut ring, &mut bufs, &mut a, &b)).collect();
         ids.sort_unstable();
         assert_eq!(ids, [0, 1, 2, 3]);
+        drop(ring);
+    }
+
+    /// Pages of `block` (of `len` bytes) resident in memory (mincore(2)).
+    fn resident_pages(block: *mut u8, len: usize) -> usize {
+        let pages = len.div_ceil(PAGE);
+        let mut v = vec![0u8; pages];
+        // SAFETY: `block` is page-aligned and mapped for `len` bytes (a
+        // block of the ring); mincore writes one byte per page into `v`.
+        let r = unsafe { libc::mincore(block as *mut libc::c_void, len, v.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        v.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[test]
+    fn idle_buffers_give_back_the_pages_they_share_with_idle_neighbours() {
+        // Buffers that do not fill whole pages (4 KiB and a 256-byte
+        // reserve: a stride of 4,352 bytes), in a block big enough to come
+        // from mmap: every page of it is given back after two idle periods,
+        // but for the last one, past the last buffer's end (not the ring's).
+        let (ring, _) = crate::io::uring::probe::new_ring(8).unwrap();
+        let mut bufs = BufRing::new(&ring.submitter(), 64, 64, 4096, 256, 0).unwrap();
+        let (block, layout) = bufs.blocks[0];
+        assert!(bufs.stride % PAGE != 0);
+        let before = resident_pages(block, layout.size());
+        assert_eq!(before, layout.size().div_ceil(PAGE), "faulted in when added");
+        // SAFETY: no receive is in flight, nothing was handed out.
+        unsafe {
+            bufs.trim(); // used -> idle
+            bufs.trim(); // idle -> trimmed
+        }
+        let after = resident_pages(block, layout.size());
+        assert!(after <= 1, "{after} of {before} pages still resident");
         drop(ring);
     }
 }
