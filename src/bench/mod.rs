@@ -75,7 +75,7 @@ pub struct BenchArgs {
     /// echo: closed-loop messages; idle: hold connections open; connect: handshakes per second; storm: everyone connects at once; room: fan-out through a --reply room server
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
-    /// Room mode: rooms the connections are spread over (connection k joins room k mod N, on the path URL/room-K; one room uses the URL's own path)
+    /// Room and idle modes: rooms the connections are spread over (connection k joins room k mod N, on the path URL/room-K; one room uses the URL's own path). Idle mode with a --reply room server measures memory per room member
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
     /// Room mode: how many of the connections publish (spread over the rooms like the rest)
@@ -398,6 +398,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                         size,
                         pipeline: args.pipeline.max(1),
                         rate: args.rate.map(|r| r / threads as f64),
+                        rooms: if args.mode == Mode::Idle { args.rooms.max(1) } else { 1 },
                         progress,
                     };
                     let mut turn = Turn::new(window);
@@ -460,6 +461,9 @@ struct Plan<'a> {
     pipeline: usize,
     /// Open loop: messages per second for this thread.
     rate: Option<f64>,
+    /// Idle mode: connection `first_id + i` joins room `(first_id + i) mod
+    /// rooms` (its path, `room::room_path`); 1 keeps the URL's path.
+    rooms: usize,
     progress: &'a Progress,
 }
 
@@ -527,7 +531,13 @@ fn open_all(
         let mut s = TcpStream::from_std(std);
         registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let s = target.stream(s)?;
-        let mut c = target.conn(s, plan.first_id + i as u64, plan.size);
+        let id = plan.first_id + i as u64;
+        let mut c = if plan.rooms > 1 {
+            let path = room::room_path(&target.path, plan.rooms, (id % plan.rooms as u64) as usize);
+            Conn::with_token(s, id, &target.host, &path, plan.size, target.framing, target.token.as_deref())
+        } else {
+            target.conn(s, id, plan.size)
+        };
         c.flush()?;
         if c.state == State::Handshake {
             opening += 1;

@@ -161,8 +161,8 @@ pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Dura
     Ok(report)
 }
 
-/// The path of room `r`.
-fn room_path(base: &str, rooms: usize, r: usize) -> String {
+/// The path of room `r` (also idle mode's, with `--rooms`).
+pub(super) fn room_path(base: &str, rooms: usize, r: usize) -> String {
     if rooms == 1 {
         base.to_string()
     } else if base.ends_with('/') {

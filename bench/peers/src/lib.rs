@@ -116,7 +116,8 @@ where
     F: Fn(Stream) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
+    // Timers too: sockudo-ws' split streams keep a heartbeat timer.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     let tls = tls_config().map(tokio_rustls::TlsAcceptor::from);
     let handle = std::rc::Rc::new(handle);
