@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-rooms bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 # The TLS crypto provider compiled in: ring (the default) or aws-lc-rs
 # (docs/tls.md), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
@@ -58,7 +58,7 @@ test: deps venv node-deps deb-tools
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring $(CARGO) test --test '*'
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=epoll RICOCHET_TEST_TLS=1 $(CARGO) test $(TLS_TESTS) -- $(TLS_SKIP)
 	RICOCHET_PYTHON=$(abspath $(PYTHON)) RICOCHET_TEST_BACKEND=uring RICOCHET_TEST_TLS=1 $(CARGO) test $(TLS_TESTS) -- $(TLS_SKIP)
-	$(CARGO) build -p ricochet-peers --bin peer-raw-echo
+	$(CARGO) build -p ricochet-peers --bin peer-raw-echo --bin peer-tungstenite-rooms
 	$(CARGO) test -p ricochet-bench-runner
 
 # The permessage-deflate cases (groups 12 and 13) CI runs: 12.1-12.5 and
@@ -106,6 +106,14 @@ autobahn-deflate: build
 BENCH_DOCS ?= $(if $(BENCH_ARGS),,--guide docs/performance.md --summary README.md)
 bench: bench-build
 	RICOCHET_BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench $(BENCH_DOCS) $(BENCH_ARGS)
+
+# The fan-out tables alone (rooms: Ricochet with --reply room and the room
+# peers), written into docs/performance.md between the bench-rooms markers;
+# about 6 minutes here.
+bench-rooms: bench-build
+	RICOCHET_BENCH_COMMAND='make bench-rooms$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench \
+		--only ricochet-epoll-rooms,ricochet-uring-rooms,sockudo-ws-rooms,tokio-tungstenite-rooms \
+		$(if $(BENCH_ARGS),,--guide docs/performance.md) $(BENCH_ARGS)
 
 bench-quick: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench --quick $(BENCH_ARGS)

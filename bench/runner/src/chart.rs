@@ -26,7 +26,8 @@ const COLOURS: [RGBColor; 8] = [
 pub fn write_svg(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let points = r.echo_points();
     // The chart shows the ws:// servers; the wss:// ones are in their own tables.
-    let names: Vec<&str> = r.servers.iter().filter(|s| !s.tls && !s.deflate).map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> =
+        r.servers.iter().filter(|s| !s.tls && !s.deflate && !s.rooms).map(|s| s.name.as_str()).collect();
     let raw = r.servers.iter().find(|s| s.raw).map(|s| s.name.clone());
     // (median, min, max) per point and server, scaled to the raw echo's median.
     let bars: Vec<Vec<Option<(f64, f64, f64)>>> = points

@@ -14,7 +14,7 @@ mod table;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use results::{Host, Kind, Offered, Results, Sample};
+use results::{Host, Kind, Offered, Results, RoomShape, Sample};
 use ricochet::bench::Report;
 use servers::{Running, Spec};
 use std::path::{Path, PathBuf};
@@ -82,6 +82,27 @@ struct Args {
     /// How long a storm may take before the clients without an echo count as missing
     #[arg(long, default_value = "60s")]
     storm_limit: String,
+    /// Fan-out: members of the one room at the fixed-rate points (one publisher)
+    #[arg(long, default_value_t = 1000)]
+    fanout_members: usize,
+    /// Fan-out: messages per second the one publisher sends at each fixed-rate point; empty leaves them out
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    fanout_rates: Vec<String>,
+    /// Fan-out: a chat, ROOMSxMEMBERS with every member publishing (closed loop); empty leaves it out
+    #[arg(long, default_value = "100x10")]
+    chat: String,
+    /// Fan-out: one room of N members all publishing in lock step (N² deliveries a round), per N; empty leaves them out
+    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    lockstep: Vec<String>,
+    /// Fan-out: idle room members for the memory-per-member figure, spread over --room-idle-rooms rooms (0 leaves it out)
+    #[arg(long, default_value_t = 10_000)]
+    room_idle: usize,
+    /// Fan-out: rooms the idle members are spread over
+    #[arg(long, default_value_t = 1000)]
+    room_idle_rooms: usize,
+    /// Fan-out: message size of the room points
+    #[arg(long, default_value = "64")]
+    room_size: String,
     /// Quick look (under 2 minutes): one 1-second sample per point, 2,000 idle connections
     #[arg(long)]
     quick: bool,
@@ -133,16 +154,21 @@ fn run(mut args: Args) -> Result<bool, String> {
                 args.warmup = "250ms".into();
                 args.idle = args.idle.min(2_000);
                 args.storm = args.storm.min(2_000);
+                args.room_idle = args.room_idle.min(2_000);
+                args.room_idle_rooms = args.room_idle_rooms.min(200);
             }
             measure(&args)?
         }
     };
-    // A quick run must not overwrite the day's full one.
+    // A run of the room servers alone has no echo tables to write.
+    let has_echo = results.samples.iter().any(|s| s.kind != Kind::Room && s.room.is_none());
+    // A quick run, or one of the rooms alone, must not overwrite the day's full one.
     let stem = format!(
-        "{}-{}{}",
+        "{}-{}{}{}",
         &results.host.started[..10.min(results.host.started.len())],
         results.host.hostname,
-        if args.quick { "-quick" } else { "" }
+        if args.quick { "-quick" } else { "" },
+        if has_echo { "" } else { "-rooms" }
     );
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json_path = args.out.join(format!("{stem}.json"));
@@ -152,20 +178,34 @@ fn run(mut args: Args) -> Result<bool, String> {
         let json = serde_json::to_string_pretty(&results).expect("results serialise");
         std::fs::write(&json_path, json).map_err(|e| format!("{}: {e}", json_path.display()))?;
     }
-    let md = table::markdown(&results);
+    let fanout = table::fanout(&results);
+    let md = match (&fanout, has_echo) {
+        (Some(f), true) => format!("{}\n{f}", table::markdown(&results)),
+        (Some(f), false) => f.clone(),
+        (None, _) => table::markdown(&results),
+    };
     std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
-    chart::write_svg(&results, &svg_path).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    if has_echo {
+        chart::write_svg(&results, &svg_path).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    }
     let latency_svg = args.out.join(format!("{stem}-latency.svg"));
     let has_latency = !results.loads().is_empty();
     if has_latency {
         chart::write_latency_svg(&results, &latency_svg).map_err(|e| format!("{}: {e}", latency_svg.display()))?;
     }
     println!("{md}");
-    println!("wrote {}, {} and {}", json_path.display(), md_path.display(), svg_path.display());
+    if has_echo {
+        println!("wrote {}, {} and {}", json_path.display(), md_path.display(), svg_path.display());
+    } else {
+        println!("wrote {} and {}", json_path.display(), md_path.display());
+    }
     if has_latency {
         println!("wrote {}", latency_svg.display());
     }
-    if let Some(guide) = &args.guide {
+    if let (Some(guide), Some(f)) = (&args.guide, &fanout) {
+        splice(guide, "bench-rooms", &format!("Produced by `{}`:\n\n{f}", results.command))?;
+    }
+    if let Some(guide) = args.guide.as_ref().filter(|_| has_echo) {
         // Image paths are relative to the page that shows them.
         let from = guide.parent().unwrap_or(Path::new("."));
         let mut section =
@@ -176,7 +216,7 @@ fn run(mut args: Args) -> Result<bool, String> {
         splice(guide, "bench", &section)?;
         println!("updated {}", guide.display());
     }
-    if let Some(summary) = &args.summary {
+    if let Some(summary) = args.summary.as_ref().filter(|_| has_echo) {
         splice(summary, "bench-summary", &table::summary(&results))?;
         println!("updated {}", summary.display());
     }
@@ -273,19 +313,21 @@ struct Job<'a> {
     duration: &'a str,
     /// Rate points: what is offered.
     offered: Option<Offered>,
+    /// Room points: the rooms.
+    room: Option<RoomShape>,
 }
 
 impl<'a> Job<'a> {
     /// A job with nothing offered (every kind but rate points).
     fn new(kind: Kind, connections: usize, size: usize, pipeline: usize, duration: &'a str) -> Job<'a> {
-        Job { kind, connections, size, pipeline, duration, offered: None }
+        Job { kind, connections, size, pipeline, duration, offered: None, room: None }
     }
 
     /// This job's sample of `server`.
     fn sample(&self, server: &str, report: Option<Report>, error: Option<String>) -> Sample {
-        let (kind, connections, size, pipeline, offered) =
-            (self.kind, self.connections, self.size, self.pipeline, self.offered);
-        Sample { kind, server: server.into(), connections, size, pipeline, offered, report, error }
+        let (kind, connections, size, pipeline, offered, room) =
+            (self.kind, self.connections, self.size, self.pipeline, self.offered, self.room);
+        Sample { kind, server: server.into(), connections, size, pipeline, offered, room, report, error }
     }
 }
 
@@ -314,6 +356,10 @@ fn measure(args: &Args) -> Result<Results, String> {
     let deflate_sizes = sizes("--deflate-sizes", &args.deflate_sizes)?;
     if !deflate_sizes.is_empty() {
         specs.extend(servers::deflate_specs(&args.bin_dir));
+    }
+    let room_points = room_points(args)?;
+    if !room_points.is_empty() || args.room_idle > 0 {
+        specs.extend(servers::room_specs(&args.bin_dir));
     }
     let tls_sizes = sizes("--tls-sizes", &args.tls_sizes)?;
     let tls_dir = std::env::temp_dir().join(format!("ricochet-bench-tls-{}", std::process::id()));
@@ -365,7 +411,8 @@ fn measure(args: &Args) -> Result<Results, String> {
 
     let d = args.duration.as_str();
     let mut jobs: Vec<(Job, usize)> = Vec::new();
-    let ws: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].raw).collect();
+    let ws: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].raw && !specs[i].rooms).collect();
+    let rooms: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].rooms).collect();
     // An idle deflate connection is measured after one compressed echo.
     let idle_size = |i: usize| if specs[i].deflate { deflate_sizes.first().copied().unwrap_or(1024) } else { 0 };
     // Held 3 s before the server's RSS is read: io_uring gives back the pages
@@ -373,6 +420,13 @@ fn measure(args: &Args) -> Result<Results, String> {
     // one that has been idle for a while, not one just out of a burst.
     for &i in &ws {
         jobs.push((Job::new(Kind::Idle, args.idle, idle_size(i), 1, "3s"), i));
+    }
+    if args.room_idle > 0 {
+        for &i in &rooms {
+            let mut job = Job::new(Kind::Idle, args.room_idle, 0, 1, "3s");
+            job.room = Some(RoomShape { rooms: args.room_idle_rooms.max(1), publishers: 0, rate: None });
+            jobs.push((job, i));
+        }
     }
     for _ in 0..args.repeat {
         for &i in &ws {
@@ -384,7 +438,19 @@ fn measure(args: &Args) -> Result<Results, String> {
             jobs.push((Job::new(Kind::Resume, args.connectors, 0, 1, d), i));
         }
     }
-    let plain: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].tls && !specs[i].deflate).collect();
+    let room_size =
+        ricochet::server::config::parse_size("--room-size", &args.room_size, 1, 16 << 20).map_err(|e| e.to_string())?;
+    for &(members, shape) in &room_points {
+        for _ in 0..args.repeat {
+            for &i in &rooms {
+                let mut job = Job::new(Kind::Room, members, room_size, 1, d);
+                job.room = Some(shape);
+                jobs.push((job, i));
+            }
+        }
+    }
+    let plain: Vec<usize> =
+        (0..specs.len()).filter(|&i| !specs[i].tls && !specs[i].deflate && !specs[i].rooms).collect();
     let deflate: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].deflate).collect();
     let tls: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].tls).collect();
     for &(connections, size, pipeline) in &points {
@@ -436,7 +502,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         })
         .collect::<Option<Vec<f64>>>()
         .and_then(|v| v.into_iter().reduce(f64::min));
-    match (saturation, loads.is_empty()) {
+    match (saturation, loads.is_empty() || plain.is_empty()) {
         (_, true) => {}
         (Some(sat), false) => {
             for &load in &loads {
@@ -514,16 +580,26 @@ impl Turns<'_, '_> {
                 .progress_chars("=> "),
         );
         for (job, i) in jobs {
-            let label = match job.offered {
-                Some(o) => format!("{} {:?} {:.0}/s ({:.0}%)", specs[*i].name, job.kind, o.rate, o.load * 100.0),
-                None => format!(
-                    "{} {:?} {} conns {} x{}",
+            let label = match job.room.filter(|_| job.kind == Kind::Room) {
+                Some(shape) => format!(
+                    "{} room {} members in {} rooms, {} publishing{}",
                     specs[*i].name,
-                    job.kind,
                     job.connections,
-                    table::size_label(job.size),
-                    job.pipeline
+                    shape.rooms,
+                    shape.publishers,
+                    shape.rate.map(|r| format!(" {r:.0}/s")).unwrap_or_default()
                 ),
+                None => match job.offered {
+                    Some(o) => format!("{} {:?} {:.0}/s ({:.0}%)", specs[*i].name, job.kind, o.rate, o.load * 100.0),
+                    None => format!(
+                        "{} {:?} {} conns {} x{}",
+                        specs[*i].name,
+                        job.kind,
+                        job.connections,
+                        table::size_label(job.size),
+                        job.pipeline
+                    ),
+                },
             };
             bar.set_message(label.clone());
             if !self.running[*i].alive() {
@@ -555,6 +631,33 @@ impl Turns<'_, '_> {
         bar.finish_and_clear();
         Ok(())
     }
+}
+
+/// The fan-out points: members and how they spread and publish. The fixed
+/// rates at one room of `--fanout-members` with one publisher, the chat
+/// (`--chat`, every member publishing) and the lock-step rooms.
+fn room_points(args: &Args) -> Result<Vec<(usize, RoomShape)>, String> {
+    let mut v = Vec::new();
+    for r in args.fanout_rates.iter().filter(|r| !r.trim().is_empty()) {
+        let rate: f64 =
+            r.trim().parse().ok().filter(|&x: &f64| x > 0.0).ok_or(format!("--fanout-rates: {r:?} is not a rate"))?;
+        v.push((args.fanout_members.max(1), RoomShape { rooms: 1, publishers: 1, rate: Some(rate) }));
+    }
+    if !args.chat.trim().is_empty() {
+        let bad = || format!("--chat: {:?} is not ROOMSxMEMBERS, e.g. 100x10", args.chat);
+        let (r, m) = args.chat.trim().split_once('x').ok_or_else(bad)?;
+        let (r, m): (usize, usize) = (r.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if r == 0 || m == 0 {
+            return Err(bad());
+        }
+        v.push((r * m, RoomShape { rooms: r, publishers: r * m, rate: None }));
+    }
+    for n in args.lockstep.iter().filter(|n| !n.trim().is_empty()) {
+        let n: usize =
+            n.trim().parse().ok().filter(|&n| n > 0).ok_or(format!("--lockstep: {n:?} is not a member count"))?;
+        v.push((n, RoomShape { rooms: 1, publishers: n, rate: None }));
+    }
+    Ok(v)
 }
 
 /// Parses a list of sizes given to `flag`.
@@ -597,12 +700,28 @@ fn sample(
         Kind::Connect => cmd.args(["--mode", "connect"]),
         Kind::Resume => cmd.args(["--mode", "connect", "--resume"]),
         Kind::Idle => cmd.args(["--mode", "idle", "--size", &job.size.to_string()]),
+        Kind::Room => {
+            let shape = job.room.expect("a room point has its rooms");
+            cmd.args(["--mode", "room", "--size", &job.size.to_string()]).args([
+                "--rooms",
+                &shape.rooms.to_string(),
+                "--publishers",
+                &shape.publishers.to_string(),
+            ]);
+            if let Some(rate) = shape.rate {
+                cmd.args(["--rate", &rate.to_string()]);
+            }
+            &mut cmd
+        }
         Kind::Rate => {
             let rate = job.offered.map_or(0.0, |o| o.rate).to_string();
             cmd.args(["--size", &job.size.to_string(), "--rate", &rate, "--warmup", warmup])
         }
         Kind::Storm => cmd.args(["--mode", "storm", "--size", &job.size.to_string()]),
     };
+    if let (Kind::Idle, Some(shape)) = (job.kind, job.room) {
+        cmd.args(["--rooms", &shape.rooms.to_string()]);
+    }
     let (report, error) = match run_with_timeout(cmd, Duration::from_secs(120)) {
         Err(e) => (None, Some(e)),
         Ok(stdout) => match serde_json::from_str::<Report>(stdout.trim()) {

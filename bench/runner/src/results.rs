@@ -42,6 +42,20 @@ pub enum Kind {
     /// wss:// handshakes per second that resume a TLS 1.3 session (the
     /// load generator keeps tickets; each connector's first is full).
     Resume,
+    /// Room fan-out (`ricochet bench --mode room`): `connections` members
+    /// in `Sample::room`'s rooms; the report counts deliveries.
+    Room,
+}
+
+/// How a room point spreads its members and who publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoomShape {
+    /// Rooms the members are spread over.
+    pub rooms: usize,
+    /// Members that publish (0 at an idle point: memory per member).
+    pub publishers: usize,
+    /// Messages per second in all (open loop), or closed loop when None.
+    pub rate: Option<f64>,
 }
 
 /// One measurement of one server at one point.
@@ -62,6 +76,9 @@ pub struct Sample {
     /// slowest server's closed-loop saturation at the same point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered: Option<Offered>,
+    /// Room points (and idle points against a room server): the rooms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomShape>,
     /// The load generator's report; None when the run failed outright.
     pub report: Option<Report>,
     /// Why the run failed or was unclean, if it was.
@@ -337,6 +354,7 @@ mod tests {
             size: 20,
             pipeline: 1,
             offered: None,
+            room: None,
             report: Some(r),
             error: None,
         };

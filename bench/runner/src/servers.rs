@@ -34,6 +34,10 @@ pub struct Spec {
     /// (`ricochet bench --deflate`), in the tables of their own.
     #[serde(default)]
     pub deflate: bool,
+    /// Serves rooms (every message to every member of its path): measured
+    /// with `ricochet bench --mode room`, in the fan-out tables only.
+    #[serde(default)]
+    pub rooms: bool,
 }
 
 fn one() -> usize {
@@ -86,6 +90,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         env: vec![],
         tls: false,
         deflate: false,
+        rooms: false,
     };
     let peer = |name: &str, exe: String, raw: bool| Spec {
         name: name.into(),
@@ -96,6 +101,7 @@ pub fn specs(bin: &Path, gorilla: Option<PathBuf>, shards: usize) -> Vec<Spec> {
         env: vec![],
         tls: false,
         deflate: false,
+        rooms: false,
     };
     let mut v = vec![
         ricochet("ricochet-epoll", "epoll", 1),
@@ -144,8 +150,49 @@ pub fn deflate_specs(bin: &Path) -> Vec<Spec> {
             env: vec![],
             tls: false,
             deflate: true,
+            rooms: false,
         })
         .collect()
+}
+
+/// The room servers of the fan-out tables: Ricochet with `--reply room` on
+/// both backends, sockudo-ws' pub/sub and tokio-tungstenite with a
+/// `tokio::sync::broadcast` channel per room (`bench/peers`), each with its
+/// room the request path and the sender included.
+pub fn room_specs(bin: &Path) -> Vec<Spec> {
+    let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
+    let ricochet = |backend: &str| Spec {
+        name: format!("ricochet-{backend}-rooms"),
+        ricochet: true,
+        raw: false,
+        threads: 1,
+        argv: [&path("ricochet"), "serve", "--listen", "127.0.0.1:0", "--shards", "1", "--backend", backend]
+            .into_iter()
+            .map(String::from)
+            .chain(["--reply".to_string(), "room".into()])
+            .collect(),
+        env: vec![],
+        tls: false,
+        deflate: false,
+        rooms: true,
+    };
+    let peer = |name: &str, exe: &str| Spec {
+        name: name.into(),
+        ricochet: false,
+        raw: false,
+        threads: 1,
+        argv: vec![path(exe), "--listen".into(), "127.0.0.1:0".into()],
+        env: vec![],
+        tls: false,
+        deflate: false,
+        rooms: true,
+    };
+    vec![
+        ricochet("epoll"),
+        ricochet("uring"),
+        peer("sockudo-ws-rooms", "peer-sockudo-rooms"),
+        peer("tokio-tungstenite-rooms", "peer-tungstenite-rooms"),
+    ]
 }
 
 /// The wss:// servers: Ricochet on both backends, and fastwebsockets and
@@ -175,6 +222,7 @@ pub fn tls_specs(bin: &Path, cert: &Path, key: &Path) -> Vec<Spec> {
         env: vec![],
         tls: true,
         deflate: false,
+        rooms: false,
     };
     let peer = |name: &str, exe: &str| Spec {
         name: name.into(),
@@ -185,6 +233,7 @@ pub fn tls_specs(bin: &Path, cert: &Path, key: &Path) -> Vec<Spec> {
         env: vec![],
         tls: true,
         deflate: false,
+        rooms: false,
     };
     vec![
         ricochet("ricochet-epoll-wss", "epoll"),

@@ -1,6 +1,6 @@
 //! The Markdown tables a run prints and writes next to its JSON.
 
-use crate::results::{Kind, Point, Results, Sample, Spread};
+use crate::results::{Kind, Point, Results, RoomShape, Sample, Spread};
 use std::fmt::Write;
 
 /// 137 → "137", 13_700 → "13.7k", 1_370_000 → "1.37M".
@@ -59,6 +59,7 @@ pub fn markdown(r: &Results) -> String {
     if r.servers.iter().any(|s| s.deflate) {
         out.push_str(&deflate_section(r));
     }
+
     if r.servers.iter().any(|s| s.tls) {
         let _ = writeln!(
             out,
@@ -81,7 +82,8 @@ const SUMMARY_POINTS: [Point; 4] = [(100, 20, 1), (1000, 1024, 1), (1000, 16 * 1
 /// the CPU and the command of the run it comes from, so the README and the
 /// performance chapter are filled from one JSON and cannot disagree.
 pub fn summary(r: &Results) -> String {
-    let names: Vec<&str> = r.servers.iter().filter(|s| !s.tls && !s.deflate).map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> =
+        r.servers.iter().filter(|s| !s.tls && !s.deflate && !s.rooms).map(|s| s.name.as_str()).collect();
     let present = r.echo_points_of(&names);
     let mut points: Vec<Point> = SUMMARY_POINTS.iter().copied().filter(|p| present.contains(p)).collect();
     if points.is_empty() {
@@ -122,7 +124,7 @@ pub fn summary(r: &Results) -> String {
 
 /// The tables of the ws:// servers, or of the wss:// ones.
 fn section(r: &Results, tls: bool) -> String {
-    let servers = || r.servers.iter().filter(|s| s.tls == tls && !s.deflate);
+    let servers = || r.servers.iter().filter(|s| s.tls == tls && !s.deflate && !s.rooms);
     let names: Vec<&str> = servers().map(|s| s.name.as_str()).collect();
     let ours: Vec<&str> = servers().filter(|s| s.ricochet).map(|s| s.name.as_str()).collect();
     let peers: Vec<&str> = servers().filter(|s| !s.ricochet).map(|s| s.name.as_str()).collect();
@@ -381,6 +383,145 @@ fn deflate_section(r: &Results) -> String {
         .collect();
     if !idle.is_empty() {
         let _ = writeln!(out, "\nServer RSS per idle connection with permessage-deflate: {}.", idle.join("; "));
+    }
+    out
+}
+
+/// A fan-out point: members, their rooms, the message size.
+type RoomPoint = (usize, RoomShape, usize);
+
+/// What a fan-out point is, in words.
+fn room_label((members, shape, size): RoomPoint) -> String {
+    let what = match shape.rate {
+        Some(rate) => format!("1 room × {members}, 1 publisher at {}/s", si(rate)),
+        None if shape.rooms == 1 => format!("1 room × {members}, all publishing in lock step"),
+        None => format!("{} rooms × {}, all publishing", shape.rooms, members / shape.rooms.max(1)),
+    };
+    format!("{what}, {}", size_label(size))
+}
+
+/// The fan-out tables of a run that has room points (`make bench` puts
+/// them between their own markers, so a run of the rooms alone,
+/// `make bench-rooms`, refreshes them and leaves the echo tables be).
+pub fn fanout(r: &Results) -> Option<String> {
+    r.samples.iter().any(|s| s.kind == Kind::Room).then(|| fanout_section(r))
+}
+
+/// Rooms: deliveries per server CPU-second at each fan-out point, Ricochet
+/// over the best peer, publish-to-delivery latency, and memory per idle
+/// member. A server that lost or never delivered messages at a point shows
+/// how many, not a figure.
+fn fanout_section(r: &Results) -> String {
+    let names: Vec<&str> = r.servers.iter().filter(|s| s.rooms).map(|s| s.name.as_str()).collect();
+    let ours: Vec<&str> = r.servers.iter().filter(|s| s.rooms && s.ricochet).map(|s| s.name.as_str()).collect();
+    let peers: Vec<&str> = r.servers.iter().filter(|s| s.rooms && !s.ricochet).map(|s| s.name.as_str()).collect();
+    let mut points: Vec<RoomPoint> = Vec::new();
+    for s in r.samples.iter().filter(|s| s.kind == Kind::Room) {
+        if let Some(shape) = s.room {
+            if !points.contains(&(s.connections, shape, s.size)) {
+                points.push((s.connections, shape, s.size));
+            }
+        }
+    }
+    let at = |n: &str, (members, shape, size): RoomPoint| {
+        let n = n.to_string();
+        move |s: &Sample| {
+            s.kind == Kind::Room && s.server == n && s.connections == members && s.room == Some(shape) && s.size == size
+        }
+    };
+    // A figure, or what went wrong at the point (messages not delivered).
+    let cell = |n: &str, p: RoomPoint, metric: &dyn Fn(&Sample) -> Option<f64>, f: &dyn Fn(f64) -> String| match r
+        .spread_where(at(n, p), metric)
+    {
+        Some(x) => spread_cell(Some(x), f),
+        None => {
+            let missing: u64 = r
+                .samples
+                .iter()
+                .filter(|s| at(n, p)(s))
+                .filter_map(|s| s.report.as_ref())
+                .map(|rep| rep.missing_echoes + rep.mismatched_echoes)
+                .max()
+                .unwrap_or(0);
+            if missing > 0 {
+                format!("lost {} deliveries", si(missing as f64))
+            } else {
+                "failed".into()
+            }
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Fan-out: rooms\n\n\
+         Each message a member publishes goes to every member of its room, the sender included; every member \
+         checks every message (whole, once, in each publisher's order) and the load generator times it from \
+         publish to delivery (`ricochet bench --mode room`). Peers: sockudo-ws' pub/sub (topics after \
+         uWebSockets') and tokio-tungstenite with a `tokio::sync::broadcast` channel per room.\n\n\
+         **Deliveries per server CPU-second** (higher is better), median (min–max) of {} runs:\n",
+        r.repeat
+    );
+    header(&mut out, &[vec!["point".to_string()], names.iter().map(|n| n.to_string()).collect()].concat());
+    for &p in &points {
+        let cells = names.iter().map(|n| cell(n, p, &Sample::per_server_cpu_second, &si));
+        out.push_str(&row(&[vec![room_label(p)], cells.collect()].concat()));
+    }
+    let _ = writeln!(
+        out,
+        "
+**Ricochet ÷ best peer** in deliveries per server CPU-second, medians:
+"
+    );
+    header(&mut out, &[vec!["point".to_string()], ours.iter().map(|o| format!("{o} ÷ best peer")).collect()].concat());
+    for &p in &points {
+        let median = |n: &str| r.spread_where(at(n, p), Sample::per_server_cpu_second).map(|x| x.median);
+        let best = peers
+            .iter()
+            .filter_map(|&n| median(n).map(|m| (n, m)))
+            .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+        let cells = ours.iter().map(|o| match (median(o), best) {
+            (Some(a), Some((peer, b))) => format!("{:.2} ({peer})", a / b),
+            _ => "–".into(),
+        });
+        out.push_str(&row(&[vec![room_label(p)], cells.collect()].concat()));
+    }
+    let _ = writeln!(
+        out,
+        "
+**Publish-to-delivery latency**, p50 · p99, medians:
+"
+    );
+    header(&mut out, &[vec!["point".to_string()], names.iter().map(|n| n.to_string()).collect()].concat());
+    for &p in &points {
+        let cells = names.iter().map(|n| {
+            let q = |f: fn(&ricochet::bench::Percentiles) -> f64| {
+                r.spread_where(at(n, p), |s| s.latency_us(f)).map(|x| duration_us(x.median))
+            };
+            match (q(|l| l.p50), q(|l| l.p99)) {
+                (Some(a), Some(b)) => format!("{a} · {b}"),
+                _ => cell(n, p, &Sample::per_server_cpu_second, &si),
+            }
+        });
+        out.push_str(&row(&[vec![room_label(p)], cells.collect()].concat()));
+    }
+    let idle: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let s = r.samples.iter().find(|s| s.kind == Kind::Idle && s.server == *n && s.room.is_some())?;
+            let b = r.spread_where(
+                |x| x.kind == Kind::Idle && x.server == *n && x.room.is_some(),
+                Sample::bytes_per_idle_connection,
+            )?;
+            Some(format!("{n} {:.0} B ({} idle in {} rooms)", b.median, s.connections, s.room?.rooms))
+        })
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+Server RSS per idle room member: {}.",
+            idle.join("; ")
+        );
     }
     out
 }

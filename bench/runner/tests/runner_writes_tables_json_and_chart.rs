@@ -2,7 +2,7 @@
 //! echo, real servers on 127.0.0.1, real load. Checks what it writes, not how
 //! fast anything was (speed belongs in benchmarks, not tests).
 //!
-//! Needs `ricochet` and `peer-raw-echo` built next to the runner
+//! Needs `ricochet`, `peer-raw-echo` and `peer-tungstenite-rooms` built next to the runner
 //! (`make test` builds them; `cargo build -p ricochet -p ricochet-peers`).
 
 use std::path::{Path, PathBuf};
@@ -147,4 +147,59 @@ fn an_unknown_server_name_is_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("\"nginx\"") && stderr.contains("ricochet-epoll"), "{stderr}");
+}
+
+#[test]
+fn a_run_of_the_rooms_alone_writes_the_fan_out_tables_and_leaves_the_echo_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guide = dir.path().join("performance.md");
+    let before = "# x\n\n<!-- bench:start -->\necho tables\n<!-- bench:end -->\n\n\
+                  <!-- bench-rooms:start -->\nold\n<!-- bench-rooms:end -->\n\nafter\n";
+    std::fs::write(&guide, before).unwrap();
+    let out = runner()
+        .args(["--only", "ricochet-epoll-rooms,tokio-tungstenite-rooms"])
+        .args(["--fanout-members", "20", "--fanout-rates", "200", "--chat", "2x3", "--lockstep", "4"])
+        .args(["--room-idle", "20", "--room-idle-rooms", "4", "--duration", "300ms", "--repeat", "2", "--bin-dir"])
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(dir.path().join("results"))
+        .arg("--guide")
+        .arg(&guide)
+        .output()
+        .expect("runner runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "runner failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(dir.path().join("results")).unwrap().map(|e| e.unwrap().path()).collect();
+    let json = files.iter().find(|p| p.to_string_lossy().ends_with("-rooms.json")).expect("a -rooms.json");
+    assert!(!files.iter().any(|p| p.extension().is_some_and(|e| e == "svg")), "no echo chart: {files:?}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let samples = json["samples"].as_array().unwrap();
+    // Per server: 3 room points twice, and one idle point in 4 rooms.
+    for server in ["ricochet-epoll-rooms", "tokio-tungstenite-rooms"] {
+        let of = |kind: &str| samples.iter().filter(|s| s["server"] == server && s["kind"] == kind).count();
+        assert_eq!((of("room"), of("idle")), (6, 1), "{server}");
+    }
+    for s in samples {
+        assert!(s["error"].is_null(), "sample failed: {s}");
+        assert!(s["room"]["rooms"].as_u64().unwrap() >= 1, "{s}");
+    }
+    let chat = samples.iter().find(|s| s["kind"] == "room" && s["room"]["rooms"] == 2).expect("the chat point");
+    assert_eq!((chat["connections"].as_u64(), chat["room"]["publishers"].as_u64()), (Some(6), Some(6)));
+    // Every member of the room checked every message: nothing missing.
+    let r = &chat["report"];
+    assert!(r["messages"].as_u64().unwrap() > 0 && r["missing_echoes"] == 0, "{chat}");
+
+    let spliced = std::fs::read_to_string(&guide).unwrap();
+    assert!(spliced.contains("echo tables"), "the echo tables are left alone:\n{spliced}");
+    assert!(!spliced.contains("\nold\n") && spliced.ends_with("after\n"), "{spliced}");
+    for row in [
+        "| 1 room × 20, 1 publisher at 200/s, 64 B |",
+        "| 2 rooms × 3, all publishing, 64 B |",
+        "| 1 room × 4, all publishing in lock step, 64 B |",
+        "Ricochet ÷ best peer",
+        "Server RSS per idle room member",
+    ] {
+        assert!(spliced.contains(row), "no {row:?} in\n{spliced}");
+    }
 }

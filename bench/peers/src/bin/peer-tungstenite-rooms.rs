@@ -29,6 +29,8 @@ fn main() {
         let rooms = rooms.clone();
         async move {
             let mut path = String::from("/");
+            // The Err type is tungstenite's own (an HTTP response), as its callback API fixes it.
+            #[allow(clippy::result_large_err)]
             let callback = |req: &Request, resp: Response| {
                 path = req.uri().path().to_string();
                 Ok(resp)
