@@ -1,7 +1,7 @@
 //! The admin listener's counters follow what really happens on the public
 //! port: echoes, closes by code, refusals by status and reason, protocol
 //! errors, timeouts by kind, backpressure stalls, inflated messages, TLS
-//! handshakes. Every scrape after real traffic passes `promtool check
+//! handshakes, rooms (open, members, published, deliveries). Every scrape after real traffic passes `promtool check
 //! metrics` (Debian's `prometheus` package).
 
 mod common;
@@ -167,6 +167,56 @@ fn a_client_that_does_not_read_is_counted_as_a_stall() {
     wait_for(admin, "a backpressure stall", |m| sum(m, "ricochet_backpressure_stalls_total", &[]) >= 1.0);
     let _ = tcp.shutdown(Shutdown::Both);
     let _ = writer.join();
+}
+
+/// A member of room `path` (`--reply room`).
+fn member(addr: std::net::SocketAddr, path: &str) -> RawClient {
+    let mut c = RawClient::connect(addr);
+    c.send_raw(common::upgrade_request(path).as_bytes());
+    let head = c.read_http_head();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    c
+}
+
+#[test]
+fn rooms_members_publications_and_deliveries_are_counted() {
+    let server = start(&["--shards", "2", "--reply", "room"]);
+    let admin = server.metrics.unwrap();
+    // Four members of /a (on both shards, connections go round) and one of /b.
+    let mut a: Vec<RawClient> = (0..4).map(|_| member(server.addr, "/a")).collect();
+    let mut b = member(server.addr, "/b");
+    let m = wait_for(admin, "two rooms, five members", |m| {
+        sum(m, "ricochet_rooms_open", &[]) == 2.0 && sum(m, "ricochet_room_members", &[]) == 5.0
+    });
+    let on = |shard: &str| sum(&m, "ricochet_room_members", &[shard]);
+    assert!(on("shard=\"0\"") >= 1.0 && on("shard=\"1\"") >= 1.0, "members on both shards: {m:#?}");
+    // Each member of /a publishes once: 4 messages, 16 deliveries; /b's one
+    // message reaches its one member.
+    for (i, c) in a.iter_mut().enumerate() {
+        c.send(true, OpCode::Text, format!("from {i}").as_bytes());
+    }
+    b.send(true, OpCode::Text, b"alone");
+    for c in a.iter_mut() {
+        for _ in 0..4 {
+            assert!(matches!(c.next_event(), Some(Event::Message(OpCode::Text, _))));
+        }
+    }
+    assert_eq!(b.next_event(), Some(Event::Message(OpCode::Text, b"alone".to_vec())));
+    let m = wait_for(admin, "5 published, 17 delivered", |m| {
+        sum(m, "ricochet_room_messages_published_total", &[]) == 5.0
+            && sum(m, "ricochet_room_deliveries_total", &[]) == 17.0
+    });
+    assert_eq!(sum(&m, "ricochet_room_drops_total", &[]), 0.0);
+    assert_eq!(sum(&m, "ricochet_room_slow_closes_total", &[]), 0.0);
+    promtool_passes(&get(admin, "/metrics").body);
+    // Everyone leaves: no room is open and no member is left.
+    for mut c in a.into_iter().chain([b]) {
+        c.send(true, OpCode::Close, &1000u16.to_be_bytes());
+        assert_eq!(c.expect_close(), Some(1000));
+    }
+    wait_for(admin, "no room open", |m| {
+        sum(m, "ricochet_rooms_open", &[]) == 0.0 && sum(m, "ricochet_room_members", &[]) == 0.0
+    });
 }
 
 #[test]

@@ -220,7 +220,7 @@ fn run(mut args: Args) -> Result<bool, String> {
         splice(summary, "bench-summary", &table::summary(&results))?;
         println!("updated {}", summary.display());
     }
-    Ok(results.failures().is_empty())
+    Ok(results.run_failures().is_empty())
 }
 
 /// `target` as a path relative to the directory `from` (both must exist).

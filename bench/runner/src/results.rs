@@ -314,8 +314,27 @@ impl Results {
 
     /// Samples that failed, as `server at point: why` lines.
     pub fn failures(&self) -> Vec<String> {
+        self.failures_where(|_| true)
+    }
+
+    /// The failures that fail a run: all but a peer's room sample that only
+    /// missed deliveries (a room server that cannot keep up with a fixed
+    /// rate falls behind: the tables show how much, and that is the finding).
+    pub fn run_failures(&self) -> Vec<String> {
+        let peer = |name: &str| self.servers.iter().any(|s| s.name == name && !s.ricochet);
+        self.failures_where(|s| {
+            let behind = s
+                .report
+                .as_ref()
+                .is_some_and(|r| r.mismatched_echoes == 0 && r.failed_connections == 0 && r.missing_echoes > 0);
+            !(s.kind == Kind::Room && s.error.is_none() && behind && peer(&s.server))
+        })
+    }
+
+    fn failures_where(&self, counts: impl Fn(&Sample) -> bool) -> Vec<String> {
         self.samples
             .iter()
+            .filter(|s| counts(s))
             .filter_map(|s| {
                 let why = s.error.clone().or_else(|| {
                     let r = s.report.as_ref()?;

@@ -404,7 +404,12 @@ fn room_label((members, shape, size): RoomPoint) -> String {
 /// them between their own markers, so a run of the rooms alone,
 /// `make bench-rooms`, refreshes them and leaves the echo tables be).
 pub fn fanout(r: &Results) -> Option<String> {
-    r.samples.iter().any(|s| s.kind == Kind::Room).then(|| fanout_section(r))
+    r.samples.iter().any(|s| s.kind == Kind::Room).then(|| {
+        // With its own host line: these tables stand on their own page section.
+        let mut out = fanout_section(r);
+        footer(r, &mut out);
+        out
+    })
 }
 
 /// Rooms: deliveries per server CPU-second at each fan-out point, Ricochet
@@ -538,7 +543,12 @@ fn footer(r: &Results, out: &mut String) {
         r.host.server_cpus,
         r.host.client_cpus,
         r.duration_s,
-        if r.warmup_s > 0.0 { format!(" after {} s of warm-up", r.warmup_s) } else { String::new() },
+        // Warm-up runs before echo and fixed-rate samples only.
+        if r.warmup_s > 0.0 && r.samples.iter().any(|s| matches!(s.kind, Kind::Echo | Kind::Rate)) {
+            format!(" after {} s of warm-up", r.warmup_s)
+        } else {
+            String::new()
+        },
         r.host.started
     );
     for (name, why) in &r.skipped {
