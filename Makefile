@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-rooms bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-rooms rooms-proof bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 # The TLS crypto provider compiled in: ring (the default) or aws-lc-rs
 # (docs/tls.md), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
@@ -114,6 +114,14 @@ bench-rooms: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-rooms$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench \
 		--only ricochet-epoll-rooms,ricochet-uring-rooms,sockudo-ws-rooms,tokio-tungstenite-rooms \
 		$(if $(BENCH_ARGS),,--guide docs/performance.md) $(BENCH_ARGS)
+
+# The rooms' memory bound at full size: 1,000 members of which 100 never
+# read, one publisher sending 1 GiB of 16 KiB messages, every byte checked
+# by every reader, under --slow-member drop and close (about 12 minutes
+# here; `make test` runs the same test at a tenth of the members and a
+# thirty-second of the bytes).
+rooms-proof:
+	RICOCHET_ROOM_PROOF=full $(CARGO) test --release --test slow_room_members_cost_only_themselves -- --nocapture --test-threads 1
 
 bench-quick: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench --quick $(BENCH_ARGS)
