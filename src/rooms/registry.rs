@@ -19,8 +19,8 @@ pub struct Room {
     /// Unique for the life of the process (a room that closes and opens
     /// again is a new room).
     pub id: u64,
-    /// The request path.
-    pub path: Box<str>,
+    /// The request path (one allocation, shared with the registry's key).
+    pub path: Arc<str>,
     /// Members per shard.
     members: Box<[AtomicU32]>,
     /// What happened in the room, for the status page.
@@ -60,7 +60,7 @@ impl Room {
 /// Every room of the process.
 #[derive(Debug)]
 pub struct Registry {
-    rooms: Mutex<HashMap<Box<str>, Arc<Room>>>,
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     shards: usize,
     max_rooms: usize,
     next_id: AtomicU64,
@@ -93,13 +93,14 @@ impl Registry {
                 if rooms.len() >= self.max_rooms {
                     return Err(Rejection::TooManyRooms(self.max_rooms));
                 }
+                let path: Arc<str> = path.into();
                 let r = Arc::new(Room {
                     id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                    path: path.into(),
+                    path: path.clone(),
                     members: (0..self.shards).map(|_| AtomicU32::new(0)).collect(),
                     stats: RoomStats::default(),
                 });
-                rooms.insert(path.into(), r.clone());
+                rooms.insert(path, r.clone());
                 self.open.store(rooms.len() as u64, Ordering::Relaxed);
                 r
             }

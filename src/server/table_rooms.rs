@@ -103,7 +103,7 @@ impl<T: PeerAddr> Table<T> {
         let s = &mut self.slots[slot];
         if let Some(room) = joined {
             if upgraded {
-                r.members.add(&room, Member { slot, generation: s.generation });
+                r.members.add(&room, Member { slot: slot as u32, generation: s.generation });
                 self.ctx.metrics.room_members.add(1);
                 if r.state.len() <= slot {
                     r.state.resize_with(slot + 1, || None);
@@ -233,15 +233,18 @@ impl<T: PeerAddr> Table<T> {
         let (mut delivered, mut dropped, mut slow) = (0u64, 0u64, 0u64);
         for &m in members {
             if settings.exclude_sender
-                && message.from == (Sender { shard: self.ctx.id, slot: m.slot, generation: m.generation })
+                && message.from == (Sender { shard: self.ctx.id, slot: m.slot as usize, generation: m.generation })
             {
                 continue;
             }
-            let Some(s) = self.slots.get_mut(m.slot).filter(|s| s.generation == m.generation) else { continue };
+            let Some(s) = self.slots.get_mut(m.slot as usize).filter(|s| s.generation == m.generation) else {
+                continue;
+            };
             if s.conn.session.phase() != crate::ws::Phase::Open {
                 continue; // closing: it gets nothing more
             }
-            let Some(rc) = r.state.get_mut(m.slot).and_then(|x| x.as_mut()).filter(|rc| rc.generation == m.generation)
+            let Some(rc) =
+                r.state.get_mut(m.slot as usize).and_then(|x| x.as_mut()).filter(|rc| rc.generation == m.generation)
             else {
                 continue;
             };
@@ -302,7 +305,7 @@ impl<T: PeerAddr> Table<T> {
             r.backlog_bytes = r.backlog_bytes + io.backlog.bytes() - before;
             s.conn.backlog = !io.backlog.is_empty();
             if was_empty && !io.backlog.is_empty() {
-                r.flush.push((m.slot, m.generation));
+                r.flush.push((m.slot as usize, m.generation));
             }
         }
         let add = |c: &std::sync::atomic::AtomicU64, n: u64| {
@@ -429,7 +432,7 @@ impl<T: PeerAddr> Table<T> {
             return;
         };
         let rc = rc.take().expect("checked above");
-        r.members.remove(rc.room.id, Member { slot, generation });
+        r.members.remove(rc.room.id, Member { slot: slot as u32, generation });
         r.rooms.registry.leave(&rc.room, self.ctx.id);
         self.ctx.metrics.room_members.set(self.ctx.metrics.room_members.get().saturating_sub(1));
         let waiting = rc.io.as_ref().map_or(0, |io| io.backlog.bytes());
