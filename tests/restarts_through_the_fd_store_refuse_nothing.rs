@@ -175,33 +175,9 @@ fn start(store: &Store, notify: &str, fdstore: &str, args: &[&str]) -> Child {
     child
 }
 
-/// Inodes of the listening TCP sockets `pid` holds: its sockets
-/// (`/proc/PID/fd`) that `/proc/net/tcp` lists in state LISTEN.
+/// Inodes of the listening TCP sockets `pid` holds.
 fn listening_ids(pid: u32) -> BTreeSet<u64> {
-    let mut mine = BTreeSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        if let Ok(t) = std::fs::read_link(e.path()) {
-            let t = t.to_string_lossy().into_owned();
-            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-                mine.insert(i.parse::<u64>().unwrap());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // State 0A is LISTEN; the inode is field 9.
-            if f.len() > 9 && f[3] == "0A" {
-                if let Ok(i) = f[9].parse::<u64>() {
-                    if mine.contains(&i) {
-                        out.insert(i);
-                    }
-                }
-            }
-        }
-    }
-    out
+    common::listeners::listening(pid).into_iter().map(|(inode, _)| inode).collect()
 }
 
 fn free_port() -> u16 {

@@ -24,34 +24,9 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Socket inodes of `pid`'s open descriptors.
-fn socket_inodes(pid: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        if let Ok(t) = std::fs::read_link(e.path()) {
-            let t = t.to_string_lossy().into_owned();
-            if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-                out.push(i.to_string());
-            }
-        }
-    }
-    out
-}
-
 /// The local ports of the listening TCP sockets `pid` holds.
 fn listening_ports(pid: u32) -> Vec<u16> {
-    let mine = socket_inodes(pid);
-    let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // local_address is ADDR:PORT in hex; state 0A is LISTEN; inode is field 9.
-            if f.len() > 9 && f[3] == "0A" && mine.iter().any(|i| i == f[9]) {
-                let port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap();
-                ports.push(port);
-            }
-        }
-    }
+    let mut ports: Vec<u16> = common::listeners::listening(pid).into_iter().map(|(_, port)| port).collect();
     ports.sort_unstable();
     ports.dedup();
     ports

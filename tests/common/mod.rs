@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod haproxy;
+pub mod listeners;
 pub mod restarts;
 pub mod tls;
 
