@@ -84,22 +84,7 @@ fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
 
 /// Sends one line with `fd` attached (SCM_RIGHTS).
 fn send_with_fd(stream: &UnixStream, line: &str, fd: RawFd) -> io::Result<()> {
-    let bytes = line.as_bytes();
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
-    let mut control = fd_control();
-    let msg = msghdr(&mut iov, &mut control);
-    // SAFETY: `msg` points at `iov` and `control`, alive here; the control
-    // buffer has room for one cmsghdr carrying one descriptor (`fd_control`).
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-    }
-    // SAFETY: as above.
-    retrying(|| unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
-    Ok(())
+    crate::server::scm::send_with_fds(stream.as_raw_fd(), line.as_bytes(), &[fd]).map(drop)
 }
 
 /// Receives one message: its text and the descriptor attached, if any.

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod notify;
 pub mod per_ip;
 pub mod rate;
+pub mod scm;
 pub mod shard;
 pub mod shared;
 pub mod table;
