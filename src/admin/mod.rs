@@ -105,6 +105,12 @@ pub struct Admin {
     listener: TcpListener,
 }
 
+impl std::os::fd::AsRawFd for Admin {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_raw_fd()
+    }
+}
+
 impl Admin {
     /// Binds `addr` (before the shards start, so a taken port stops the start).
     pub fn bind(addr: SocketAddr) -> io::Result<Admin> {

@@ -286,32 +286,6 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             warn!(addr = %p.addr, "not serving a passed listener the settings do not name (takeover: it closes with the old process)");
         }
     }
-    // Copies of the listeners to give systemd's file descriptor store.
-    let mut to_store: Vec<(Role, std::os::fd::OwnedFd)> = Vec::new();
-    let store_capacity = fdstore::capacity();
-    if store_capacity.is_some() {
-        let copy = |l: &std::net::TcpListener| {
-            l.try_clone().map(std::os::fd::OwnedFd::from).map_err(|source| ServeError::Bind {
-                addr: l.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-                source,
-            })
-        };
-        for (ls, is_tls) in &bound {
-            let role = if *is_tls { Role::Tls } else { Role::Plain };
-            if ls[0].local_addr().is_ok_and(|a| from_unit.contains(&(role, a))) {
-                continue;
-            }
-            for l in ls {
-                to_store.push((role, copy(l)?));
-            }
-        }
-        if let Some((a, actual)) = &admin {
-            if !from_unit.contains(&(Role::Admin, *actual)) {
-                let l = a.try_clone_listener().map_err(|source| ServeError::Bind { addr: *actual, source })?;
-                to_store.push((Role::Admin, l.into()));
-            }
-        }
-    }
     let public: Vec<(SocketAddr, bool)> =
         bound.iter().map(|(ls, is_tls)| (ls[0].local_addr().expect("checked when bound"), *is_tls)).collect();
     // Copies of every listener, to hand over to the next process.
@@ -327,14 +301,25 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             kept.push((Role::Admin, a.try_clone_listener().map_err(|e| ServeError::Takeover(e.to_string()))?));
         }
     }
+    let notifier = Arc::new(Notifier::from_env());
+    if let (Some(capacity), true) = (fdstore::capacity(), notifier.enabled()) {
+        use std::os::fd::AsRawFd;
+        // Every listener this server bound (a socket unit's stay with systemd).
+        let mut fds: Vec<(Role, std::os::fd::RawFd)> = Vec::new();
+        for (ls, is_tls) in &bound {
+            let role = if *is_tls { Role::Tls } else { Role::Plain };
+            if !ls[0].local_addr().is_ok_and(|a| from_unit.contains(&(role, a))) {
+                fds.extend(ls.iter().map(|l| (role, l.as_raw_fd())));
+            }
+        }
+        if let Some((a, _)) = admin.as_ref().filter(|(_, actual)| !from_unit.contains(&(Role::Admin, *actual))) {
+            fds.push((Role::Admin, a.as_raw_fd()));
+        }
+        keep_in_store(&notifier, capacity, &unused_stored, &fds);
+    }
     let per_shard = takeover::share(bound, settings.shards).map_err(|e| ServeError::Takeover(e.to_string()))?;
     let cores = if settings.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let settings = Arc::new(settings);
-    let notifier = Arc::new(Notifier::from_env());
-    if let (Some(capacity), true) = (store_capacity, notifier.enabled()) {
-        keep_in_store(&notifier, capacity, &unused_stored, &to_store);
-    }
-    drop(to_store);
     let watchdog = notifier.enabled().then(systemd::watchdog_interval).flatten();
     let mut shared = Shared::new(settings.max_connections, tokens.clone());
     if let Some(n) = settings.max_connections_per_ip {
@@ -500,13 +485,11 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
 /// server bound (first forgetting the stored ones it no longer serves), so
 /// that a restart closes none of them. A failure costs only that: it is
 /// said, and the server serves on.
-fn keep_in_store(notifier: &Notifier, capacity: usize, unused: &[&str], sockets: &[(Role, std::os::fd::OwnedFd)]) {
-    use std::os::fd::AsRawFd;
+fn keep_in_store(notifier: &Notifier, capacity: usize, unused: &[&str], fds: &[(Role, std::os::fd::RawFd)]) {
     if let Err(e) = fdstore::forget(notifier, unused) {
         warn!("could not remove unused sockets from systemd's file descriptor store: {e}");
     }
-    let fds: Vec<(Role, std::os::fd::RawFd)> = sockets.iter().map(|(r, fd)| (*r, fd.as_raw_fd())).collect();
-    match fdstore::store(notifier, capacity, &fds) {
+    match fdstore::store(notifier, capacity, fds) {
         Ok(()) => info!(sockets = fds.len(), "listening sockets kept in systemd's file descriptor store for restarts"),
         Err(e) => warn!("{e}"),
     }
