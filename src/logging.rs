@@ -73,7 +73,10 @@ pub enum LogFormat {
 /// default); as text, colours only when standard error is a terminal and
 /// `NO_COLOR` is unset.
 pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The NATS client's own info lines repeat the bridge's one line per
+    // change of state (src/cluster/bridge.rs); its errors still show.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=error".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LossyStderr);
     let installed = match format {
         LogFormat::Text => {

@@ -82,6 +82,8 @@ pub struct Scrape<'a> {
     pub process: Option<ProcessStats>,
     /// With `--reply room`: rooms open now.
     pub rooms_open: Option<u64>,
+    /// With `--cluster`: the bridge's counters.
+    pub cluster: Option<&'a crate::cluster::ClusterStats>,
 }
 
 fn one(value: f64) -> Vec<Sample> {
@@ -281,6 +283,63 @@ impl Scrape<'_> {
                 self.per_shard(|m| m.room_inbox_waits.get()),
             );
         }
+        if let Some(c) = self.cluster {
+            use crate::cluster::{ClusterStats as S, DropReason};
+            add(
+                "ricochet_cluster_connected",
+                "1 while the bridge is connected to a NATS server (--cluster), else 0.",
+                G,
+                one(S::get(&c.connected) as f64),
+            );
+            add(
+                "ricochet_cluster_published_total",
+                "Room messages of members here published to NATS for other hosts (once each, whatever the rooms' sizes).",
+                C,
+                one(S::get(&c.published) as f64),
+            );
+            add(
+                "ricochet_cluster_received_total",
+                "Room messages from other hosts received from NATS.",
+                C,
+                one(S::get(&c.received) as f64),
+            );
+            add(
+                "ricochet_cluster_dropped_total",
+                "Room messages that did not cross between this process and NATS, by reason: queue_full, disconnected and too_large going out (a message dropped so reaches no other host); malformed, shards_busy and slow_consumer coming in.",
+                C,
+                labelled("reason", DropReason::ALL.iter().map(|r| (r.label(), c.dropped(*r)))),
+            );
+            add(
+                "ricochet_cluster_reconnects_total",
+                "Connections to NATS made again after one was lost.",
+                C,
+                one(S::get(&c.reconnects) as f64),
+            );
+            add(
+                "ricochet_cluster_queue_depth",
+                "Room messages waiting for the bridge to publish them to NATS.",
+                G,
+                one(S::get(&c.queue_depth) as f64),
+            );
+            add(
+                "ricochet_cluster_queue_bytes",
+                "Their payload bytes (at most --cluster-queue).",
+                G,
+                one(S::get(&c.queue_bytes) as f64),
+            );
+            add(
+                "ricochet_cluster_subscriptions",
+                "Rooms with members here, each subscribed to its NATS subject.",
+                G,
+                one(S::get(&c.subscriptions) as f64),
+            );
+            add(
+                "ricochet_cluster_max_payload_bytes",
+                "The NATS server's max_payload as last read (0 before the first connection); room messages larger than it less 1 byte are refused with 1009.",
+                G,
+                one(S::get(&c.max_payload) as f64),
+            );
+        }
         if i.per_ip {
             add(
                 "ricochet_connections_refused_total",
@@ -456,8 +515,15 @@ pub fn reference_markdown() -> String {
         start_time_seconds: 0.0,
         threads: 0,
     };
-    let scrape =
-        Scrape { shards: &shards, info: &info, websockets_open: 0, process: Some(process), rooms_open: Some(0) };
+    let cluster = crate::cluster::ClusterStats::default();
+    let scrape = Scrape {
+        shards: &shards,
+        info: &info,
+        websockets_open: 0,
+        process: Some(process),
+        rooms_open: Some(0),
+        cluster: Some(&cluster),
+    };
     let mut out = String::from("| Metric | Type | Labels | What it counts |\n|---|---|---|---|\n");
     for f in scrape.families() {
         let mut labels: Vec<&str> = f.samples.iter().flat_map(|s| s.labels.iter().map(|(k, _)| *k)).collect();
@@ -521,7 +587,8 @@ mod tests {
         let shards = [a, b];
         let i = info("epoll", false, false);
         let text = prometheus_text(
-            &Scrape { shards: &shards, info: &i, websockets_open: 4, process: None, rooms_open: None }.families(),
+            &Scrape { shards: &shards, info: &i, websockets_open: 4, process: None, rooms_open: None, cluster: None }
+                .families(),
         );
         for line in [
             "ricochet_messages_received_total{shard=\"0\"} 5",
@@ -557,11 +624,12 @@ mod tests {
         let shards = [Arc::new(ShardMetrics::default())];
         let i = info("io_uring", true, true);
         let p = ProcessStats::read().ok();
-        let names: Vec<_> = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p, rooms_open: None }
-            .families()
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
+        let names: Vec<_> =
+            Scrape { shards: &shards, info: &i, websockets_open: 0, process: p, rooms_open: None, cluster: None }
+                .families()
+                .into_iter()
+                .map(|f| f.name)
+                .collect();
         for n in [
             "ricochet_uring_receive_starved_total",
             "ricochet_tls_handshakes_total",
@@ -580,13 +648,14 @@ mod tests {
             assert!(names.contains(&n), "{n} missing");
         }
         for n in &names {
-            let counter = Scrape { shards: &shards, info: &i, websockets_open: 0, process: p, rooms_open: None }
-                .families()
-                .into_iter()
-                .find(|f| f.name == *n)
-                .unwrap()
-                .kind
-                == Kind::Counter;
+            let counter =
+                Scrape { shards: &shards, info: &i, websockets_open: 0, process: p, rooms_open: None, cluster: None }
+                    .families()
+                    .into_iter()
+                    .find(|f| f.name == *n)
+                    .unwrap()
+                    .kind
+                    == Kind::Counter;
             assert_eq!(counter, n.ends_with("_total"), "{n}: counters and only counters end in _total");
         }
     }
@@ -597,7 +666,9 @@ mod tests {
         a.bytes_in.add(1234);
         let shards = [a];
         let i = info("epoll", false, false);
-        let fams = Scrape { shards: &shards, info: &i, websockets_open: 0, process: None, rooms_open: None }.families();
+        let fams =
+            Scrape { shards: &shards, info: &i, websockets_open: 0, process: None, rooms_open: None, cluster: None }
+                .families();
         let j = json(&fams);
         assert_eq!(j["ricochet_received_bytes_total"][0]["value"], 1234.0);
         assert_eq!(j["ricochet_received_bytes_total"][0]["labels"]["shard"], "0");

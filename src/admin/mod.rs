@@ -60,6 +60,8 @@ pub struct AdminContext {
     history: Mutex<History>,
     /// With `--reply room`: the rooms.
     pub rooms: Option<Arc<crate::rooms::Rooms>>,
+    /// With `--cluster`: the bridge's counters.
+    pub cluster: Option<Arc<crate::cluster::ClusterStats>>,
 }
 
 impl AdminContext {
@@ -80,7 +82,14 @@ impl AdminContext {
             started: Instant::now(),
             history: Mutex::default(),
             rooms: None,
+            cluster: None,
         }
+    }
+
+    /// With `--cluster`: the bridge's counters, for the metrics.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::ClusterStats>>) -> AdminContext {
+        self.cluster = cluster;
+        self
     }
 
     /// With `--reply room`: the rooms, for their metrics and the status page.
@@ -96,6 +105,7 @@ impl AdminContext {
             websockets_open: self.shared.active() as u64,
             process: ProcessStats::read().ok(),
             rooms_open: self.rooms.as_ref().map(|r| r.registry.open()),
+            cluster: self.cluster.as_deref(),
         }
     }
 }

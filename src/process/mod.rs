@@ -5,6 +5,7 @@
 //! below depends on them.
 
 mod activation;
+mod cluster;
 mod drain;
 mod fdstore;
 mod handover;
@@ -35,6 +36,9 @@ use tracing::{info, warn};
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
 pub enum ServeError {
+    /// The cluster bridge could not start (`--cluster`).
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::bridge::BridgeError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {}", bind_words(.source))]
     Bind {
@@ -331,7 +335,15 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let shared = Arc::new(shared);
     let metrics: Vec<Arc<ShardMetrics>> = (0..settings.shards).map(|_| Arc::default()).collect();
-    let rooms = settings.rooms.clone().map(|r| crate::rooms::Rooms::new(r, settings.shards));
+    let link = settings.cluster.as_ref().map(|c| crate::cluster::Link::new(c.queue));
+    let uplink = link.clone().map(|l| l as Arc<dyn crate::rooms::Uplink>);
+    let rooms = settings.rooms.clone().map(|r| crate::rooms::Rooms::new(r, settings.shards, uplink));
+    // Before the shards: with --cluster-required, a NATS that does not
+    // answer stops the start before anything is served.
+    let bridge = match (&settings.cluster, &link, &rooms) {
+        (Some(c), Some(l), Some(r)) => Some(cluster::start(c.clone(), l.clone(), r.clone())?),
+        _ => None,
+    };
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::new();
     for (id, l) in per_shard.into_iter().enumerate() {
@@ -404,7 +416,8 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             inherited: settings.takeover.as_ref().map(|_| inherited),
         };
         let ctx = AdminContext::new(metrics.clone(), shared.clone(), settings.clone(), info, public)
-            .with_rooms(rooms.clone());
+            .with_rooms(rooms.clone())
+            .with_cluster(link.as_ref().map(|l| l.stats.clone()));
         a.start(Arc::new(ctx)).map_err(|source| ServeError::Bind { addr: actual, source })?;
         ready_lines.push(format!("metrics on {actual}"));
     }
@@ -472,6 +485,10 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             Ok(Err(source)) => return Err(ServeError::Stopped { shard: id, source }),
             Err(_) => return Err(ServeError::Stopped { shard: id, source: std::io::Error::other("panicked") }),
         }
+    }
+    // The shards stopped: what they queued for other hosts goes out.
+    if let Some(b) = bridge {
+        b.stop();
     }
     if let Some(own) = own_socket {
         own.remove_if_ours();

@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn a_message_that_races_a_leave_finds_nobody_and_the_room_outlives_it() {
-        let registry = Registry::new(2, 10);
+        let registry = Registry::new(2, 10, None);
         let mut members = Members::default();
         let room = registry.join("/r", 1).unwrap();
         let m = Member { slot: 7, generation: 3 };
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn members_leave_in_any_order() {
-        let registry = Registry::new(1, 10);
+        let registry = Registry::new(1, 10, None);
         let room = registry.join("/r", 0).unwrap();
         let mut members = Members::default();
         let all: Vec<Member> = (0..5u32).map(|slot| Member { slot, generation: 1 }).collect();

@@ -20,11 +20,13 @@ mod backlog;
 mod inbox;
 mod members;
 mod registry;
+mod uplink;
 
 pub use backlog::{Backlog, Item, Offer};
 pub use inbox::{Delivery, Inbox, INBOX_BYTES};
 pub use members::{Member, Members};
 pub use registry::{Registry, Room, RoomStats};
+pub use uplink::Uplink;
 
 use crate::ws::output::Collected;
 use std::sync::Arc;
@@ -59,6 +61,7 @@ impl Default for RoomSettings {
 
 /// Who sent a message: its shard, slot and the slot's generation, so that
 /// `--room-exclude-sender` can leave it out wherever it is delivered.
+/// [`Sender::REMOTE`] for a message that came through the [`Uplink`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sender {
     /// The shard the sender is on.
@@ -67,6 +70,11 @@ pub struct Sender {
     pub slot: usize,
     /// The slot's generation.
     pub generation: u32,
+}
+
+impl Sender {
+    /// A sender in another process: matches no member here.
+    pub const REMOTE: Sender = Sender { shard: usize::MAX, slot: usize::MAX, generation: u32::MAX };
 }
 
 /// One room message: the encoded server frame every receiver sends as it is.
@@ -112,6 +120,8 @@ pub struct Rooms {
     pub registry: Registry,
     /// One inbox per shard, by shard number.
     pub inboxes: Vec<Inbox>,
+    /// Other processes' rooms (`--cluster`), if any.
+    pub uplink: Option<Arc<dyn Uplink>>,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -121,12 +131,38 @@ impl std::fmt::Debug for Rooms {
 }
 
 impl Rooms {
-    /// Rooms for a process of `shards` shards.
-    pub fn new(settings: RoomSettings, shards: usize) -> Arc<Rooms> {
+    /// Rooms for a process of `shards` shards, linked to other processes'
+    /// through `uplink` if there is one.
+    pub fn new(settings: RoomSettings, shards: usize, uplink: Option<Arc<dyn Uplink>>) -> Arc<Rooms> {
         Arc::new(Rooms {
-            registry: Registry::new(shards, settings.max_rooms),
+            registry: Registry::new(shards, settings.max_rooms, uplink.clone()),
             inboxes: (0..shards).map(|_| Inbox::new()).collect(),
             settings,
+            uplink,
         })
+    }
+
+    /// Delivers messages from another process to the members of `room`
+    /// here, in order: one push (one lock) per shard that has members; no
+    /// shard encodes anything (the frames are shared). A shard whose inbox
+    /// holds `inbox_limit` bytes or more already gets none of them: returns
+    /// how many (message, shard) pairs were left out so, for the caller to
+    /// count as dropped.
+    pub fn deliver_remote(&self, room: &Room, messages: &[Arc<Message>], inbox_limit: usize) -> u64 {
+        let mut skipped = 0;
+        let mut batch = Vec::with_capacity(messages.len());
+        for shard in 0..room.shards() {
+            if room.members_on(shard) == 0 {
+                continue;
+            }
+            let inbox = &self.inboxes[shard];
+            if inbox.bytes() >= inbox_limit {
+                skipped += messages.len() as u64;
+                continue;
+            }
+            batch.extend(messages.iter().map(|m| Delivery { room: room.id, message: m.clone() }));
+            inbox.push(&mut batch);
+        }
+        skipped
     }
 }

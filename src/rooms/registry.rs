@@ -1,5 +1,6 @@
 //! Which rooms exist, and how many members each has on each shard.
 
+use crate::rooms::Uplink;
 use crate::ws::handshake::Rejection;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -58,7 +59,6 @@ impl Room {
 }
 
 /// Every room of the process.
-#[derive(Debug)]
 pub struct Registry {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     shards: usize,
@@ -68,11 +68,20 @@ pub struct Registry {
     open: AtomicU64,
     /// Gauge: members in every room.
     members: AtomicU64,
+    /// Told of rooms opening and closing (under the lock, so in order).
+    uplink: Option<Arc<dyn Uplink>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("open", &self.open()).field("members", &self.members()).finish()
+    }
 }
 
 impl Registry {
-    /// No rooms yet; at most `max_rooms` at once.
-    pub fn new(shards: usize, max_rooms: usize) -> Registry {
+    /// No rooms yet; at most `max_rooms` at once; `uplink` is told of each
+    /// room that opens and closes.
+    pub fn new(shards: usize, max_rooms: usize, uplink: Option<Arc<dyn Uplink>>) -> Registry {
         Registry {
             rooms: Mutex::new(HashMap::new()),
             shards,
@@ -80,6 +89,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             open: AtomicU64::new(0),
             members: AtomicU64::new(0),
+            uplink,
         }
     }
 
@@ -102,6 +112,9 @@ impl Registry {
                 });
                 rooms.insert(path, r.clone());
                 self.open.store(rooms.len() as u64, Ordering::Relaxed);
+                if let Some(u) = &self.uplink {
+                    u.opened(&r);
+                }
                 r
             }
         };
@@ -122,6 +135,9 @@ impl Registry {
             // opened since is another room.
             if rooms.get(&*room.path).is_some_and(|r| r.id == room.id) {
                 rooms.remove(&*room.path);
+                if let Some(u) = &self.uplink {
+                    u.closed(room);
+                }
             }
             self.open.store(rooms.len() as u64, Ordering::Relaxed);
         }
@@ -154,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_room_opens_with_its_first_member_and_closes_with_its_last() {
-        let r = Registry::new(2, 10);
+        let r = Registry::new(2, 10, None);
         let a = r.join("/chat", 0).unwrap();
         let b = r.join("/chat", 1).unwrap();
         assert_eq!(a.id, b.id, "the same room");
@@ -169,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_room_limit_refuses_a_new_room_but_not_a_new_member() {
-        let r = Registry::new(1, 2);
+        let r = Registry::new(1, 2, None);
         r.join("/a", 0).unwrap();
         let b = r.join("/b", 0).unwrap();
         assert_eq!(r.join("/c", 0).unwrap_err(), Rejection::TooManyRooms(2));
@@ -180,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_stale_leave_does_not_close_a_reopened_room() {
-        let r = Registry::new(1, 10);
+        let r = Registry::new(1, 10, None);
         let old = r.join("/x", 0).unwrap();
         r.leave(&old, 0);
         let new = r.join("/x", 0).unwrap();

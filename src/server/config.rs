@@ -39,6 +39,16 @@ pub enum ConfigError {
         /// The largest allowed, as a size.
         max: String,
     },
+    /// A file a setting names could not be read.
+    #[error("cannot read the --{setting} file {path}: {source}")]
+    File {
+        /// The setting's flag name.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -183,6 +193,27 @@ pub struct ServeArgs {
     /// With --reply room: rooms open at once; a handshake that would open one more gets 503 [default: 100000]
     #[arg(long, env = "RICOCHET_MAX_ROOMS", value_name = "N")]
     pub max_rooms: Option<String>,
+    /// With --reply room: link this process's rooms to other processes' (on this host or others) through NATS, at these server URLs (nats://HOST:PORT or tls://HOST:PORT, comma-separated, tried in turn). Each message a member publishes also goes once to NATS; messages from other hosts reach the members here. At most once across hosts: what cannot cross (NATS down or slow) is dropped and counted, local delivery never waits (docs/cluster.md) [default: rooms are local to the process]
+    #[arg(long, env = "RICOCHET_CLUSTER", value_name = "URLS")]
+    pub cluster: Option<String>,
+    /// With --cluster tls://...: PEM file of the CA the NATS servers' certificates must chain to [default: the system's roots]
+    #[arg(long, env = "RICOCHET_CLUSTER_CA", value_name = "FILE")]
+    pub cluster_ca: Option<PathBuf>,
+    /// With --cluster: a NATS credentials (.creds) file to authenticate with (a file, so that no secret shows in `ps`)
+    #[arg(long, env = "RICOCHET_CLUSTER_CREDENTIALS", value_name = "FILE")]
+    pub cluster_credentials: Option<PathBuf>,
+    /// With --cluster: a file holding the NATS token to authenticate with (a file, so that no secret shows in `ps`)
+    #[arg(long, env = "RICOCHET_CLUSTER_TOKEN_FILE", value_name = "FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// With --cluster: room subjects start with this; the room's path follows as one token, with `.`, `*`, `>`, `%`, spaces and other bytes outside letters, digits and /-_~+,;=:@!$&'() written %XX [default: ricochet.room.]
+    #[arg(long, env = "RICOCHET_CLUSTER_SUBJECT_PREFIX", value_name = "PREFIX")]
+    pub cluster_subject_prefix: Option<String>,
+    /// With --cluster: refuse to start while no NATS server answers (by default the server starts, serves rooms locally and keeps trying)
+    #[arg(long, env = "RICOCHET_CLUSTER_REQUIRED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub cluster_required: bool,
+    /// With --cluster: the most message bytes waiting to be sent to NATS; past it, messages for other hosts are dropped and counted [default: 8MiB]
+    #[arg(long, env = "RICOCHET_CLUSTER_QUEUE", value_name = "BYTES")]
+    pub cluster_queue: Option<String>,
     /// On SIGINT/SIGTERM, how long to wait for clients to finish the close handshake [default: 5s]
     #[arg(long, env = "RICOCHET_SHUTDOWN_GRACE", value_name = "TIME")]
     pub shutdown_grace: Option<String>,
@@ -260,6 +291,13 @@ struct FileSettings {
     room_backlog: Option<toml::Value>,
     slow_member: Option<String>,
     max_rooms: Option<toml::Value>,
+    cluster: Option<String>,
+    cluster_ca: Option<PathBuf>,
+    cluster_credentials: Option<PathBuf>,
+    cluster_token_file: Option<PathBuf>,
+    cluster_subject_prefix: Option<String>,
+    cluster_required: Option<bool>,
+    cluster_queue: Option<toml::Value>,
     shutdown_grace: Option<toml::Value>,
     read_buffer: Option<toml::Value>,
     backend: Option<String>,
@@ -328,6 +366,8 @@ pub struct Settings {
     pub inflate_pool: usize,
     /// `--reply room`: the room settings (None for every other reply).
     pub rooms: Option<RoomSettings>,
+    /// `--cluster`: how rooms reach other processes (None: they do not).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// The bearer token file, if handshakes need a token.
     pub auth_tokens: Option<PathBuf>,
     /// How log lines are written.
@@ -524,6 +564,18 @@ impl Settings {
             slow_member,
             max_rooms,
         });
+        let cluster = crate::cluster::ClusterSettings::resolve(
+            crate::cluster::settings::Given {
+                servers: args.cluster.clone().or(file.cluster),
+                ca: args.cluster_ca.clone().or(file.cluster_ca),
+                credentials: args.cluster_credentials.clone().or(file.cluster_credentials),
+                token_file: args.cluster_token_file.clone().or(file.cluster_token_file),
+                subject_prefix: args.cluster_subject_prefix.clone().or(file.cluster_subject_prefix),
+                required: args.cluster_required || file.cluster_required.unwrap_or(false),
+                queue: pick(&args.cluster_queue, &file.cluster_queue),
+            },
+            rooms.is_some(),
+        )?;
         let path = args.path.clone().or(file.path);
         if let Some(p) = &path {
             if !p.starts_with('/') {
@@ -616,6 +668,7 @@ impl Settings {
             auth_tokens,
             log_format,
             rooms,
+            cluster,
             core: ws::Config {
                 handshake: HandshakePolicy {
                     allowed_origins,

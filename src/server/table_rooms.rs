@@ -52,6 +52,8 @@ pub(super) struct ShardRooms {
     batches: Vec<Vec<Delivery>>,
     /// Deliveries taken from the inbox.
     incoming: Vec<Delivery>,
+    /// Messages for the uplink, gathered during one publish.
+    forward: Vec<(Arc<Room>, Arc<Message>)>,
     /// Members with room output that was not there before: the driver writes them.
     flush: Vec<(usize, u32)>,
     /// Room output bytes waiting in this shard's backlogs.
@@ -76,6 +78,7 @@ impl ShardRooms {
             to_publish: Vec::new(),
             batches: (0..shards).map(|_| Vec::new()).collect(),
             incoming: Vec::new(),
+            forward: Vec::new(),
             flush: Vec::new(),
             backlog_bytes: 0,
             seal_in: Output::new(),
@@ -183,7 +186,15 @@ impl<T: PeerAddr> Table<T> {
             return;
         }
         let mut list = std::mem::take(&mut r.to_publish);
+        let uplink = r.rooms.uplink.clone();
+        let max_payload = uplink.as_ref().map_or(usize::MAX, |u| u.max_payload());
         for (room, from, frame) in list.drain(..) {
+            if frame.payload().len() > max_payload {
+                // Nobody gets it, here or elsewhere: a room message reaches
+                // every member or none (docs/cluster.md says why it is not split).
+                self.close_member(from, close::MESSAGE_TOO_BIG, "too big for the cluster", now);
+                continue;
+            }
             let message = Arc::new(Message { frame, from });
             room.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.ctx.metrics.room_published.add(1);
@@ -193,10 +204,16 @@ impl<T: PeerAddr> Table<T> {
                     r.batches[shard].push(Delivery { room: room.id, message: message.clone() });
                 }
             }
+            if uplink.is_some() {
+                self.room.as_mut().expect("checked above").forward.push((room.clone(), message.clone()));
+            }
             self.deliver_local(room.id, &message, now);
         }
         let r = self.room.as_mut().expect("checked above");
         r.to_publish = list;
+        if let Some(u) = &uplink {
+            u.forward(&mut r.forward);
+        }
         for (shard, batch) in r.batches.iter_mut().enumerate() {
             r.rooms.inboxes[shard].push(batch);
         }
@@ -285,20 +302,8 @@ impl<T: PeerAddr> Table<T> {
                     slow += 1;
                     io.backlog.drop_unsent_frames();
                     let ctx = core_ctx(&self.ctx, &self.inflaters, now);
-                    let mut out = std::mem::take(&mut r.seal_in);
-                    out.clear();
-                    session.close_with(&ctx, close::POLICY_VIOLATION, "too slow", &mut out);
-                    let mut bytes = Vec::new();
-                    match tls {
-                        Some(tls) => {
-                            r.seal_out.clear();
-                            if tls.seal(&out, &[], true, &mut r.seal_out).is_ok() {
-                                r.seal_out.copy_to(&[], &mut bytes);
-                            }
-                        }
-                        None => out.copy_to(&[], &mut bytes),
-                    }
-                    r.seal_in = out;
+                    let seal = (&mut r.seal_in, &mut r.seal_out);
+                    let bytes = close_frame(session, tls, &ctx, close::POLICY_VIOLATION, "too slow", seal);
                     io.backlog.push_bytes(bytes);
                 }
             }
@@ -320,6 +325,31 @@ impl<T: PeerAddr> Table<T> {
         self.ctx.metrics.room_dropped.add(dropped);
         self.ctx.metrics.room_slow_closes.add(slow);
         self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
+    }
+
+    /// Closes the member `who` (on this shard) with `code`: its close frame
+    /// goes behind the room output it has waiting, and the driver writes it.
+    fn close_member(&mut self, who: Sender, code: u16, reason: &str, now: Instant) {
+        let Some(r) = self.room.as_mut() else { return };
+        let Some(s) = self.slots.get_mut(who.slot).filter(|s| s.generation == who.generation) else { return };
+        if s.conn.session.phase() != crate::ws::Phase::Open {
+            return;
+        }
+        let Some(rc) = r.state.get_mut(who.slot).and_then(|x| x.as_mut()).filter(|rc| rc.generation == who.generation)
+        else {
+            return;
+        };
+        let io = rc.io.get_or_insert_with(Box::default);
+        let ctx = core_ctx(&self.ctx, &self.inflaters, now);
+        let seal = (&mut r.seal_in, &mut r.seal_out);
+        let bytes = close_frame(&mut s.conn.session, s.conn.tls.as_deref_mut(), &ctx, code, reason, seal);
+        let was_empty = io.backlog.is_empty();
+        r.backlog_bytes += bytes.len();
+        io.backlog.push_bytes(bytes);
+        s.conn.backlog = true;
+        if was_empty {
+            r.flush.push((who.slot, who.generation));
+        }
     }
 
     /// Members whose room output is new since the last call: the driver
@@ -439,4 +469,31 @@ impl<T: PeerAddr> Table<T> {
         r.backlog_bytes -= waiting.min(r.backlog_bytes);
         self.ctx.metrics.room_backlog_bytes.set(r.backlog_bytes as u64);
     }
+}
+
+/// A close frame with `code` and `reason` from `session`, sealed into a TLS
+/// record if the member is on TLS, ready for its backlog. `seal` is the
+/// shard's scratch output pair.
+fn close_frame(
+    session: &mut crate::ws::Session,
+    tls: Option<&mut crate::ws::tls::TlsConn>,
+    ctx: &crate::ws::Ctx<'_>,
+    code: u16,
+    reason: &str,
+    seal: (&mut Output, &mut Output),
+) -> Vec<u8> {
+    let (out, sealed) = seal;
+    out.clear();
+    session.close_with(ctx, code, reason, out);
+    let mut bytes = Vec::new();
+    match tls {
+        Some(tls) => {
+            sealed.clear();
+            if tls.seal(out, &[], true, sealed).is_ok() {
+                sealed.copy_to(&[], &mut bytes);
+            }
+        }
+        None => out.copy_to(&[], &mut bytes),
+    }
+    bytes
 }

@@ -78,6 +78,30 @@ impl Collected {
     pub fn payload(&self) -> &[u8] {
         &self.buf[frame::MAX_SERVER_HEADER_LEN..]
     }
+
+    /// A whole message gathered in `buf` behind [`frame::MAX_SERVER_HEADER_LEN`]
+    /// bytes kept for its header, with its one server frame header (unmasked,
+    /// FIN, RFC 6455 §5.2) written in front.
+    pub fn framed(mut buf: Vec<u8>, text: bool) -> Collected {
+        const ROOM: usize = frame::MAX_SERVER_HEADER_LEN;
+        debug_assert!(buf.len() >= ROOM, "a collected message starts with room for its header");
+        if buf.len() < ROOM {
+            buf.resize(ROOM, 0);
+        }
+        let len = (buf.len() - ROOM) as u64;
+        let hlen = frame::server_header_len(len);
+        let opcode = if text { frame::OpCode::Text } else { frame::OpCode::Binary };
+        frame::write_header(&mut buf[ROOM - hlen..ROOM], true, opcode, len, None);
+        Collected { buf, start: ROOM - hlen, text, compressed: None, at: 0 }
+    }
+
+    /// `payload` as one whole server frame (a message from elsewhere).
+    pub fn message(text: bool, payload: &[u8]) -> Collected {
+        let mut buf = Vec::with_capacity(frame::MAX_SERVER_HEADER_LEN + payload.len());
+        buf.resize(frame::MAX_SERVER_HEADER_LEN, 0);
+        buf.extend_from_slice(payload);
+        Collected::framed(buf, text)
+    }
 }
 
 /// Ordered output of one call into the session. Reuse one per shard: clearing

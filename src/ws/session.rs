@@ -903,19 +903,9 @@ impl Session {
     }
 }
 
-/// A whole message gathered in `buf` (behind [`frame::MAX_SERVER_HEADER_LEN`]
-/// bytes kept for it) with its one server frame header written in front.
-fn collected(mut buf: Vec<u8>, kind: Kind) -> Collected {
-    const ROOM: usize = frame::MAX_SERVER_HEADER_LEN;
-    debug_assert!(buf.len() >= ROOM, "a collected message starts with room for its header");
-    if buf.len() < ROOM {
-        buf.resize(ROOM, 0);
-    }
-    let len = (buf.len() - ROOM) as u64;
-    let hlen = frame::server_header_len(len);
-    let opcode = if kind == Kind::Text { OpCode::Text } else { OpCode::Binary };
-    frame::write_header(&mut buf[ROOM - hlen..ROOM], true, opcode, len, None);
-    Collected { buf, start: ROOM - hlen, text: kind == Kind::Text, compressed: None, at: 0 }
+/// A whole message gathered in `buf`, framed (see [`Collected::framed`]).
+fn collected(buf: Vec<u8>, kind: Kind) -> Collected {
+    Collected::framed(buf, kind == Kind::Text)
 }
 
 /// The opcode of the next echo fragment of a `kind` message.
