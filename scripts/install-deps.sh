@@ -7,7 +7,8 @@
 # openssl (its s_client is a TLS client that sends an IP address as SNI),
 # prometheus (promtool checks /metrics, and a real Prometheus scrapes it;
 # installed without its recommended exporters, and its own service is not
-# used). Idempotent; as root it installs with apt-get, otherwise it says what
+# used), nats-server (the rooms-across-hosts tests start real NATS servers
+# on loopback; its own service is not used). Idempotent; as root it installs with apt-get, otherwise it says what
 # to install.
 set -euo pipefail
 need=()
@@ -18,6 +19,7 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
+command -v nats-server >/dev/null || need+=(nats-server)
 bare=()
 command -v promtool >/dev/null || bare+=(prometheus)
 [ ${#need[@]} -eq 0 ] && [ ${#bare[@]} -eq 0 ] && exit 0

@@ -109,11 +109,14 @@ async fn options(settings: &ClusterSettings, link: &Arc<Link>) -> Result<async_n
         let (stats, first) = (stats.clone(), first.clone());
         async move {
             match event {
+                // The gauge moves at once (the bridge's tick also sets it).
                 async_nats::Event::Connected => {
+                    stats.connected.store(1, Ordering::Relaxed);
                     if !first.swap(false, Ordering::Relaxed) {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                async_nats::Event::Disconnected => stats.connected.store(0, Ordering::Relaxed),
                 async_nats::Event::SlowConsumer(_) => stats.drop_n(DropReason::SlowConsumer, 1),
                 _ => {}
             }
@@ -184,8 +187,15 @@ pub async fn run(client: async_nats::Client, settings: ClusterSettings, link: Ar
         if state == State::Connected {
             link.set_server_max_payload(client.server_info().max_payload);
         }
-        for (path, change) in link.take_changes() {
+        let changes = link.take_changes();
+        let changed = !changes.is_empty();
+        for (path, change) in changes {
             apply(&client, &settings.subject_prefix, &link, &rooms, &mut subs, path, change).await;
+        }
+        if changed && state == State::Connected {
+            // A PING answered: the server has every subscription above, so
+            // the gauge below counts rooms that other hosts' messages reach.
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
         }
         link.stats.subscriptions.store(subs.len() as u64, Ordering::Relaxed);
         link.take_queue(&mut queue);

@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod haproxy;
 pub mod listeners;
+pub mod members;
+pub mod nats;
 pub mod restarts;
 pub mod tls;
 
