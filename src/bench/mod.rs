@@ -87,9 +87,12 @@ pub struct BenchArgs {
     /// CPUs to pin client threads to, e.g. 1 or 2,3 (thread i gets the i-th, round robin)
     #[arg(long, value_delimiter = ',')]
     pub cpu: Vec<usize>,
-    /// The server's process id: report its CPU time (and RSS in idle mode) next to the client's
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id: report its CPU time (and RSS in idle mode) next to the client's. Several, comma-separated, for the servers of --also: their CPU times are summed
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Room mode: another server whose rooms are linked with the first one's (`serve --cluster`), repeatable. Members, publishers among them, are spread over the URL and these in turn, and the latency of deliveries to a member on another server than its publisher's is reported apart (it crosses the NATS bridge twice)
+    #[arg(long, value_name = "URL")]
+    pub also: Vec<String>,
     /// Open loop: send this many messages per second in all (instead of as fast as echoes return);
     /// latency is measured from each message's intended send time, so stalls are not hidden
     /// (to send on time the load generator polls without sleeping: its CPU share reads 100%)
@@ -273,6 +276,13 @@ pub struct Report {
     /// Room mode: publishers.
     #[serde(default)]
     pub publishers: Option<usize>,
+    /// Room mode with `--also`: latency of deliveries to members on another
+    /// server than their publisher's (`latency_us` is then the rest).
+    #[serde(default)]
+    pub latency_remote_us: Option<Percentiles>,
+    /// Room mode with `--also`: how many deliveries that was.
+    #[serde(default)]
+    pub remote_deliveries: Option<u64>,
 }
 
 impl Report {
@@ -374,11 +384,16 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         if target.framing != Framing::Ws {
             return Err(BenchError::RoomFraming);
         }
-        return room::run(args, &target, size, duration);
+        let mut targets = vec![target];
+        for url in &args.also {
+            targets.push(parse_url(url, args)?);
+        }
+        return room::run(args, &targets, size, duration);
     }
     let threads = args.threads.clamp(1, args.connections);
-    let rss0 = args.server_pid.and_then(pid_rss_kib);
-    let window = Window::new(threads, args.server_pid).with_warmup(!warmup.is_zero());
+    let server_pid = args.server_pid.first().copied();
+    let rss0 = server_pid.and_then(pid_rss_kib);
+    let window = Window::new(threads, &args.server_pid).with_warmup(!warmup.is_zero());
     let progress = Progress::new(duration, !args.json);
     let results: Vec<Result<ThreadResult, BenchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -404,7 +419,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                     let mut turn = Turn::new(window);
                     let mut r = match args.mode {
                         Mode::Echo => run_echo(target, &plan, warmup, duration, &mut turn),
-                        Mode::Idle => run_idle(target, &plan, duration, args.server_pid, &mut turn),
+                        Mode::Idle => run_idle(target, &plan, duration, server_pid, &mut turn),
                         Mode::Connect => run_connect(target, &plan, duration, &mut turn),
                         Mode::Storm => run_storm(target, &plan, duration, &mut turn),
                         Mode::Room => unreachable!("room mode runs on its own"),
@@ -962,8 +977,10 @@ fn report_text(r: &Report, mode: Mode, json: bool) -> String {
     let secs = r.window_seconds.max(1e-9);
     let _ = writeln!(out, "connections    {}", r.connections);
     let l = r.latency_us;
-    let percentiles =
-        format!("p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.p99_9, l.max);
+    let text = |l: &Percentiles| {
+        format!("p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.p99_9, l.max)
+    };
+    let percentiles = text(&l);
     if mode == Mode::Idle {
         if let (Some(before), Some(after)) = (r.server_rss_kib_before, r.server_rss_kib_after) {
             if after > before {
@@ -1008,7 +1025,15 @@ fn report_text(r: &Report, mode: Mode, json: bool) -> String {
         let _ =
             writeln!(out, "published      {} in {:.2}s ({:.0} per second)", published, secs, published as f64 / secs);
         let _ = writeln!(out, "deliveries     {} ({:.0} per second)", r.messages, r.messages_per_second);
-        let _ = writeln!(out, "publish-to-delivery (us)  {percentiles}");
+        match (&r.latency_remote_us, r.remote_deliveries) {
+            (Some(remote), Some(n)) => {
+                let _ = writeln!(out, "publish-to-delivery, same server (us)     {percentiles}");
+                let _ = writeln!(out, "publish-to-delivery, another server (us)  {}  ({n} deliveries)", text(remote));
+            }
+            _ => {
+                let _ = writeln!(out, "publish-to-delivery (us)  {percentiles}");
+            }
+        }
         let c = r.client_cpu_seconds;
         let _ = writeln!(out, "client CPU     {:.3}s ({:.0}% of one CPU)", c, 100.0 * c / secs);
         if let Some(s) = r.server_cpu_seconds {

@@ -7,7 +7,9 @@
 //! sequence number and its send time, so every member checks that each
 //! message arrives whole, once and in its publisher's order, and measures
 //! publish-to-delivery latency on one clock. Loss, duplicates, reordering
-//! and damage are errors (exit 1).
+//! and damage are errors (exit 1). With `--also`, member k connects to
+//! server k mod S of the S given (rooms linked by `serve --cluster`), and
+//! deliveries that crossed servers get their own latency figures.
 
 use super::window::{Turn, Window};
 use super::{BenchArgs, BenchError, Percentiles, Report, Stream, Target};
@@ -73,6 +75,8 @@ enum Phase {
 struct Member {
     stream: Stream,
     phase: Phase,
+    /// Which of the servers it is connected to.
+    server: usize,
     room: usize,
     /// Its index among the publishers, if it publishes.
     publisher: Option<usize>,
@@ -91,20 +95,24 @@ struct Member {
     key: [u8; 4],
 }
 
-/// What one thread brings back: its latencies, its counts, the deliveries
-/// its members never got, its members that opened, its CPU seconds.
-type ThreadOutcome = (Histogram<u64>, Counts, u64, usize, f64);
+/// What one thread brings back: its latencies (same server, another
+/// server), its counts, the deliveries its members never got, its members
+/// that opened, its CPU seconds.
+type ThreadOutcome = ([Histogram<u64>; 2], Counts, u64, usize, f64);
 
 /// What one thread counted.
 #[derive(Default)]
 struct Counts {
     deliveries: u64,
+    /// Of them, to a member on another server than its publisher's.
+    remote: u64,
     wrong: u64,
     failed: u64,
 }
 
-/// Runs the room benchmark; `target`'s path is the room (or their prefix).
-pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Duration) -> Result<Report, BenchError> {
+/// Runs the room benchmark against `targets` (the URL, then `--also`'s);
+/// the first one's path is the room (or their prefix) on every server.
+pub(super) fn run(args: &BenchArgs, targets: &[Target], size: usize, duration: Duration) -> Result<Report, BenchError> {
     let size = size.max(HEAD);
     let layout = Layout {
         members: args.connections,
@@ -112,7 +120,7 @@ pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Dura
         publishers: args.publishers.clamp(1, args.connections),
     };
     let threads = args.threads.clamp(1, layout.members);
-    let window = Window::new(threads, args.server_pid);
+    let window = Window::new(threads, &args.server_pid);
     let sent: Vec<AtomicU64> = (0..layout.publishers).map(|_| AtomicU64::new(0)).collect();
     let epoch = Instant::now();
     let results: Vec<Result<ThreadOutcome, BenchError>> = std::thread::scope(|s| {
@@ -126,7 +134,7 @@ pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Dura
                     }
                     let mine: Vec<usize> = (t..layout.members).step_by(threads).collect();
                     let mut turn = Turn::new(window);
-                    let r = thread(target, args, layout, &mine, size, duration, epoch, sent, &mut turn);
+                    let r = thread(targets, args, layout, &mine, size, duration, epoch, sent, &mut turn);
                     turn.close();
                     r.map(|(h, c, missing, open)| (h, c, missing, open, turn.cpu_seconds()))
                 })
@@ -135,10 +143,14 @@ pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Dura
         handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
     });
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut remote = Histogram::<u64>::new(3).expect("histogram");
     let mut report = Report { mode: "room".into(), message_bytes: size, ..Default::default() };
+    let mut remote_deliveries = 0;
     for r in results {
-        let (h, c, missing, open, cpu) = r?;
+        let ([h, hr], c, missing, open, cpu) = r?;
         hist.add(&h).expect("histogram add");
+        remote.add(&hr).expect("histogram add");
+        remote_deliveries += c.remote;
         report.messages += c.deliveries;
         report.mismatched_echoes += c.wrong;
         report.failed_connections += c.failed;
@@ -153,10 +165,16 @@ pub(super) fn run(args: &BenchArgs, target: &Target, size: usize, duration: Dura
     report.published = Some(sent.iter().map(|s| s.load(Ordering::Relaxed)).sum());
     report.rooms = Some(layout.rooms);
     report.publishers = Some(layout.publishers);
+    let percentiles = |h: &Histogram<u64>| {
+        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999), max: h.max() as f64 / 1000.0 }
+    };
     if !hist.is_empty() {
-        let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
-        report.latency_us =
-            Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999), max: hist.max() as f64 / 1000.0 };
+        report.latency_us = percentiles(&hist);
+    }
+    if targets.len() > 1 {
+        report.remote_deliveries = Some(remote_deliveries);
+        report.latency_remote_us = Some(if remote.is_empty() { Percentiles::default() } else { percentiles(&remote) });
     }
     Ok(report)
 }
@@ -174,7 +192,7 @@ pub(super) fn room_path(base: &str, rooms: usize, r: usize) -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn thread(
-    target: &Target,
+    targets: &[Target],
     args: &BenchArgs,
     layout: Layout,
     mine: &[usize],
@@ -183,10 +201,12 @@ fn thread(
     epoch: Instant,
     sent: &[AtomicU64],
     turn: &mut Turn,
-) -> Result<(Histogram<u64>, Counts, u64, usize), BenchError> {
+) -> Result<([Histogram<u64>; 2], Counts, u64, usize), BenchError> {
     let mut poll = Poll::new()?;
     let mut members = Vec::with_capacity(mine.len());
     for (i, &k) in mine.iter().enumerate() {
+        let server = k % targets.len();
+        let target = &targets[server];
         let std = std::net::TcpStream::connect(target.addr)
             .map_err(|source| BenchError::Connect { addr: target.addr, source })?;
         std.set_nodelay(true)?;
@@ -197,7 +217,7 @@ fn thread(
         let key = (k as u32).wrapping_mul(0x9e37_79b9).to_be_bytes();
         let request = super::conn::request(
             &target.host,
-            &room_path(&target.path, layout.rooms, room),
+            &room_path(&targets[0].path, layout.rooms, room),
             &super::conn::base64_key(k as u64),
             false,
             target.token.as_deref(),
@@ -205,6 +225,7 @@ fn thread(
         members.push(Member {
             stream: target.stream(s)?,
             phase: Phase::Handshake,
+            server,
             room,
             publisher: (k < layout.publishers).then_some(k),
             out: request.into_bytes(),
@@ -219,7 +240,7 @@ fn thread(
         });
     }
     let mut counts = Counts::default();
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut hist = [Histogram::<u64>::new(3).expect("histogram"), Histogram::<u64>::new(3).expect("histogram")];
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 256 * 1024];
     let mut msg = Vec::with_capacity(size);
@@ -311,7 +332,8 @@ fn thread(
                 counts.failed += 1;
                 continue;
             }
-            let mut c = Checker { layout, size, epoch, now, in_window, hist: &mut hist, counts: &mut counts };
+            let servers = targets.len();
+            let mut c = Checker { layout, size, epoch, now, in_window, servers, hist: &mut hist, counts: &mut counts };
             receive(m, &mut c);
         }
     }
@@ -363,7 +385,10 @@ struct Checker<'a> {
     epoch: Instant,
     now: Instant,
     in_window: bool,
-    hist: &'a mut Histogram<u64>,
+    /// How many servers the members are spread over.
+    servers: usize,
+    /// Latencies: same server as the publisher, another server.
+    hist: &'a mut [Histogram<u64>; 2],
     counts: &'a mut Counts,
 }
 
@@ -401,20 +426,28 @@ fn receive(m: &mut Member, c: &mut Checker) {
             }
             Some(std::mem::take(&mut m.partial))
         };
-        let Member { input, next, waiting, room, publisher, sent, .. } = m;
+        let Member { input, next, waiting, room, publisher, sent, server, .. } = m;
         let data = whole.as_deref().unwrap_or(&input[start..end]);
         let own = publisher.filter(|_| *waiting).map(|p| (p, *sent));
-        if check(*room, own, next, data, c) {
+        if check(*room, *server, own, next, data, c) {
             *waiting = false;
         }
     }
     m.input.drain(..pos);
 }
 
-/// Checks one message a member of `room` got; true when it is the copy
-/// `own` (this member's publisher index and messages sent) waits for.
-fn check(room: usize, own: Option<(usize, u64)>, next: &mut [u64], data: &[u8], c: &mut Checker) -> bool {
-    let Checker { layout, size, epoch, now, in_window, ref mut hist, ref mut counts } = *c;
+/// Checks one message a member of `room` on server `server` got; true
+/// when it is the copy `own` (this member's publisher index and messages
+/// sent) waits for.
+fn check(
+    room: usize,
+    server: usize,
+    own: Option<(usize, u64)>,
+    next: &mut [u64],
+    data: &[u8],
+    c: &mut Checker,
+) -> bool {
+    let Checker { layout, size, epoch, now, in_window, servers, ref mut hist, ref mut counts } = *c;
     if data.len() != size || data[0] != MARK {
         counts.wrong += 1;
         return false;
@@ -435,8 +468,11 @@ fn check(room: usize, own: Option<(usize, u64)>, next: &mut [u64], data: &[u8], 
     next[slot] = next[slot].max(seq + 1);
     if in_window {
         counts.deliveries += 1;
+        // Publisher p is member p, on server p mod S.
+        let crossed = p % servers != server;
+        counts.remote += crossed as u64;
         let latency = now.saturating_duration_since(epoch).as_nanos() as u64;
-        let _ = hist.record(latency.saturating_sub(sent_ns).max(1));
+        let _ = hist[crossed as usize].record(latency.saturating_sub(sent_ns).max(1));
     }
     own == Some((p, seq + 1))
 }

@@ -28,14 +28,28 @@ pub struct Window {
     barrier: Barrier,
     /// Threads meet once more before the window, to start a warm-up together.
     warmup: bool,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     edges: Mutex<Edges>,
 }
 
 impl Window {
-    /// A window for `threads` client threads, reading `server_pid`'s CPU clock if given.
-    pub fn new(threads: usize, server_pid: Option<u32>) -> Window {
-        Window { barrier: Barrier::new(threads.max(1)), warmup: false, server_pid, edges: Mutex::new(Edges::default()) }
+    /// A window for `threads` client threads, reading the CPU clocks of
+    /// `server_pids` (summed) if any are given.
+    pub fn new(threads: usize, server_pids: &[u32]) -> Window {
+        Window {
+            barrier: Barrier::new(threads.max(1)),
+            warmup: false,
+            server_pids: server_pids.to_vec(),
+            edges: Mutex::new(Edges::default()),
+        }
+    }
+
+    /// The servers' CPU seconds so far, summed; None if any cannot be read.
+    fn server_cpu(&self) -> Option<f64> {
+        if self.server_pids.is_empty() {
+            return None;
+        }
+        self.server_pids.iter().map(|&p| super::pid_cpu_seconds(p)).sum()
     }
 
     /// The same, with threads that warm up before the window opens: they
@@ -54,7 +68,7 @@ impl Window {
     fn open(&self) -> Instant {
         if self.barrier.wait().is_leader() {
             let mut e = self.edges.lock().expect("window lock");
-            e.server_start = self.server_pid.and_then(super::pid_cpu_seconds);
+            e.server_start = self.server_cpu();
             e.start = Some(Instant::now());
         }
         // Everyone sees the leader's start.
@@ -66,7 +80,7 @@ impl Window {
         if self.barrier.wait().is_leader() {
             let mut e = self.edges.lock().expect("window lock");
             e.seconds = e.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-            let end = self.server_pid.and_then(super::pid_cpu_seconds);
+            let end = self.server_cpu();
             e.server_cpu = e.server_start.zip(end).map(|(a, b)| b - a);
         }
     }
@@ -149,7 +163,7 @@ mod tests {
     /// (while warming up, or after opening without a warm-up): the third
     /// still gets through its window.
     fn a_thread_that_fails_early_does_not_hold_the_others(warmup: bool) {
-        let w = Window::new(3, None).with_warmup(warmup);
+        let w = Window::new(3, &[]).with_warmup(warmup);
         std::thread::scope(|s| {
             s.spawn(|| drop(Turn::new(&w))); // fails before starting
             s.spawn(|| {
@@ -192,7 +206,7 @@ mod tests {
         // A busy single-threaded "server": its CPU within the window is
         // above zero and never above the window.
         let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
-        let w = Window::new(1, Some(child.id()));
+        let w = Window::new(1, &[child.id()]);
         let mut t = Turn::new(&w);
         t.open();
         std::thread::sleep(std::time::Duration::from_millis(100));
