@@ -482,3 +482,37 @@ fn a_room_message_larger_than_natss_max_payload_is_refused_with_1009() {
         );
     }
 }
+
+#[test]
+fn bench_spreads_members_over_linked_servers_and_reports_what_crossed() {
+    let nats = Nats::start(&[]);
+    let hosts: Vec<Server> = (0..3).map(|_| host(&nats.url(), &[])).collect();
+    let pids: Vec<String> = hosts.iter().map(|s| s.pid().to_string()).collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ricochet"));
+    cmd.args(["bench", &url(&hosts[0], "/bench"), "--mode", "room", "--duration", "1s"]);
+    for s in &hosts[1..] {
+        cmd.args(["--also", &url(s, "/bench")]);
+    }
+    cmd.args(["--connections", "30", "--publishers", "3", "--rate", "300", "--size", "64"]);
+    cmd.args(["--server-pid", &pids.join(",")]);
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("0 wrong, repeated or out of order, 0 missing, 0 failed connections"), "{text}");
+    // 30 members over three servers: a third of each message's deliveries
+    // are on its publisher's server, two thirds crossed.
+    let crossed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("publish-to-delivery, another server (us)"))
+        .and_then(|l| l.rsplit_once('(')?.1.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let all: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("deliveries"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(crossed * 3, all * 2, "{text}");
+    for s in &hosts {
+        assert!(counter(s, "ricochet_cluster_published_total", &[]) > 0, "every server had a publisher");
+    }
+}
