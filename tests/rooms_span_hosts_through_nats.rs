@@ -434,7 +434,7 @@ fn nats_down_at_start_serves_locally_then_links_and_required_refuses_to_start() 
         .args(["serve", "--listen", "127.0.0.1:0", "--reply", "room", "--cluster", &dead, "--cluster-required"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a start-up error");
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
     assert!(last.contains("cannot connect to NATS at") && last.contains("--cluster-required"), "{err}");
