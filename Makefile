@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FUZZ_SECONDS ?= 300
 
-.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-rooms rooms-proof bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
+.PHONY: install install-files deb deb-tools build run test bench bench-quick bench-rooms rooms-proof bench-cluster bench-build bench-core soak docs fuzz lint autobahn autobahn-deflate venv deps node-deps clean
 
 # The TLS crypto provider compiled in: ring (the default) or aws-lc-rs
 # (docs/tls.md), e.g. `make bench TLS_PROVIDER=aws-lc-rs`.
@@ -122,6 +122,14 @@ bench-rooms: bench-build
 # thirty-second of the bytes).
 rooms-proof:
 	RICOCHET_ROOM_PROOF=full $(CARGO) test --release --test slow_room_members_cost_only_themselves -- --nocapture --test-threads 1
+
+# Rooms across processes linked through a real nats-server (--cluster),
+# against rooms in one process, and the bridge's CPU per message each way;
+# Markdown tables on standard output (docs/cluster.md keeps the current
+# ones). About 4 min. BACKEND=uring for the io_uring backend.
+bench-cluster: build
+	scripts/install-deps.sh
+	scripts/bench-cluster.py --backend $(or $(BACKEND),epoll)
 
 bench-quick: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench --quick $(BENCH_ARGS)
