@@ -78,17 +78,58 @@ pub fn init(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=error".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LossyStderr);
+    use tracing_subscriber::layer::SubscriberExt;
     let installed = match format {
         LogFormat::Text => {
             let colour = io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-            tracing::subscriber::set_global_default(builder.with_ansi(colour).finish())
+            tracing::subscriber::set_global_default(builder.with_ansi(colour).finish().with(nats_repeats()))
         }
         LogFormat::Json => tracing::subscriber::set_global_default(
-            builder.json().flatten_event(true).with_current_span(false).finish(),
+            builder.json().flatten_event(true).with_current_span(false).finish().with(nats_repeats()),
         ),
     };
     if installed.is_ok() && log::set_logger(&LogRecords).is_ok() {
         log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
+/// How often one line of the NATS client's may repeat.
+const NATS_REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The NATS client (`--cluster`) logs a failed connection attempt (an
+/// authorization violation, say) at every retry, every 2 s for as long as
+/// it fails: each of its log lines (by callsite) is let through at most
+/// once a minute. The bridge's own lines say when the state changes.
+/// (Judged per event: a callsite's interest is cached, so a filter on
+/// metadata alone would be asked only once.)
+struct NatsRepeats {
+    seen: std::sync::Mutex<Vec<(tracing::callsite::Identifier, std::time::Instant)>>,
+}
+
+fn nats_repeats() -> NatsRepeats {
+    NatsRepeats { seen: std::sync::Mutex::new(Vec::new()) }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NatsRepeats {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if !meta.target().starts_with("async_nats") {
+            return true;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match seen.iter_mut().find(|(id, _)| *id == meta.callsite()) {
+            Some((_, at)) if now.duration_since(*at) < NATS_REPEAT => false,
+            Some((_, at)) => {
+                *at = now;
+                true
+            }
+            // One entry per callsite of the client's: a few dozen at most.
+            None => {
+                seen.push((meta.callsite(), now));
+                true
+            }
+        }
     }
 }
 

@@ -516,3 +516,26 @@ fn bench_spreads_members_over_linked_servers_and_reports_what_crossed() {
         assert!(counter(s, "ricochet_cluster_published_total", &[]) > 0, "every server had a publisher");
     }
 }
+
+#[test]
+fn a_token_from_a_file_is_what_nats_checks_and_a_wrong_one_is_said_once() {
+    let nats = Nats::start(&["--auth", "s3cret-token"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+    std::fs::write(&good, "s3cret-token\n").unwrap();
+    std::fs::write(&bad, "wrong\n").unwrap();
+    let a = host(&nats.url(), &["--cluster-token-file", good.to_str().unwrap()]);
+    let rt = runtime();
+    let _m = rt.block_on(Member::join("a", &url(&a, "/t")));
+    linked(&a, 1.0);
+    // The token is not on the command line, where `ps` would show it.
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", a.pid())).unwrap();
+    assert!(!cmdline.contains("s3cret"), "{cmdline}");
+    let b = host(&nats.url(), &["--cluster-token-file", bad.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(5)); // two retries, at least
+    assert_eq!(counter(&b, "ricochet_cluster_connected", &[]), 0);
+    let log = b.log();
+    let said = log.lines().filter(|l| l.contains("ERROR async_nats") && l.contains("authorization violation")).count();
+    assert_eq!(said, 1, "the client's error once, not at every retry:\n{log}");
+    assert!(log.contains("NATS is not reachable"), "{log}");
+}
