@@ -33,7 +33,7 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Load generator: closed-loop or fixed-rate (--rate) echo, idle connections, handshakes per second (connect) or a reconnect storm, against a WebSocket server; exits 1 on any wrong or missing echo
     #[command(args_override_self = true)]
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Audit this host's kernel settings for a load; exit 1 when something should change (--apply changes it, as root)
     #[command(args_override_self = true)]
     Tune(TuneArgs),

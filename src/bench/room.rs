@@ -100,6 +100,9 @@ struct Member {
 /// that opened, its CPU seconds.
 type ThreadOutcome = ([Histogram<u64>; 2], Counts, u64, usize, f64);
 
+/// A thread's result before its CPU time is read: [`ThreadOutcome`] less the last.
+type ThreadResult = ([Histogram<u64>; 2], Counts, u64, usize);
+
 /// What one thread counted.
 #[derive(Default)]
 struct Counts {
@@ -201,7 +204,7 @@ fn thread(
     epoch: Instant,
     sent: &[AtomicU64],
     turn: &mut Turn,
-) -> Result<([Histogram<u64>; 2], Counts, u64, usize), BenchError> {
+) -> Result<ThreadResult, BenchError> {
     let mut poll = Poll::new()?;
     let mut members = Vec::with_capacity(mine.len());
     for (i, &k) in mine.iter().enumerate() {

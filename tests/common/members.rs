@@ -28,10 +28,11 @@ pub struct Member {
 impl Member {
     /// Connects to `url` and starts recording.
     pub async fn join(name: &str, url: &str) -> Member {
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-            .await
-            .unwrap_or_else(|_| panic!("{name}: no handshake from {url} in 10 s"))
-            .unwrap_or_else(|e| panic!("{name}: cannot join {url}: {e}"));
+        let Ok(joined) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url)).await
+        else {
+            panic!("{name}: no handshake from {url} in 10 s")
+        };
+        let (ws, _) = joined.unwrap_or_else(|e| panic!("{name}: cannot join {url}: {e}"));
         let (sink, mut stream) = ws.split();
         let got = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
