@@ -7,7 +7,7 @@ one shard each (the "hosts"), plus one process without --cluster, all pinned
 to the server CPU; `ricochet bench` runs pinned to the load CPU. Prints
 Markdown tables (docs/cluster.md keeps the current ones):
 
-1. fan-out and chat points, one process against three linked ones: server
+1. fan-out, chat and lock-step points, one process against three linked ones: server
    CPU per delivery (the three summed, NATS apart) and publish-to-delivery
    latency for members on the publisher's process and on another one;
 2. the bridge's cost per message each way: one publisher on one process at a
@@ -106,6 +106,7 @@ POINTS = [
     ("fan-out 1:1,000 at 100/s", ["--connections", "1000", "--rooms", "1", "--publishers", "1", "--rate", "100", "--size", "64"]),
     ("fan-out 1:1,000 at 1,000/s", ["--connections", "1000", "--rooms", "1", "--publishers", "1", "--rate", "1000", "--size", "64"]),
     ("chat: 100 rooms of 10, 2,000/s in all", ["--connections", "1000", "--rooms", "100", "--publishers", "1000", "--rate", "2000", "--size", "64"]),
+    ("lock step: 100 in one room, closed loop", ["--connections", "100", "--rooms", "1", "--publishers", "100", "--size", "64"]),
 ]
 
 

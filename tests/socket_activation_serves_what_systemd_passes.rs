@@ -96,7 +96,10 @@ fn started_by_systemd_socket_activate_it_serves_the_passed_socket_only() {
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(per_shard.len(), 2, "{metrics}");
-    assert!(per_shard.iter().all(|&n| n >= 40.0), "each shard takes a share of 208 connections: {per_shard:?}");
+    // A share, not a half: which shard wakes first is the scheduler's call,
+    // and under a busy test run one took 172 of 209. The bug this guards
+    // against gave one shard every connection.
+    assert!(per_shard.iter().all(|&n| n >= 10.0), "each shard takes a share of 208 connections: {per_shard:?}");
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
