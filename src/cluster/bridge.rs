@@ -64,13 +64,22 @@ pub enum BridgeError {
 const BATCH: usize = 64;
 
 /// Messages async-nats may hold per room subscription before it leaves
-/// more out (counted: `slow_consumer`). The bridge takes them as they come,
-/// so this fills only while the shards are far behind.
-const SUBSCRIPTION_CAPACITY: usize = 1024;
+/// more out (counted: `slow_consumer`). The bridge's tasks take them as
+/// they come and never wait, so this fills only while the bridge thread
+/// is busy elsewhere.
+const SUBSCRIPTION_CAPACITY: usize = 256;
 
-/// How long a batch from NATS waits for a full inbox to empty before it
-/// is dropped for that shard (counted: `shards_busy`).
-const INBOX_WAIT: Duration = Duration::from_millis(50);
+/// Publishes async-nats may hold before the bridge's next one waits (its
+/// default, 2,048, could hold 2 GiB of 1 MiB messages): past it, the
+/// bridge's own queue (`--cluster-queue`) fills and drops what does not fit.
+const CLIENT_CAPACITY: usize = 128;
+
+/// Bytes a shard's inbox may hold before messages from NATS are dropped for
+/// it (counted: `shards_busy`): twice what makes local publishers wait. A
+/// shard that far behind is saturated; NATS cannot be held back (a
+/// subscriber that stops reading is cut off by the server), so the bridge
+/// drops rather than buffers.
+const REMOTE_INBOX_LIMIT: usize = 2 * INBOX_BYTES;
 
 /// The connect options the settings ask for.
 async fn options(settings: &ClusterSettings, link: &Arc<Link>) -> Result<async_nats::ConnectOptions, BridgeError> {
@@ -78,6 +87,7 @@ async fn options(settings: &ClusterSettings, link: &Arc<Link>) -> Result<async_n
         .name(format!("ricochet {}", std::process::id()))
         .no_echo()
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .client_capacity(CLIENT_CAPACITY)
         .max_reconnects(None)
         // At once, then 100 ms doubling up to 2 s: a server back after a
         // restart is used within about 2 s.
@@ -291,15 +301,7 @@ async fn receive(mut sub: async_nats::Subscriber, room: Arc<Mutex<Arc<Room>>>, l
         }
         link.stats.received.fetch_add(frames.len() as u64, Ordering::Relaxed);
         let target = room.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        // A full inbox gets a moment to empty; past that the batch is
-        // left out for that shard, counted (the shards' memory stays bounded).
-        let deadline = tokio::time::Instant::now() + INBOX_WAIT;
-        while tokio::time::Instant::now() < deadline
-            && (0..target.shards()).any(|s| target.members_on(s) > 0 && rooms.inboxes[s].is_full())
-        {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let skipped = rooms.deliver_remote(&target, &frames, INBOX_BYTES);
+        let skipped = rooms.deliver_remote(&target, &frames, REMOTE_INBOX_LIMIT);
         link.stats.drop_n(DropReason::ShardsBusy, skipped);
         frames.clear();
     }

@@ -166,3 +166,26 @@ impl Rooms {
         skipped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: usize) -> Arc<Message> {
+        Arc::new(Message { frame: Collected::message(true, &vec![b'a'; len]), from: Sender::REMOTE })
+    }
+
+    #[test]
+    fn remote_messages_go_to_the_shards_with_members_and_skip_a_full_inbox() {
+        let rooms = Rooms::new(RoomSettings::default(), 3, None);
+        let room = rooms.registry.join("/r", 0).unwrap();
+        rooms.registry.join("/r", 2).unwrap();
+        let batch = [message(10), message(20)];
+        assert_eq!(rooms.deliver_remote(&room, &batch, 1 << 20), 0);
+        assert_eq!((rooms.inboxes[0].depth(), rooms.inboxes[1].depth(), rooms.inboxes[2].depth()), (2, 0, 2));
+        // Shard 2's inbox now holds more than the limit: it is skipped.
+        rooms.inboxes[2].push(&mut vec![Delivery { room: room.id, message: message(1000) }]);
+        assert_eq!(rooms.deliver_remote(&room, &batch, 1000), 2, "two messages left out for one shard");
+        assert_eq!((rooms.inboxes[0].depth(), rooms.inboxes[2].depth()), (4, 3));
+    }
+}
