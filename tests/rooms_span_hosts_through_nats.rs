@@ -539,3 +539,20 @@ fn a_token_from_a_file_is_what_nats_checks_and_a_wrong_one_is_said_once() {
     assert_eq!(said, 1, "the client's error once, not at every retry:\n{log}");
     assert!(log.contains("NATS is not reachable"), "{log}");
 }
+
+#[test]
+fn a_credentials_file_that_is_not_one_stops_the_start_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("ricochet.creds");
+    std::fs::write(&creds, "not a credentials file\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ricochet"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--reply", "room", "--cluster", "nats://127.0.0.1:1"])
+        .arg("--cluster-credentials")
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--cluster-credentials file") && err.contains("ricochet.creds"), "{err}");
+}
