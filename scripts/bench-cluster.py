@@ -70,13 +70,27 @@ def bridge_task(pid):
 class Server:
     def __init__(self, args, cpu, backend):
         cmd = ["taskset", "-c", str(cpu), RICOCHET, "serve", "--listen", "127.0.0.1:0", "--shards", "1",
-               "--no-pin", "--backend", backend, "--reply", "room", "--idle-timeout", "0"] + args
+               "--no-pin", "--backend", backend, "--reply", "room", "--idle-timeout", "0",
+               "--metrics-listen", "127.0.0.1:0"] + args
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.p.stdout.readline()
         m = re.match(r"listening on (\S+)", line)
         if not m:
             sys.exit(f"bench-cluster: ricochet did not start: {line!r}")
         self.addr = m.group(1)
+        self.metrics = re.match(r"metrics on (\S+)", self.p.stdout.readline()).group(1)
+
+    def dropped(self):
+        """Messages the bridge dropped so far, by reason."""
+        import urllib.request
+        body = urllib.request.urlopen(f"http://{self.metrics}/metrics").read().decode()
+        out = {}
+        for l in body.splitlines():
+            m = re.match(r'ricochet_cluster_dropped_total\{reason="(\w+)"\} (\S+)', l)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
 
     def url(self, path):
         return f"ws://{self.addr}{path}"
@@ -84,6 +98,15 @@ class Server:
     def stop(self):
         self.p.terminate()
         self.p.wait()
+
+
+def dropped_sum(hosts):
+    """Drops by reason, summed over `hosts`."""
+    total = {}
+    for h in hosts:
+        for k, v in h.dropped().items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def bench(urls, pids, load_cpu, seconds, extra):
@@ -102,12 +125,13 @@ def bench(urls, pids, load_cpu, seconds, extra):
     return r
 
 
-POINTS = [
+POINTS_ALL = [
     ("fan-out 1:1,000 at 100/s", ["--connections", "1000", "--rooms", "1", "--publishers", "1", "--rate", "100", "--size", "64"]),
     ("fan-out 1:1,000 at 1,000/s", ["--connections", "1000", "--rooms", "1", "--publishers", "1", "--rate", "1000", "--size", "64"]),
     ("chat: 100 rooms of 10, 2,000/s in all", ["--connections", "1000", "--rooms", "100", "--publishers", "1000", "--rate", "2000", "--size", "64"]),
     ("lock step: 100 in one room, closed loop", ["--connections", "100", "--rooms", "1", "--publishers", "100", "--size", "64"]),
 ]
+POINTS = [p for p in POINTS_ALL if not os.environ.get("BENCH_CLUSTER_ONLY") or os.environ["BENCH_CLUSTER_ONLY"] in p[0]]
 
 
 def main():
@@ -133,8 +157,10 @@ def main():
                 # Alternating: one process, then three linked ones.
                 one.append(bench([alone.url("/b")], [alone.p.pid], a.load_cpu, a.seconds, extra))
                 n0 = cpu_seconds(nats.pid)
+                d0 = dropped_sum(hosts)
                 r = bench([h.url("/b") for h in hosts], [h.p.pid for h in hosts], a.load_cpu, a.seconds, extra)
                 r["nats_cpu"] = cpu_seconds(nats.pid) - n0
+                r["bridge_dropped"] = {k: v - d0.get(k, 0) for k, v in dropped_sum(hosts).items() if v > d0.get(k, 0)}
                 three.append(r)
             rows.append((name, one, three))
         # The bridge's cost: one publisher on host 0, members on hosts 1 and 2.
@@ -174,6 +200,10 @@ def main():
                           f'{med(r["latency_remote_us"]["p99"] for r in rs) / 1000:.2f}')
                 nats_cpu = f'{100 * med(r["nats_cpu"] / r["window_seconds"] for r in rs):.0f}%'
             errors = "; ".join(r["errors"] for r in rs if "errors" in r) or "none"
+            if label != "1":
+                dropped = ["+".join(f"{int(v):,} {k}" for k, v in r["bridge_dropped"].items()) for r in rs]
+                if any(dropped):
+                    errors += f" (messages the bridges counted as dropped, by run: {'; '.join(d or '0' for d in dropped)})"
             print(f"| {name} | {label} | {dps:,.0f} | {per:,.0f} | {nats_cpu} | {lat} | {remote} | {errors} |")
     print()
     print("The bridge, one publisher at 20,000 messages/s of 64 B on process 0, one member on each of processes 1 and 2:\n")

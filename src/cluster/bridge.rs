@@ -66,8 +66,11 @@ const BATCH: usize = 64;
 /// Messages async-nats may hold per room subscription before it leaves
 /// more out (counted: `slow_consumer`). The bridge's tasks take them as
 /// they come and never wait, so this fills only while the bridge thread
-/// is busy elsewhere.
-const SUBSCRIPTION_CAPACITY: usize = 256;
+/// does not run: with 256, three processes and NATS sharing one CPU lost
+/// 10 messages of a 1:1,000 fan-out at 1,000/s (`make bench-cluster`); with
+/// 1,024, none. The cost is memory that only a starved bridge uses: at
+/// most this many messages per room with traffic.
+const SUBSCRIPTION_CAPACITY: usize = 1024;
 
 /// Publishes async-nats may hold before the bridge's next one waits (its
 /// default, 2,048, could hold 2 GiB of 1 MiB messages): past it, the
