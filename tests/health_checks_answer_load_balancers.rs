@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::haproxy::{wait_up, Haproxy};
+use common::haproxy::{wait_up, write_shipped, Haproxy};
 use common::{http_exchange, Server};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -44,18 +44,8 @@ fn haproxy_with_the_guides_configuration_marks_the_server_up() {
     // for the test to read the check's verdict).
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/haproxy.cfg")).unwrap();
     assert!(shipped.contains("option httpchk GET /healthz"));
-    let cfg: String = shipped
-        .lines()
-        .filter(|l| !l.contains("server ricochet2 "))
-        .map(|l| {
-            l.replace("bind :80", &format!("bind 127.0.0.1:{front}"))
-                .replace("192.0.2.11:8080", &server.addr.to_string())
-                .replace("global", &format!("global\n    stats socket {}", socket.display()))
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
     let cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg + "\n").unwrap();
+    write_shipped(&shipped, front, &[server.addr], &socket, &cfg_path);
     let _proxy = Haproxy::start(&cfg_path);
     // Wait for a passed layer-7 check (L7OK) and the server UP.
     let stat = wait_up(&socket, "ricochet", "ricochet1");

@@ -10,7 +10,7 @@
 mod common;
 
 use common::admin::{scrape, sum, wait_for};
-use common::haproxy::{wait_up, Haproxy};
+use common::haproxy::{wait_up, write_shipped, Haproxy};
 use common::members::{by_sender, check_complete, runtime, Member};
 use common::nats::{free_port, Nats};
 use common::Server;
@@ -47,19 +47,9 @@ fn members_behind_haproxy_share_a_room_across_hosts_and_survive_losing_one() {
     // for the test to read the checks' verdicts).
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/haproxy-cluster.cfg")).unwrap();
     assert!(shipped.contains("balance leastconn") && shipped.contains("send-proxy-v2"));
-    let cfg: String = shipped
-        .lines()
-        .map(|l| {
-            l.replace("bind :80", &format!("bind 127.0.0.1:{front}"))
-                .replace("192.0.2.11:8080", &hosts[0].addr.to_string())
-                .replace("192.0.2.12:8080", &hosts[1].addr.to_string())
-                .replace("192.0.2.13:8080", &hosts[2].addr.to_string())
-                .replace("global", &format!("global\n    stats socket {}", socket.display()))
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
     let cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg + "\n").unwrap();
+    let addrs: Vec<std::net::SocketAddr> = hosts.iter().map(|h| h.addr).collect();
+    write_shipped(&shipped, front, &addrs, &socket, &cfg_path);
     let _proxy = Haproxy::start(&cfg_path);
     for name in ["ricochet1", "ricochet2", "ricochet3"] {
         // The checks carry a PROXY header, which --proxy-protocol requires.

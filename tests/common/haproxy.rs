@@ -60,3 +60,28 @@ pub fn wait_up(socket: &Path, backend: &str, server: &str) -> String {
     }
     last
 }
+
+/// A configuration file of tuning/ (`shipped`, its text) with only its
+/// addresses changed: the frontend binds 127.0.0.1:`front`, each
+/// documentation address of `servers` (`192.0.2.11:8080`, …) becomes the
+/// real one, `server` lines whose address is not given are left out, and an
+/// admin socket at `socket` lets the test read the checks' verdicts.
+/// Written to `path`.
+pub fn write_shipped(shipped: &str, front: u16, servers: &[std::net::SocketAddr], socket: &Path, path: &Path) {
+    let doc = |i: usize| format!("192.0.2.{}:8080", 11 + i);
+    let cfg: String = shipped
+        .lines()
+        .filter(|l| !(l.trim_start().starts_with("server ") && (servers.len()..8).any(|i| l.contains(&doc(i)))))
+        .map(|l| {
+            let mut l = l
+                .replace("bind :80", &format!("bind 127.0.0.1:{front}"))
+                .replace("global", &format!("global\n    stats socket {}", socket.display()));
+            for (i, a) in servers.iter().enumerate() {
+                l = l.replace(&doc(i), &a.to_string());
+            }
+            l
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(path, cfg + "\n").unwrap();
+}
