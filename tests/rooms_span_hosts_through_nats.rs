@@ -481,6 +481,22 @@ fn a_room_message_larger_than_natss_max_payload_is_refused_with_1009() {
             m.name
         );
     }
+    // A message too big and a small one behind it in one write (so in one
+    // read): the small one goes nowhere either, or receivers would see a
+    // gap in the sender's order.
+    let mut raw = common::RawClient::connect(a.addr);
+    raw.send_raw(common::upgrade_request("/x").as_bytes());
+    assert!(raw.read_http_head().starts_with("HTTP/1.1 101 "));
+    let mut both = Vec::new();
+    let key = [1, 2, 3, 4];
+    ricochet::ws::client::encode_masked(&mut both, true, ricochet::ws::frame::OpCode::Binary, &[b'y'; 5000], key);
+    ricochet::ws::client::encode_masked(&mut both, true, ricochet::ws::frame::OpCode::Text, b"behind it", key);
+    raw.send_raw(&both);
+    assert_eq!(raw.expect_close(), Some(1009));
+    std::thread::sleep(Duration::from_millis(500));
+    for m in [&local, &remote] {
+        assert_eq!(m.count(), 1, "{} got what a refused sender sent after the refused message", m.name);
+    }
 }
 
 #[test]

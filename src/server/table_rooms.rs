@@ -188,11 +188,19 @@ impl<T: PeerAddr> Table<T> {
         let mut list = std::mem::take(&mut r.to_publish);
         let uplink = r.rooms.uplink.clone();
         let max_payload = uplink.as_ref().map_or(usize::MAX, |u| u.max_payload());
+        // Senders refused in this call: what they sent after the refused
+        // message (in the same read) goes nowhere either, so no receiver
+        // sees a gap in a sender's order. Empty, it allocates nothing.
+        let mut refused: Vec<Sender> = Vec::new();
         for (room, from, frame) in list.drain(..) {
+            if refused.contains(&from) {
+                continue;
+            }
             if frame.payload().len() > max_payload {
                 // Nobody gets it, here or elsewhere: a room message reaches
                 // every member or none (docs/cluster.md says why it is not split).
                 self.close_member(from, close::MESSAGE_TOO_BIG, "too big for the cluster", now);
+                refused.push(from);
                 continue;
             }
             let message = Arc::new(Message { frame, from });
