@@ -112,7 +112,7 @@ bench: bench-build
 # about 6 minutes here.
 bench-rooms: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-rooms$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench \
-		--only ricochet-epoll-rooms,ricochet-uring-rooms,sockudo-ws-rooms,tokio-tungstenite-rooms \
+		--only ricochet-epoll-rooms,ricochet-uring-rooms,sockudo-ws-rooms,tokio-tungstenite-rooms,gorilla-hub-rooms \
 		$(if $(BENCH_ARGS),,--guide docs/performance.md) $(BENCH_ARGS)
 
 # The rooms' memory bound at full size: 1,000 members of which 100 never
@@ -134,8 +134,11 @@ bench-cluster: build
 bench-quick: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench --quick $(BENCH_ARGS)
 
-# Ricochet, the peer servers (bench/peers) and the runner (bench/runner).
+# Ricochet, the peer servers (bench/peers) and the runner (bench/runner);
+# the Go peers (bench/peers/go) are built by the runner itself, with the Go
+# and gorilla packages installed here.
 bench-build:
+	scripts/install-deps.sh --bench
 	$(CARGO) build --release --workspace $(if $(AWS_LC),--features ricochet/aws-lc-rs$(comma)ricochet-peers/aws-lc-rs)
 
 # Criterion micro-benchmarks of the protocol core.

@@ -8,8 +8,9 @@
 # prometheus (promtool checks /metrics, and a real Prometheus scrapes it;
 # installed without its recommended exporters, and its own service is not
 # used), nats-server (the rooms-across-hosts tests start real NATS servers
-# on loopback; its own service is not used). Idempotent; as root it installs with apt-get, otherwise it says what
-# to install.
+# on loopback; its own service is not used). With --bench, also what `make bench` needs for its Go peers:
+# golang-go and golang-github-gorilla-websocket-dev (gorilla's echo and chat-hub servers, built in GOPATH mode).
+# Idempotent; as root it installs with apt-get, otherwise it says what to install.
 set -euo pipefail
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -20,6 +21,10 @@ command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
 command -v nats-server >/dev/null || need+=(nats-server)
+if [ "${1:-}" = --bench ]; then
+  command -v go >/dev/null || need+=(golang-go)
+  [ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || need+=(golang-github-gorilla-websocket-dev)
+fi
 bare=()
 command -v promtool >/dev/null || bare+=(prometheus)
 [ ${#need[@]} -eq 0 ] && [ ${#bare[@]} -eq 0 ] && exit 0

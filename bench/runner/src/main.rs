@@ -339,16 +339,19 @@ fn measure(args: &Args) -> Result<Results, String> {
     let server_list = list(&ids[..1]);
     let client_list = list(&client_cpus);
     let mut skipped = Vec::new();
-    let go_source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/go/echo.go");
+    let go_source = |stem: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../peers/go/{stem}.go"));
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    let gorilla = match wanted("gorilla").then(|| servers::build_gorilla(&go_source, &args.bin_dir)) {
+    let mut go = |name: &str, stem: &str| match wanted(name).then(|| servers::build_gorilla(&go_source(stem), &args.bin_dir)) {
         Some(Ok(exe)) => Some(exe),
         Some(Err(why)) => {
-            skipped.push(("gorilla".to_string(), why));
+            skipped.push((name.to_string(), why));
             None
         }
         None => None,
     };
+    let gorilla = go("gorilla", "echo");
+    let room_points = room_points(args)?;
+    let gorilla_hub = if !room_points.is_empty() || args.room_idle > 0 { go("gorilla-hub-rooms", "hub") } else { None };
     let mut specs: Vec<Spec> = servers::specs(&args.bin_dir, gorilla, shards);
     // wss://: the same certificate for every server, from a CA the load
     // generator trusts, made for this run in a private temporary folder
@@ -357,9 +360,8 @@ fn measure(args: &Args) -> Result<Results, String> {
     if !deflate_sizes.is_empty() {
         specs.extend(servers::deflate_specs(&args.bin_dir));
     }
-    let room_points = room_points(args)?;
     if !room_points.is_empty() || args.room_idle > 0 {
-        specs.extend(servers::room_specs(&args.bin_dir));
+        specs.extend(servers::room_specs(&args.bin_dir, gorilla_hub));
     }
     let tls_sizes = sizes("--tls-sizes", &args.tls_sizes)?;
     let tls_dir = std::env::temp_dir().join(format!("ricochet-bench-tls-{}", std::process::id()));

@@ -156,10 +156,11 @@ pub fn deflate_specs(bin: &Path) -> Vec<Spec> {
 }
 
 /// The room servers of the fan-out tables: Ricochet with `--reply room` on
-/// both backends, sockudo-ws' pub/sub and tokio-tungstenite with a
-/// `tokio::sync::broadcast` channel per room (`bench/peers`), each with its
+/// both backends, sockudo-ws' pub/sub, tokio-tungstenite with a
+/// `tokio::sync::broadcast` channel per room (`bench/peers`) and, when it
+/// was built, gorilla's hub pattern (`bench/peers/go/hub.go`), each with its
 /// room the request path and the sender included.
-pub fn room_specs(bin: &Path) -> Vec<Spec> {
+pub fn room_specs(bin: &Path, gorilla_hub: Option<PathBuf>) -> Vec<Spec> {
     let path = |name: &str| bin.join(name).to_string_lossy().into_owned();
     let ricochet = |backend: &str| Spec {
         name: format!("ricochet-{backend}-rooms"),
@@ -187,12 +188,19 @@ pub fn room_specs(bin: &Path) -> Vec<Spec> {
         deflate: false,
         rooms: true,
     };
-    vec![
+    let mut v = vec![
         ricochet("epoll"),
         ricochet("uring"),
         peer("sockudo-ws-rooms", "peer-sockudo-rooms"),
         peer("tokio-tungstenite-rooms", "peer-tungstenite-rooms"),
-    ]
+    ];
+    if let Some(hub) = gorilla_hub {
+        let mut g = peer("gorilla-hub-rooms", "");
+        g.argv[0] = hub.to_string_lossy().into_owned();
+        g.env.push(("GOMAXPROCS".into(), "1".into()));
+        v.push(g);
+    }
+    v
 }
 
 /// The wss:// servers: Ricochet on both backends, and fastwebsockets and
@@ -273,15 +281,17 @@ pub fn test_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Strin
     Ok(files)
 }
 
-/// Builds the Go gorilla echo server into `out` when `go` and Debian's
-/// gorilla/websocket package are both present; None (with the reason) otherwise.
+/// Builds a Go gorilla server (`bench/peers/go/NAME.go`) into `out` as
+/// `peer-gorilla-NAME` when `go` and Debian's gorilla/websocket package are
+/// both present; the reason otherwise.
 pub fn build_gorilla(source: &Path, out: &Path) -> Result<PathBuf, String> {
     const GOPATH: &str = "/usr/share/gocode";
     if !Path::new(GOPATH).join("src/github.com/gorilla/websocket").is_dir() {
         return Err("Debian's golang-github-gorilla-websocket-dev is not installed".into());
     }
     let out = std::path::absolute(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let exe = out.join("peer-gorilla");
+    let stem = source.file_stem().unwrap_or_default().to_string_lossy();
+    let exe = out.join(format!("peer-gorilla-{stem}"));
     let cache = out.join("go-build-cache");
     let status = Command::new("go")
         .args(["build", "-o"])

@@ -462,7 +462,9 @@ fn fanout_section(r: &Results) -> String {
          Each message a member publishes goes to every member of its room, the sender included; every member \
          checks every message (whole, once, in each publisher's order) and the load generator times it from \
          publish to delivery (`ricochet bench --mode room`). Peers: sockudo-ws' pub/sub (topics after \
-         uWebSockets') and tokio-tungstenite with a `tokio::sync::broadcast` channel per room.\n\n\
+         uWebSockets'), tokio-tungstenite with a `tokio::sync::broadcast` channel per room, and (when Go is \
+         installed) gorilla/websocket's chat-hub pattern with a `PreparedMessage` per message \
+         (`bench/peers/go/hub.go`).\n\n\
          **Deliveries per server CPU-second** (higher is better), median (min–max) of {} runs:\n",
         r.repeat
     );
