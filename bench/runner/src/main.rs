@@ -341,14 +341,15 @@ fn measure(args: &Args) -> Result<Results, String> {
     let mut skipped = Vec::new();
     let go_source = |stem: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../peers/go/{stem}.go"));
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    let mut go = |name: &str, stem: &str| match wanted(name).then(|| servers::build_gorilla(&go_source(stem), &args.bin_dir)) {
-        Some(Ok(exe)) => Some(exe),
-        Some(Err(why)) => {
-            skipped.push((name.to_string(), why));
-            None
-        }
-        None => None,
-    };
+    let mut go =
+        |name: &str, stem: &str| match wanted(name).then(|| servers::build_gorilla(&go_source(stem), &args.bin_dir)) {
+            Some(Ok(exe)) => Some(exe),
+            Some(Err(why)) => {
+                skipped.push((name.to_string(), why));
+                None
+            }
+            None => None,
+        };
     let gorilla = go("gorilla", "echo");
     let room_points = room_points(args)?;
     let gorilla_hub = if !room_points.is_empty() || args.room_idle > 0 { go("gorilla-hub-rooms", "hub") } else { None };
