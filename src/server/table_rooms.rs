@@ -13,21 +13,25 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A member's room state, kept beside the table by slot (dense: 24 bytes a
+/// A member's room state, kept beside the table by slot (dense: 16 bytes a
 /// slot), so that a member costs little more than an echo connection until
 /// it sends or gets a message.
+///
+/// Invariant: `ShardRooms::state[slot]` is `Some` exactly while the
+/// connection in `slot` is a member: it is set when that connection joins
+/// and cleared by `leave_room`, which `Table::remove` calls for every
+/// connection it removes. So state found at a slot always belongs to the
+/// slot's current connection, and carries no generation of its own (a
+/// caller holding a `(slot, generation)` checks it against the table).
 pub(super) struct RoomConn {
     /// The room it joined.
     room: Arc<Room>,
-    /// Its slot's generation.
-    generation: u32,
-    /// With permessage-deflate: the window the server may compress with
-    /// towards it (a compressed message with a window no larger goes to it
-    /// as it came).
-    window: Option<u8>,
     /// Made when it first sends or gets a message.
     io: Option<Box<RoomIo>>,
 }
+
+// The idle member's cost is measured against this (docs/rooms.md).
+const _: () = assert!(std::mem::size_of::<Option<RoomConn>>() == 16);
 
 /// What a member that sends or gets messages keeps.
 #[derive(Default)]
@@ -64,9 +68,10 @@ pub(super) struct ShardRooms {
 }
 
 impl ShardRooms {
-    /// The member in `slot`, if that slot holds one of `generation`.
-    fn member(&mut self, slot: usize, generation: u32) -> Option<&mut RoomConn> {
-        self.state.get_mut(slot)?.as_mut().filter(|rc| rc.generation == generation)
+    /// The member in `slot`, if the slot's connection is one (see
+    /// [`RoomConn`]'s invariant).
+    fn member(&mut self, slot: usize) -> Option<&mut RoomConn> {
+        self.state.get_mut(slot)?.as_mut()
     }
 
     pub(super) fn new(rooms: Arc<Rooms>) -> ShardRooms {
@@ -111,8 +116,7 @@ impl<T: PeerAddr> Table<T> {
                 if r.state.len() <= slot {
                     r.state.resize_with(slot + 1, || None);
                 }
-                let window = s.conn.session.server_window();
-                r.state[slot] = Some(RoomConn { room, generation: s.generation, window, io: None });
+                r.state[slot] = Some(RoomConn { room, io: None });
             } else {
                 r.rooms.registry.leave(&room, id);
             }
@@ -120,7 +124,7 @@ impl<T: PeerAddr> Table<T> {
         let out = if tls { &mut self.plain_out } else { &mut self.out };
         let generation = s.generation;
         let ShardRooms { state, to_publish, .. } = r;
-        let Some(rc) = state.get_mut(slot).and_then(|x| x.as_mut()).filter(|rc| rc.generation == generation) else {
+        let Some(rc) = state.get_mut(slot).and_then(|x| x.as_mut()) else {
             return;
         };
         // The message in progress stays with its connection.
@@ -168,8 +172,7 @@ impl<T: PeerAddr> Table<T> {
         let out = if tls { &mut self.plain_out } else { &mut self.out };
         out.assembling.clear();
         out.compressed.clear();
-        let generation = self.slots[slot].generation;
-        if let Some(io) = self.room.as_mut().and_then(|r| r.member(slot, generation)).and_then(|rc| rc.io.as_mut()) {
+        if let Some(io) = self.room.as_mut().and_then(|r| r.member(slot)).and_then(|rc| rc.io.as_mut()) {
             std::mem::swap(&mut out.assembling, &mut io.assembling);
             std::mem::swap(&mut out.compressed, &mut io.compressed);
         }
@@ -268,12 +271,11 @@ impl<T: PeerAddr> Table<T> {
             if s.conn.session.phase() != crate::ws::Phase::Open {
                 continue; // closing: it gets nothing more
             }
-            let Some(rc) =
-                r.state.get_mut(m.slot as usize).and_then(|x| x.as_mut()).filter(|rc| rc.generation == m.generation)
-            else {
+            // The slot's connection is m (checked above), so its state is m's.
+            let Some(rc) = r.state.get_mut(m.slot as usize).and_then(|x| x.as_mut()) else {
                 continue;
             };
-            let compressed = message.compressed_for(rc.window);
+            let compressed = message.compressed_for(s.conn.session.server_window());
             let io = rc.io.get_or_insert_with(Box::default);
             let (session, mut tls) = (&mut s.conn.session, s.conn.tls.as_deref_mut());
             let was_empty = io.backlog.is_empty();
@@ -343,8 +345,7 @@ impl<T: PeerAddr> Table<T> {
         if s.conn.session.phase() != crate::ws::Phase::Open {
             return;
         }
-        let Some(rc) = r.state.get_mut(who.slot).and_then(|x| x.as_mut()).filter(|rc| rc.generation == who.generation)
-        else {
+        let Some(rc) = r.state.get_mut(who.slot).and_then(|x| x.as_mut()) else {
             return;
         };
         let io = rc.io.get_or_insert_with(Box::default);
@@ -377,8 +378,8 @@ impl<T: PeerAddr> Table<T> {
     /// emptied, and the driver tries again). So a publisher faster than its
     /// receivers' shards meets TCP flow control instead of growing inboxes.
     pub fn room_blocked(&self, slot: usize) -> bool {
-        let (Some(r), Some(s)) = (self.room.as_ref(), self.slots.get(slot)) else { return false };
-        let Some(rc) = r.state.get(slot).and_then(|x| x.as_ref()).filter(|rc| rc.generation == s.generation) else {
+        let (Some(r), Some(_)) = (self.room.as_ref(), self.slots.get(slot)) else { return false };
+        let Some(rc) = r.state.get(slot).and_then(|x| x.as_ref()) else {
             return false;
         };
         let room = &rc.room;
@@ -399,7 +400,7 @@ impl<T: PeerAddr> Table<T> {
     fn backlog(&mut self, slot: usize) -> Option<(&mut Backlog, &mut bool, &mut usize)> {
         let s = self.slots.get_mut(slot)?;
         let r = self.room.as_mut()?;
-        let rc = r.state.get_mut(slot)?.as_mut().filter(|rc| rc.generation == s.generation)?;
+        let rc = r.state.get_mut(slot)?.as_mut()?;
         let io = rc.io.as_mut()?;
         Some((&mut io.backlog, &mut s.conn.backlog, &mut r.backlog_bytes))
     }
@@ -465,8 +466,8 @@ impl<T: PeerAddr> Table<T> {
     /// then counted out of the registry: see [`Room`]'s invariant).
     pub(super) fn leave_room(&mut self, slot: usize, generation: u32) {
         let Some(r) = self.room.as_mut() else { return };
-        let Some(rc) = r.state.get_mut(slot).filter(|x| x.as_ref().is_some_and(|rc| rc.generation == generation))
-        else {
+        // Called for the connection leaving `slot` (its state, by RoomConn's invariant).
+        let Some(rc) = r.state.get_mut(slot).filter(|x| x.is_some()) else {
             return;
         };
         let rc = rc.take().expect("checked above");
