@@ -109,7 +109,7 @@ bench: bench-build
 
 # The fan-out tables alone (rooms: Ricochet with --reply room and the room
 # peers), written into docs/performance.md between the bench-rooms markers;
-# about 6 minutes here.
+# about 10 minutes here (with the gorilla hub peer).
 bench-rooms: bench-build
 	RICOCHET_BENCH_COMMAND='make bench-rooms$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' ./target/release/ricochet-bench \
 		--only ricochet-epoll-rooms,ricochet-uring-rooms,sockudo-ws-rooms,tokio-tungstenite-rooms,gorilla-hub-rooms \
