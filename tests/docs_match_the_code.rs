@@ -43,6 +43,7 @@ const OTHER_TOOLS: &[&str] = &[
     "--latency-loads",   // ricochet-bench
     "--storm",           // ricochet-bench
     "--quick",           // ricochet-bench
+    "--bench",           // scripts/install-deps.sh (what make bench needs)
 ];
 
 fn flags_in(text: &str) -> BTreeSet<String> {

@@ -503,6 +503,15 @@ fn a_room_message_larger_than_natss_max_payload_is_refused_with_1009() {
 fn bench_spreads_members_over_linked_servers_and_reports_what_crossed() {
     let nats = Nats::start(&[]);
     let hosts: Vec<Server> = (0..3).map(|_| host(&nats.url(), &[])).collect();
+    // The room is subscribed on every host before the bench's members join:
+    // a host's first member of a room gets other hosts' messages only once
+    // its subscription has reached NATS (docs/cluster.md, "What the
+    // counters cannot see"), and the bench publishes right after its joins.
+    let rt = runtime();
+    let _keep: Vec<Member> = hosts.iter().map(|s| rt.block_on(Member::join("keep", &url(s, "/bench")))).collect();
+    for s in &hosts {
+        linked(s, 1.0);
+    }
     let pids: Vec<String> = hosts.iter().map(|s| s.pid().to_string()).collect();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ricochet"));
     cmd.args(["bench", &url(&hosts[0], "/bench"), "--mode", "room", "--duration", "1s"]);
@@ -571,4 +580,40 @@ fn a_credentials_file_that_is_not_one_stops_the_start_in_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--cluster-credentials file") && err.contains("ricochet.creds"), "{err}");
+}
+
+#[test]
+fn the_status_page_shows_the_link_to_nats() {
+    let mut nats = Nats::start(&[]);
+    let s = host(&nats.url(), &[]);
+    let rt = runtime();
+    let mut member = rt.block_on(Member::join("a", &url(&s, "/chat")));
+    linked(&s, 1.0);
+    rt.block_on(member.send_next());
+    wait_for(metrics(&s), "one message published to NATS", |m| sum(m, "ricochet_cluster_published_total", &[]) == 1.0);
+    let stats = || -> serde_json::Value {
+        serde_json::from_str(&common::admin::get(metrics(&s), "/stats.json").body).expect("JSON")
+    };
+    let c = stats()["cluster"].clone();
+    assert_eq!(c["connected"], true, "{c}");
+    assert_eq!(c["servers"], serde_json::json!([nats.url()]), "{c}");
+    assert_eq!((c["subscriptions"].as_u64(), c["published"].as_u64()), (Some(1), Some(1)), "{c}");
+    assert_eq!(c["dropped"]["queue_full"], 0, "{c}");
+    assert!(common::admin::get(metrics(&s), "/").body.contains("cluster-section"));
+    // NATS gone: the page says so.
+    nats.stop();
+    let t0 = Instant::now();
+    while stats()["cluster"]["connected"] != false {
+        assert!(t0.elapsed() < Duration::from_secs(15), "still shown as linked 15 s after NATS stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(member);
+}
+
+#[test]
+fn without_cluster_the_status_page_has_no_cluster() {
+    let s = Server::start(&["--reply", "room", "--metrics-listen", "127.0.0.1:0"]);
+    let stats: serde_json::Value =
+        serde_json::from_str(&common::admin::get(metrics(&s), "/stats.json").body).expect("JSON");
+    assert!(stats["cluster"].is_null(), "{}", stats["cluster"]);
 }

@@ -275,6 +275,7 @@ pub fn stats_json(ctx: &AdminContext) -> serde_json::Value {
         "settings": settings_json(&ctx.settings),
         "rates": latest,
         "rooms": rooms_json(ctx),
+        "cluster": cluster_json(ctx),
         "metrics": exposition::json(&families),
     })
 }
@@ -304,6 +305,30 @@ fn rooms_json(ctx: &AdminContext) -> serde_json::Value {
         })
         .collect();
     json!({ "open": rooms.registry.open(), "members": rooms.registry.members(), "largest": largest })
+}
+
+/// With `--cluster`: the link to NATS (its state, the servers named, and
+/// the bridge's counters, which the page turns into rates between its
+/// polls); `null` without.
+fn cluster_json(ctx: &AdminContext) -> serde_json::Value {
+    use crate::cluster::{ClusterStats, DropReason};
+    let Some(c) = &ctx.cluster else { return serde_json::Value::Null };
+    let get = ClusterStats::get;
+    let dropped: serde_json::Map<String, serde_json::Value> =
+        DropReason::ALL.iter().map(|r| (r.label().to_string(), json!(c.dropped(*r)))).collect();
+    json!({
+        "connected": get(&c.connected) == 1,
+        // Never secrets: URLs with a user or password are refused at start.
+        "servers": ctx.settings.cluster.as_ref().map(|s| s.servers.clone()).unwrap_or_default(),
+        "published": get(&c.published),
+        "received": get(&c.received),
+        "dropped": dropped,
+        "reconnects": get(&c.reconnects),
+        "queue_depth": get(&c.queue_depth),
+        "queue_bytes": get(&c.queue_bytes),
+        "subscriptions": get(&c.subscriptions),
+        "max_payload_bytes": get(&c.max_payload),
+    })
 }
 
 /// `/history.json`: the sampled per-shard rates of the last minutes.
