@@ -116,6 +116,8 @@ impl<T: PeerAddr> Table<T> {
                 if r.state.len() <= slot {
                     r.state.resize_with(slot + 1, || None);
                 }
+                // RoomConn's invariant: the slot's last member has left.
+                debug_assert!(r.state[slot].is_none(), "slot {slot} still holds a member's state");
                 r.state[slot] = Some(RoomConn { room, io: None });
             } else {
                 r.rooms.registry.leave(&room, id);
@@ -467,10 +469,9 @@ impl<T: PeerAddr> Table<T> {
     pub(super) fn leave_room(&mut self, slot: usize, generation: u32) {
         let Some(r) = self.room.as_mut() else { return };
         // Called for the connection leaving `slot` (its state, by RoomConn's invariant).
-        let Some(rc) = r.state.get_mut(slot).filter(|x| x.is_some()) else {
+        let Some(rc) = r.state.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let rc = rc.take().expect("checked above");
         r.members.remove(rc.room.id, Member { slot: slot as u32, generation });
         r.rooms.registry.leave(&rc.room, self.ctx.id);
         self.ctx.metrics.room_members.set(self.ctx.metrics.room_members.get().saturating_sub(1));

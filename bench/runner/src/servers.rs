@@ -177,12 +177,12 @@ pub fn room_specs(bin: &Path, gorilla_hub: Option<PathBuf>) -> Vec<Spec> {
         deflate: false,
         rooms: true,
     };
-    let peer = |name: &str, exe: &str| Spec {
+    let peer = |name: &str, exe: String| Spec {
         name: name.into(),
         ricochet: false,
         raw: false,
         threads: 1,
-        argv: vec![path(exe), "--listen".into(), "127.0.0.1:0".into()],
+        argv: vec![exe, "--listen".into(), "127.0.0.1:0".into()],
         env: vec![],
         tls: false,
         deflate: false,
@@ -191,12 +191,11 @@ pub fn room_specs(bin: &Path, gorilla_hub: Option<PathBuf>) -> Vec<Spec> {
     let mut v = vec![
         ricochet("epoll"),
         ricochet("uring"),
-        peer("sockudo-ws-rooms", "peer-sockudo-rooms"),
-        peer("tokio-tungstenite-rooms", "peer-tungstenite-rooms"),
+        peer("sockudo-ws-rooms", path("peer-sockudo-rooms")),
+        peer("tokio-tungstenite-rooms", path("peer-tungstenite-rooms")),
     ];
     if let Some(hub) = gorilla_hub {
-        let mut g = peer("gorilla-hub-rooms", "");
-        g.argv[0] = hub.to_string_lossy().into_owned();
+        let mut g = peer("gorilla-hub-rooms", hub.to_string_lossy().into_owned());
         g.env.push(("GOMAXPROCS".into(), "1".into()));
         v.push(g);
     }
